@@ -1,0 +1,256 @@
+"""Read lessons from their folders and check them before anything reaches the database.
+
+Each lesson is ``<content dir>/NN-slug/lesson.md``: YAML front matter between two ``---`` lines
+(title, summary, minutes), then the Markdown body. Every problem is reported as
+``path:line: message`` so an editor can jump to it, and a lesson with any problem is refused as
+a whole while the others load.
+"""
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import frontmatter
+import yaml
+from django.db import transaction
+
+from lessons.models import Lesson
+
+LESSON_FILE = "lesson.md"
+FOLDER_PATTERN = re.compile(r"^(?P<number>\d{2})-(?P<slug>[a-z0-9]+(?:-[a-z0-9]+)*)$")
+FIELDS = ("title", "summary", "minutes")
+MAX_MINUTES = 600
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: Path
+    line: int | None
+    message: str
+
+    def __str__(self) -> str:
+        where = _display(self.path) if self.line is None else f"{_display(self.path)}:{self.line}"
+        return f"{where}: {self.message}"
+
+
+@dataclass(frozen=True)
+class LessonSource:
+    number: int
+    slug: str
+    title: str
+    summary: str
+    minutes: int
+    body_markdown: str
+    path: Path
+
+
+@dataclass
+class ScanResult:
+    lessons: list[LessonSource] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    refused: list[Path] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class SaveResult:
+    created: int
+    updated: int
+    unchanged: int
+
+
+class LessonError(Exception):
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__("\n".join(str(problem) for problem in problems))
+        self.problems = problems
+
+
+def _display(path: Path) -> str:
+    """Paths relative to the working directory are shorter, and editors still open them."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def read_lesson(folder: Path) -> LessonSource:
+    """Parse and check one lesson folder; raise LessonError listing every problem found."""
+    match = FOLDER_PATTERN.match(folder.name)
+    if not match:
+        raise LessonError(
+            [
+                Problem(
+                    folder,
+                    None,
+                    "a lesson folder is named NN-slug: two digits, a dash, then lowercase words "
+                    "joined by dashes (e.g. 01-no-such-thing)",
+                )
+            ]
+        )
+    path = folder / LESSON_FILE
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise LessonError(
+            [Problem(path, None, f"missing: each lesson folder holds a {LESSON_FILE}")]
+        ) from None
+    except UnicodeDecodeError as error:
+        raise LessonError([Problem(path, None, f"not UTF-8 text ({error.reason})")]) from None
+
+    metadata, key_lines, body, body_line = _split_front_matter(path, text)
+    problems = _check_fields(path, metadata, key_lines)
+    if not body.strip():
+        problems.append(Problem(path, body_line, "the lesson has no body after its front matter"))
+    if problems:
+        raise LessonError(problems)
+    return LessonSource(
+        number=int(match["number"]),
+        slug=match["slug"],
+        title=metadata["title"].strip(),
+        summary=metadata["summary"].strip(),
+        minutes=metadata["minutes"],
+        body_markdown=body.strip() + "\n",
+        path=path,
+    )
+
+
+def _split_front_matter(path: Path, text: str) -> tuple[dict, dict[str, int], str, int]:
+    """Return the front matter, the line of each key, the body and the body's first line."""
+    handler = frontmatter.YAMLHandler()
+    start = handler.FM_BOUNDARY.match(text)
+    if not start:
+        raise LessonError(
+            [
+                Problem(
+                    path,
+                    1,
+                    "no front matter: start the file with a '---' line, then title, summary "
+                    "and minutes, then another '---' line",
+                )
+            ]
+        )
+    try:
+        raw, body = handler.split(text)
+    except ValueError:
+        raise LessonError(
+            [Problem(path, 1, "the front matter has no closing '---' line")]
+        ) from None
+
+    # YAML counts lines from where the front matter starts: the end of the opening '---' line.
+    offset = text[: start.end()].count("\n") + 1
+    try:
+        metadata = handler.load(raw)
+        node = yaml.compose(raw, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+        line = offset + mark.line if mark else offset
+        reason = getattr(error, "problem", None) or str(error)
+        # Where the broken construct began is often the line to fix, e.g. an unclosed "[".
+        context, context_mark = (
+            getattr(error, "context", None),
+            getattr(error, "context_mark", None),
+        )
+        if context and context_mark and context_mark.line != getattr(mark, "line", None):
+            reason += f" ({context} on line {offset + context_mark.line})"
+        raise LessonError(
+            [Problem(path, line, f"the front matter is not valid YAML: {reason}")]
+        ) from None
+    if not isinstance(metadata, dict) or not isinstance(node, yaml.MappingNode):
+        raise LessonError([Problem(path, offset, "the front matter must be 'key: value' lines")])
+
+    key_lines = {str(key.value): offset + key.start_mark.line for key, _ in node.value}
+    body_line = offset + raw.count("\n") + 1
+    return metadata, key_lines, body, body_line
+
+
+def _check_fields(path: Path, metadata: dict, key_lines: dict[str, int]) -> list[Problem]:
+    problems = []
+    first_line = min(key_lines.values(), default=2)
+    for key in metadata:
+        if key not in FIELDS:
+            problems.append(
+                Problem(
+                    path,
+                    key_lines.get(str(key)),
+                    f"unknown field {key!r}; the fields are {', '.join(FIELDS)}",
+                )
+            )
+    for name in FIELDS:
+        if name not in metadata:
+            problems.append(Problem(path, first_line, f"missing field {name!r}"))
+    for name in ("title", "summary"):
+        value = metadata.get(name)
+        if name in metadata and (not isinstance(value, str) or not value.strip()):
+            problems.append(Problem(path, key_lines.get(name), f"{name} must be non-empty text"))
+    title = metadata.get("title")
+    if isinstance(title, str) and len(title.strip()) > Lesson._meta.get_field("title").max_length:
+        problems.append(
+            Problem(path, key_lines.get("title"), "title is longer than 200 characters")
+        )
+    minutes = metadata.get("minutes")
+    if "minutes" in metadata and (
+        not isinstance(minutes, int) or isinstance(minutes, bool) or not 1 <= minutes <= MAX_MINUTES
+    ):
+        problems.append(
+            Problem(
+                path,
+                key_lines.get("minutes"),
+                f"minutes must be a whole number from 1 to {MAX_MINUTES}, not {minutes!r}",
+            )
+        )
+    return problems
+
+
+def scan(content_dir: Path) -> ScanResult:
+    """Read every lesson folder under content_dir, skipping files and "." or "_" folders."""
+    result = ScanResult()
+    if not content_dir.is_dir():
+        result.problems.append(Problem(content_dir, None, "the lesson folder does not exist"))
+        return result
+    seen_numbers: dict[int, Path] = {}
+    seen_slugs: dict[str, Path] = {}
+    for folder in sorted(content_dir.iterdir()):
+        if not folder.is_dir() or folder.name.startswith((".", "_")):
+            continue
+        try:
+            lesson = read_lesson(folder)
+        except LessonError as error:
+            result.problems.extend(error.problems)
+            result.refused.append(folder)
+            continue
+        clash = seen_numbers.get(lesson.number) or seen_slugs.get(lesson.slug)
+        if clash:
+            result.problems.append(
+                Problem(folder, None, f"its number or slug is already used by {clash.name}")
+            )
+            result.refused.append(folder)
+            continue
+        seen_numbers[lesson.number] = seen_slugs[lesson.slug] = folder
+        result.lessons.append(lesson)
+    return result
+
+
+def save(lessons: Iterable[LessonSource]) -> SaveResult:
+    """Create or update lessons by slug; unchanged ones keep their updated_at."""
+    created = updated = unchanged = 0
+    with transaction.atomic():
+        for source in lessons:
+            values = {
+                "number": source.number,
+                "title": source.title,
+                "summary": source.summary,
+                "minutes": source.minutes,
+                "body_markdown": source.body_markdown,
+            }
+            lesson = Lesson.objects.filter(slug=source.slug).first()
+            if lesson is None:
+                Lesson.objects.create(slug=source.slug, **values)
+                created += 1
+            elif any(getattr(lesson, name) != value for name, value in values.items()):
+                for name, value in values.items():
+                    setattr(lesson, name, value)
+                lesson.save()
+                updated += 1
+            else:
+                unchanged += 1
+    return SaveResult(created, updated, unchanged)

@@ -1,0 +1,56 @@
+"""``manage.py lessons validate|load``: check lesson files, and load the good ones.
+
+``validate`` is the gate for review and CI: it fails when any lesson has a problem. ``load``
+refuses broken lessons (their previous version stays in the database) but loads the others and
+succeeds, so one typo never keeps the site from starting.
+"""
+
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from lessons import loader
+
+
+class Command(BaseCommand):
+    help = "Validate the lesson files, or load them into the database."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        actions = parser.add_subparsers(dest="action", required=True, metavar="{validate,load}")
+        for name, text in (
+            ("validate", "check every lesson; fail if any has a problem"),
+            ("load", "save the valid lessons; report and skip the others"),
+        ):
+            action = actions.add_parser(name, help=text)
+            action.add_argument(
+                "--content-dir",
+                type=Path,
+                default=None,
+                help="folder of NN-slug lesson folders (default: lessons/content)",
+            )
+
+    def handle(self, *args: object, action: str, content_dir: Path | None, **options: object):
+        folder = content_dir or Path(settings.LESSONS_CONTENT_DIR)
+        result = loader.scan(folder)
+        for problem in result.problems:
+            self.stderr.write(str(problem))
+        refused = ", ".join(path.name for path in result.refused)
+
+        if action == "validate":
+            if result.problems:
+                raise CommandError(
+                    f"{len(result.problems)} problem(s) in lessons: {refused or folder}"
+                )
+            self.stdout.write(f"{len(result.lessons)} lesson(s) valid in {folder}")
+            return
+
+        saved = loader.save(result.lessons)
+        self.stdout.write(
+            f"Loaded {len(result.lessons)} lesson(s): {saved.created} new, {saved.updated} "
+            f"updated, {saved.unchanged} unchanged"
+        )
+        if result.refused:
+            self.stderr.write(
+                self.style.WARNING(f"Refused {len(result.refused)} lesson(s): {refused}")
+            )

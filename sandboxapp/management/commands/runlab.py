@@ -1,0 +1,169 @@
+"""``manage.py runlab``: run the whole lab on one machine, as ``make run`` does.
+
+Starts sandboxd (once it exists) and Daphne as child processes, prints where to go, and on
+Ctrl-C or SIGTERM stops them in reverse order: terminate, wait, then kill what is left.
+"""
+
+import contextlib
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management import get_commands
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+STOP_TIMEOUT = 10.0
+START_TIMEOUT = 30.0
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Runs in the child: if runlab is killed outright, the kernel still stops its children."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))
+
+
+@dataclass
+class Child:
+    name: str
+    process: subprocess.Popen
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        if self.process.poll() is not None:
+            return
+        # Each child leads its own process group, so this reaches anything it started too.
+        self._signal_group(signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self._signal_group(signal.SIGKILL)
+            self.process.wait()
+
+    def _signal_group(self, signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signum)
+
+
+class Command(BaseCommand):
+    help = "Start sandboxd (when built) and Daphne; Ctrl-C stops both."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--host", default=os.environ.get("HOST") or "127.0.0.1")
+        parser.add_argument("--port", type=int, default=int(os.environ.get("PORT") or 8000))
+
+    def handle(self, *args: object, host: str, port: int, **options: object) -> None:
+        self.stop_requested = False
+        self.failure = ""
+        signal.signal(signal.SIGINT, self._request_stop)
+        signal.signal(signal.SIGTERM, self._request_stop)
+
+        _check_port_free(host, port)
+        children: list[Child] = []
+        try:
+            if "sandboxd" in get_commands():
+                manage = str(Path(settings.BASE_DIR) / "manage.py")
+                children.append(self._start("sandboxd", [sys.executable, manage, "sandboxd"]))
+            else:
+                self._say("sandboxd is not built yet: starting the web app alone")
+            daphne = [_daphne(), "-b", host, "-p", str(port), "sandboxapp.asgi:application"]
+            children.append(self._start("daphne", daphne))
+            if self._wait_until_listening(children, host, port):
+                self._print_welcome(host, port)
+                self._watch(children)
+        finally:
+            for child in reversed(children):
+                self._say(f"Stopping {child.name} (pid {child.process.pid})")
+                child.stop()
+        if self.failure:
+            raise CommandError(self.failure)
+        self._say("Stopped.")
+
+    def _say(self, message: str) -> None:
+        # Flushed at once so the lines keep their order with the children's output in a pipe.
+        self.stdout.write(message)
+        self.stdout.flush()
+
+    def _request_stop(self, signum: int, frame: object) -> None:
+        self.stop_requested = True
+
+    def _start(self, name: str, command: list[str]) -> Child:
+        process = subprocess.Popen(
+            command,
+            cwd=settings.BASE_DIR,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            start_new_session=True,  # Ctrl-C reaches runlab alone, which stops children in order
+            preexec_fn=_die_with_parent,
+        )
+        self._say(f"Started {name} (pid {process.pid})")
+        return Child(name, process)
+
+    def _wait_until_listening(self, children: list[Child], host: str, port: int) -> bool:
+        deadline = time.monotonic() + START_TIMEOUT
+        probe_host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+        while not self.stop_requested and time.monotonic() < deadline:
+            for child in children:
+                if child.process.poll() is not None:
+                    self.failure = f"{child.name} exited with {child.process.returncode}"
+                    return False
+            try:
+                with socket.create_connection((probe_host, port), timeout=0.5):
+                    return True
+            except OSError:
+                time.sleep(0.1)
+        if not self.stop_requested:
+            self.failure = f"daphne did not listen on {host}:{port} within {START_TIMEOUT:.0f}s"
+        return False
+
+    def _watch(self, children: list[Child]) -> None:
+        while not self.stop_requested:
+            for child in children:
+                if child.process.poll() is not None:
+                    self.failure = f"{child.name} exited with {child.process.returncode}"
+                    return
+            time.sleep(0.2)
+
+    def _print_welcome(self, host: str, port: int) -> None:
+        shown = f"[{host}]" if ":" in host else host
+        url = f"http://{shown}:{port}/"
+        lines = [f"Contained is running at {url}"]
+        if host in ("0.0.0.0", "::"):
+            lines.append(
+                "  (listening on every interface: use this machine's name, and add it to "
+                "ALLOWED_HOSTS)"
+            )
+        lines += [
+            f"Instructors log in at {url}accounts/login/ as user 'instructor' with the password "
+            "printed when that login was created",
+            "Press Ctrl-C to stop.",
+        ]
+        self._say(self.style.SUCCESS(lines[0]))
+        for line in lines[1:]:
+            self._say(line)
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Say so plainly, before starting anything, when another program has the port."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as error:
+            raise CommandError(
+                f"cannot listen on {host}:{port} ({error.strerror}): stop what uses it, or "
+                "choose another port, e.g. `make run PORT=8001`"
+            ) from None
+
+
+def _daphne() -> str:
+    """The daphne script beside this Python, so the venv's copy runs even if PATH lacks it."""
+    beside = Path(sys.executable).parent / "daphne"
+    if beside.exists():
+        return str(beside)
+    raise CommandError(f"daphne is not installed beside {sys.executable}")

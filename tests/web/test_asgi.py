@@ -1,0 +1,41 @@
+"""The ASGI application: HTTP reaches Django; websockets pass the origin check first."""
+
+import pytest
+from channels.testing import HttpCommunicator, WebsocketCommunicator
+
+from sandboxapp.asgi import application
+
+HOST = (b"host", b"testserver")
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+async def test_http_is_served_by_django():
+    communicator = HttpCommunicator(application, "GET", "/healthz", headers=[HOST])
+
+    response = await communicator.get_response(timeout=10)
+
+    assert response["status"] == 200
+    assert b'"status": "ok"' in response["body"]
+
+
+@pytest.mark.asyncio
+async def test_websocket_from_a_foreign_origin_is_refused():
+    communicator = WebsocketCommunicator(
+        application, "/ws/terminal/", headers=[HOST, (b"origin", b"https://evil.example")]
+    )
+
+    connected, _ = await communicator.connect()
+
+    assert connected is False
+
+
+@pytest.mark.asyncio
+async def test_websocket_routes_are_still_empty():
+    # The terminal issue adds the first route; until then every path is unknown.
+    communicator = WebsocketCommunicator(
+        application, "/ws/terminal/", headers=[HOST, (b"origin", b"http://localhost:8000")]
+    )
+
+    with pytest.raises(ValueError, match="No route found"):
+        await communicator.connect()
