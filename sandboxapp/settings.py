@@ -131,6 +131,13 @@ else:
 # The privileged daemon that owns the sandboxes; the web tier only talks to it over this socket.
 SANDBOXD_SOCKET = Path(os.environ.get("SANDBOXD_SOCKET") or DATA_DIR / "run" / "sandboxd.sock")
 
+# The runtime's own state: images, learners' layers, id blocks, running sandboxes. Outside
+# the repository on purpose: every sandbox's unprivileged root must be able to traverse it.
+SANDBOX_STATE_DIR = Path(os.environ.get("CONTAINED_STATE_DIR") or "/var/lib/contained")
+# Sandbox cgroups are created under this path in every cgroup hierarchy.
+SANDBOX_CGROUP_PARENT = os.environ.get("CONTAINED_CGROUP_PARENT") or "contained"
+SANDBOX_MAX = int(os.environ.get("CONTAINED_MAX_SANDBOXES") or 300)
+
 LESSONS_CONTENT_DIR = BASE_DIR / "lessons" / "content"
 
 AUTH_PASSWORD_VALIDATORS = [

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # What `make run` needs from Debian: Python with venv, and the tools the sandboxes use
-# (ip from iproute2; unshare and nsenter from util-linux). Every dependency from PyPI has a
+# (ip from iproute2; unshare, nsenter and mount from util-linux; mkfs.ext4 for learners' layers;
+# libseccomp for the seccomp filter; ps). Every dependency from PyPI has a
 # wheel for Python 3.11, so no compiler is needed.
 set -euo pipefail
-exec "$(dirname "$0")/apt-ensure.sh" python3 python3-venv iproute2 util-linux
+exec "$(dirname "$0")/apt-ensure.sh" python3 python3-venv iproute2 util-linux mount \
+  e2fsprogs libseccomp2 procps

@@ -1,0 +1,142 @@
+"""``manage.py sandbox``: the namespace runtime from the command line, as root, no daemon.
+
+sandbox run [--learner ID] [--memory 256M] [--pids 256] [--cpus 1] [--disk 512M] -- CMD...
+sandbox list | destroy NAME | reconcile | bench
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import sys
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from sandboxapp.runtime import console, ids
+from sandboxapp.runtime.reconcile import reconcile
+from sandboxapp.runtime.sandbox import (
+    RuntimeConfig,
+    SandboxError,
+    process_start_time,
+    sandbox_create,
+    state_read,
+)
+from sandboxapp.runtime.spec import Limits, SandboxSpec, SpecError, parse_size
+from sandboxapp.runtime.volumes import VolumeError
+
+
+def runtime_config() -> RuntimeConfig:
+    return RuntimeConfig(
+        state_dir=settings.SANDBOX_STATE_DIR,
+        cgroup_parent=settings.SANDBOX_CGROUP_PARENT,
+        max_sandboxes=settings.SANDBOX_MAX,
+    )
+
+
+class Command(BaseCommand):
+    help = "Run, list, destroy and reconcile sandboxes directly (as root, no daemon)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        sub = parser.add_subparsers(dest="action", required=True)
+        run = sub.add_parser("run", help="run CMD in a fresh sandbox, then destroy it")
+        run.add_argument("--learner", help="use this learner's persistent files")
+        run.add_argument("--name", help="sandbox name (default: generated)")
+        run.add_argument("--memory", default="256M")
+        run.add_argument("--pids", type=int, default=256)
+        run.add_argument("--cpus", type=float, default=1.0)
+        run.add_argument("--disk", default="512M")
+        run.add_argument(
+            "--json-status",
+            action="store_true",
+            help="print the sandbox's status as JSON on stderr before running",
+        )
+        run.add_argument("command", nargs="*", help="command to run (default: a login shell)")
+        sub.add_parser("list", help="the sandboxes on this host")
+        destroy = sub.add_parser("destroy", help="kill a sandbox left by a crashed run")
+        destroy.add_argument("name")
+        sub.add_parser("reconcile", help="remove what crashed runs left behind")
+
+    def handle(self, *args: object, action: str, **options: object) -> None:
+        if os.geteuid() != 0:
+            raise CommandError("the sandbox runtime needs root (it creates namespaces and cgroups)")
+        config = runtime_config()
+        if action == "run":
+            sys.exit(self._run(config, **options))
+        elif action == "list":
+            self._list(config)
+        elif action in ("destroy", "reconcile"):
+            if action == "destroy":
+                self._kill(config, str(options["name"]))
+            report = reconcile(config)
+            self.stdout.write(json.dumps(report.__dict__, indent=2))
+
+    def _run(
+        self,
+        config: RuntimeConfig,
+        *,
+        learner: str | None,
+        name: str | None,
+        memory: str,
+        pids: int,
+        cpus: float,
+        disk: str,
+        json_status: bool,
+        command: list[str],
+        **_: object,
+    ) -> int:
+        name = name or f"{learner or 'run'}-{secrets.token_hex(3)}"
+        try:
+            limits = Limits(parse_size(memory), pids, cpus, parse_size(disk))
+            uid_base = (
+                ids.ids_for_learner(config.state_dir, learner)
+                if learner
+                else ids.ids_borrow(config.state_dir, name)
+            )
+            spec = SandboxSpec(name=name, uid_base=uid_base, learner=learner, limits=limits)
+            sandbox = sandbox_create(spec, config)
+        except (SpecError, SandboxError, VolumeError, OSError) as exc:
+            if not learner and "uid_base" in locals():
+                ids.release_ids(config.state_dir, uid_base)
+            raise CommandError(str(exc)) from exc
+        with sandbox:
+            if json_status:
+                self.stderr.write(json.dumps(sandbox.status()))
+            argv = command or ["/bin/bash", "--login"]
+            if os.isatty(0):
+                master = sandbox.open_pty()
+                process = sandbox.spawn(argv, pty_master=master)
+                return console.relay(master, process)
+            return sandbox.spawn(argv, stdio=(0, 1, 2)).wait()
+
+    def _kill(self, config: RuntimeConfig, name: str) -> None:
+        state = state_read(config, name)
+        if state is None:
+            raise CommandError(f"no sandbox named {name!r}")
+        # Only the very process recorded: a reused pid must never be killed.
+        if process_start_time(state.init_pid) == state.init_start_time:
+            os.kill(state.init_pid, signal.SIGKILL)
+
+    def _list(self, config: RuntimeConfig) -> None:
+        base = config.state_dir / "sandboxes"
+        rows = []
+        for rundir in sorted(base.iterdir()) if base.is_dir() else []:
+            state = state_read(config, rundir.name)
+            if state is None:
+                rows.append((rundir.name, "-", "starting or broken", "-"))
+                continue
+            alive = process_start_time(state.init_pid) == state.init_start_time
+            rows.append(
+                (
+                    state.name,
+                    state.learner or "-",
+                    "running" if alive else "dead",
+                    f"{state.startup_ms:.1f} ms",
+                )
+            )
+        if not rows:
+            self.stdout.write("no sandboxes")
+        for row in rows:
+            self.stdout.write("{:<32} {:<20} {:<20} {}".format(*row))

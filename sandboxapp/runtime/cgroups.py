@@ -1,0 +1,295 @@
+"""One cgroup interface, with cgroup v1 and v2 behind it.
+
+Each sandbox gets two levels (see docs/security-model.md):
+
+    <parent>/<name>            limits live here; the learner can neither see nor write it
+    <parent>/<name>/learner    the sandbox's cgroup-namespace root, delegated to its root
+                               user, so learners create and limit child cgroups of their own
+
+A child can never loosen what an ancestor enforces, so the learner's own cgroups
+are always bounded by the limits on <name>.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .spec import Limits
+
+V1_CONTROLLERS = ("memory", "pids", "cpu")
+CPU_PERIOD_US = 100_000
+INNER = "learner"
+
+
+class CgroupError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Hierarchy:
+    """A mounted cgroup hierarchy: its mount point and the controllers it carries."""
+
+    mountpoint: Path
+    controllers: tuple[str, ...]
+
+
+def _write(path: Path, value: str) -> None:
+    with open(path, "w") as f:
+        f.write(value)
+
+
+def _read_kv(path: Path) -> dict[str, int]:
+    """Parse the 'key value' lines of memory.events, pids.events, cpu.stat, oom_control."""
+    values: dict[str, int] = {}
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return values
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        if value.strip().lstrip("-").isdigit():
+            values[key] = int(value)
+    return values
+
+
+class CgroupBackend:
+    """What differs between v1 and v2; `SandboxCgroup` holds what is the same."""
+
+    version: int
+    hierarchies: tuple[Hierarchy, ...]
+
+    def __init__(self, hierarchies: tuple[Hierarchy, ...]) -> None:
+        self.hierarchies = hierarchies
+
+    def prepare_parent(self, parent: str) -> None:
+        for h in self.hierarchies:
+            (h.mountpoint / parent.strip("/")).mkdir(parents=True, exist_ok=True)
+
+    def apply_limits(self, outer: list[Path], limits: Limits) -> None:
+        raise NotImplementedError
+
+    def delegated_files(self) -> tuple[str, ...]:
+        raise NotImplementedError
+
+    def kill(self, dirs: list[Path]) -> None:
+        raise NotImplementedError
+
+    def counters(self, outer: list[Path]) -> dict[str, int]:
+        raise NotImplementedError
+
+    def limits(self, dirs: list[Path]) -> dict[str, int | None]:
+        raise NotImplementedError
+
+
+class V1Backend(CgroupBackend):
+    version = 1
+
+    def _find(self, dirs: list[Path], controller: str) -> Path:
+        for h, d in zip(self.hierarchies, dirs, strict=True):
+            if controller in h.controllers:
+                return d
+        raise CgroupError(f"cgroup v1 controller {controller!r} is not mounted")
+
+    def apply_limits(self, outer: list[Path], limits: Limits) -> None:
+        mem = self._find(outer, "memory")
+        _write(mem / "memory.limit_in_bytes", str(limits.memory_bytes))
+        # memory+swap equal to memory: no escape into swap.
+        if (mem / "memory.memsw.limit_in_bytes").exists():
+            _write(mem / "memory.memsw.limit_in_bytes", str(limits.memory_bytes))
+        _write(self._find(outer, "pids") / "pids.max", str(limits.pids))
+        cpu = self._find(outer, "cpu")
+        _write(cpu / "cpu.cfs_period_us", str(CPU_PERIOD_US))
+        _write(cpu / "cpu.cfs_quota_us", str(int(limits.cpus * CPU_PERIOD_US)))
+
+    def delegated_files(self) -> tuple[str, ...]:
+        return ("cgroup.procs", "tasks")
+
+    def kill(self, dirs: list[Path]) -> None:
+        # v1 has no cgroup.kill: signal every member until none is left. Members
+        # cannot escape meanwhile, and new forks land in the same cgroup.
+        for _ in range(200):
+            pids = procs(dirs)
+            if not pids:
+                return
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.005)
+        raise CgroupError(f"processes survived SIGKILL in {dirs[0]}")
+
+    def counters(self, outer: list[Path]) -> dict[str, int]:
+        mem = self._find(outer, "memory")
+        oom = _read_kv(mem / "memory.oom_control")
+        cpu = _read_kv(self._find(outer, "cpu") / "cpu.stat")
+        pids = _read_kv(self._find(outer, "pids") / "pids.events")
+        return {
+            "oom_kill": oom.get("oom_kill", 0),
+            "memory_max_hit": int((mem / "memory.failcnt").read_text()),
+            "pids_max_hit": pids.get("max", 0),
+            "nr_throttled": cpu.get("nr_throttled", 0),
+        }
+
+    def limits(self, dirs: list[Path]) -> dict[str, int | None]:
+        mem = int((self._find(dirs, "memory") / "memory.limit_in_bytes").read_text())
+        pids = (self._find(dirs, "pids") / "pids.max").read_text().strip()
+        quota = int((self._find(dirs, "cpu") / "cpu.cfs_quota_us").read_text())
+        return {
+            "memory_bytes": None if mem >= 2**62 else mem,
+            "pids": None if pids == "max" else int(pids),
+            "cpu_quota_us": None if quota < 0 else quota,
+        }
+
+
+class V2Backend(CgroupBackend):
+    version = 2
+
+    def prepare_parent(self, parent: str) -> None:
+        # Controllers must be enabled on every level from the root down to our sandboxes.
+        (root,) = self.hierarchies
+        path = root.mountpoint
+        for part in [p for p in parent.strip("/").split("/") if p]:
+            _write(path / "cgroup.subtree_control", "+memory +pids +cpu")
+            path = path / part
+            path.mkdir(exist_ok=True)
+        _write(path / "cgroup.subtree_control", "+memory +pids +cpu")
+
+    def apply_limits(self, outer: list[Path], limits: Limits) -> None:
+        (d,) = outer
+        _write(d / "memory.max", str(limits.memory_bytes))
+        _write(d / "memory.swap.max", "0")
+        _write(d / "pids.max", str(limits.pids))
+        _write(d / "cpu.max", f"{int(limits.cpus * CPU_PERIOD_US)} {CPU_PERIOD_US}")
+        _write(d / "cgroup.subtree_control", "+memory +pids +cpu")
+
+    def delegated_files(self) -> tuple[str, ...]:
+        return ("cgroup.procs", "cgroup.threads", "cgroup.subtree_control")
+
+    def kill(self, dirs: list[Path]) -> None:
+        (d,) = dirs
+        _write(d / "cgroup.kill", "1")
+        for _ in range(200):
+            if not procs(dirs):
+                return
+            time.sleep(0.005)
+        raise CgroupError(f"processes survived cgroup.kill in {d}")
+
+    def counters(self, outer: list[Path]) -> dict[str, int]:
+        (d,) = outer
+        mem = _read_kv(d / "memory.events")
+        return {
+            "oom_kill": mem.get("oom_kill", 0),
+            "memory_max_hit": mem.get("max", 0),
+            "pids_max_hit": _read_kv(d / "pids.events").get("max", 0),
+            "nr_throttled": _read_kv(d / "cpu.stat").get("nr_throttled", 0),
+        }
+
+    def limits(self, dirs: list[Path]) -> dict[str, int | None]:
+        (d,) = dirs
+
+        def number(name: str) -> int | None:
+            text = (d / name).read_text().split()[0]
+            return None if text == "max" else int(text)
+
+        return {
+            "memory_bytes": number("memory.max"),
+            "pids": number("pids.max"),
+            "cpu_quota_us": number("cpu.max"),
+        }
+
+
+def procs(dirs: list[Path]) -> list[int]:
+    """Every pid in these cgroups and all their descendants (the learner may nest)."""
+    found: set[int] = set()
+    for d in dirs:
+        for sub, _, _ in os.walk(d):
+            try:
+                text = Path(sub, "cgroup.procs").read_text()
+            except FileNotFoundError:
+                continue
+            found.update(int(p) for p in text.split())
+    return sorted(found)
+
+
+def detect(mountinfo: str | None = None) -> CgroupBackend:
+    """Pick v1 or v2 from the host's mounts: v2 when it carries our controllers."""
+    if mountinfo is None:
+        mountinfo = Path("/proc/self/mountinfo").read_text()
+    v1: dict[str, Hierarchy] = {}
+    v2: Path | None = None
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        sep = fields.index("-")
+        fstype, options = fields[sep + 1], fields[sep + 3].split(",")
+        mountpoint = Path(fields[4])
+        if fstype == "cgroup2":
+            v2 = mountpoint
+        elif fstype == "cgroup":
+            controllers = tuple(o for o in options if o in V1_CONTROLLERS or o == "cpuacct")
+            for c in controllers:
+                v1.setdefault(c, Hierarchy(mountpoint, controllers))
+    if v2 is not None:
+        available = set((v2 / "cgroup.controllers").read_text().split())
+        if {"memory", "pids", "cpu"} <= available:
+            return V2Backend((Hierarchy(v2, ("memory", "pids", "cpu")),))
+    missing = [c for c in V1_CONTROLLERS if c not in v1]
+    if missing:
+        raise CgroupError(f"no usable cgroup hierarchy: v1 lacks {', '.join(missing)}")
+    unique = {h.mountpoint: h for h in (v1[c] for c in V1_CONTROLLERS)}
+    return V1Backend(tuple(unique.values()))
+
+
+class SandboxCgroup:
+    """The two-level cgroup of one sandbox, in every hierarchy the backend uses."""
+
+    def __init__(self, backend: CgroupBackend, parent: str, name: str) -> None:
+        self.backend = backend
+        rel = f"{parent.strip('/')}/{name}".strip("/")
+        self.outer = [h.mountpoint / rel for h in backend.hierarchies]
+        self.inner = [d / INNER for d in self.outer]
+
+    def create(self, limits: Limits, owner_uid: int) -> None:
+        for d in self.outer:
+            d.mkdir()
+        self.backend.apply_limits(self.outer, limits)
+        for d in self.inner:
+            d.mkdir()
+            # Hand the learner's root its subtree: the directory (to create children)
+            # and the files that move processes. Never the limits of either level.
+            os.chown(d, owner_uid, owner_uid)
+            for name in self.backend.delegated_files():
+                os.chown(d / name, owner_uid, owner_uid)
+
+    def add(self, pid: int) -> None:
+        for d in self.inner:
+            _write(d / "cgroup.procs", str(pid))
+
+    def procs(self) -> list[int]:
+        return procs(self.outer)
+
+    def exists(self) -> bool:
+        return any(d.exists() for d in self.outer)
+
+    def counters(self) -> dict[str, int]:
+        return self.backend.counters(self.outer)
+
+    def limits(self) -> dict[str, int | None]:
+        return self.backend.limits(self.outer)
+
+    def destroy(self) -> None:
+        existing = [d for d in self.outer if d.exists()]
+        if not existing:
+            return
+        self.backend.kill(existing)
+        for d in existing:
+            # Bottom-up: the learner may have made cgroups of their own.
+            for sub, _, _ in os.walk(d, topdown=False):
+                try:
+                    os.rmdir(sub)
+                except FileNotFoundError:
+                    pass

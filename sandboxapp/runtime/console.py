@@ -1,0 +1,55 @@
+"""Attach the calling terminal to a sandbox's terminal (for `manage.py sandbox run`)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import signal
+import termios
+import tty
+from collections.abc import Iterator
+
+from .child import set_winsize
+from .sandbox import Process
+
+
+@contextlib.contextmanager
+def _raw(fd: int) -> Iterator[None]:
+    saved = termios.tcgetattr(fd)
+    tty.setraw(fd)
+    try:
+        yield
+    finally:
+        termios.tcsetattr(fd, termios.TCSAFLUSH, saved)
+
+
+def _copy_size(master: int) -> None:
+    rows, cols = os.get_terminal_size(0)
+    set_winsize(master, rows, cols)
+
+
+def relay(master: int, process: Process) -> int:
+    """Pass bytes both ways until the sandboxed program exits; return its status."""
+    _copy_size(master)
+    previous = signal.signal(signal.SIGWINCH, lambda *_: _copy_size(master))
+    try:
+        with _raw(0):
+            while True:
+                readable, _, _ = select.select([0, master], [], [])
+                if master in readable:
+                    try:
+                        data = os.read(master, 65536)
+                    except OSError:  # EIO: the last process on the terminal is gone
+                        break
+                    if not data:
+                        break
+                    os.write(1, data)
+                if 0 in readable:
+                    data = os.read(0, 65536)
+                    if not data:
+                        break
+                    os.write(master, data)
+    finally:
+        signal.signal(signal.SIGWINCH, previous)
+    return process.wait()

@@ -1,0 +1,82 @@
+"""Host id blocks: each sandbox's root is a different unprivileged host uid and gid.
+
+A learner keeps one block for good (their persistent files are owned by it); a throwaway
+sandbox borrows a block for its lifetime. A block is claimed by creating its file with
+O_EXCL, so two processes can never hand out the same one.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .spec import ID_BLOCK
+
+# Blocks 1..FIRST_BLOCK-1 are left to the host (systemd, rootless containers use them).
+FIRST_BLOCK = 16
+LAST_BLOCK = 2**31 // ID_BLOCK - 1
+
+
+class IdsExhausted(RuntimeError):
+    pass
+
+
+def _dir(state_dir: Path) -> Path:
+    path = state_dir / "ids"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _claim(directory: Path, owner: str) -> int:
+    for block in range(FIRST_BLOCK, LAST_BLOCK + 1):
+        try:
+            fd = os.open(directory / f"block-{block}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            continue
+        os.write(fd, owner.encode())
+        os.close(fd)
+        return block * ID_BLOCK
+    raise IdsExhausted("no free host id block is left")
+
+
+def ids_for_learner(state_dir: Path, learner: str) -> int:
+    """The learner's permanent block, claimed on first use."""
+    directory = _dir(state_dir)
+    record = directory / f"learner-{learner}"
+    try:
+        return int(record.read_text())
+    except FileNotFoundError:
+        pass
+    base = _claim(directory, f"learner:{learner}")
+    tmp = record.with_name(f".{record.name}.{os.getpid()}")
+    tmp.write_text(str(base))
+    try:
+        os.link(tmp, record)
+    except FileExistsError:
+        # Another process claimed one for this learner at the same time: keep theirs.
+        release_ids(state_dir, base)
+        base = int(record.read_text())
+    finally:
+        tmp.unlink(missing_ok=True)
+    return base
+
+
+def ids_borrow(state_dir: Path, sandbox: str) -> int:
+    return _claim(_dir(state_dir), f"sandbox:{sandbox}")
+
+
+def release_ids(state_dir: Path, base: int) -> None:
+    (_dir(state_dir) / f"block-{base // ID_BLOCK}").unlink(missing_ok=True)
+
+
+def borrowed_blocks(state_dir: Path) -> dict[str, int]:
+    """sandbox name -> base of every borrowed block (reconcile frees the orphans)."""
+    found = {}
+    for path in _dir(state_dir).glob("block-*"):
+        try:
+            owner = path.read_text()
+        except FileNotFoundError:
+            continue
+        if owner.startswith("sandbox:"):
+            found[owner.removeprefix("sandbox:")] = int(path.name.removeprefix("block-")) * ID_BLOCK
+    return found

@@ -1,0 +1,159 @@
+"""The default image: the host's own /usr (read-only, shared) plus a generated /etc.
+
+It needs no download. The image directory is the lower layer of the sandbox's root
+overlay; /usr gets an overlay of its own whose lower layer is the host's /usr, so a
+learner can install into /usr/local without touching the host.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+# Bump when the generated content changes: images are rebuilt on next use.
+IMAGE_VERSION = "3"
+_MARKER = ".contained-image"
+
+# Host files the sandbox's programs need to run at all (the dynamic loader's cache,
+# Debian's alternatives links) or to behave as on any Debian machine.
+_COPIED_FROM_HOST = (
+    "alternatives",
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "nsswitch.conf",
+    "localtime",
+    "inputrc",
+    "terminfo",
+    "protocols",
+    "services",
+    "ethertypes",
+    "iproute2",
+    "os-release",
+    "debian_version",
+    "login.defs",
+    "mime.types",
+)
+
+_PASSWD = """\
+root:x:0:0:root:/root:/bin/bash
+learner:x:1000:1000:Learner:/home/learner:/bin/bash
+nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin
+"""
+
+_GROUP = """\
+root:x:0:
+tty:x:5:
+learner:x:1000:
+nogroup:x:65534:
+"""
+
+_PROFILE = """\
+# /etc/profile for a Contained sandbox.
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+export LANG=C.UTF-8
+if [ -n "$BASH_VERSION" ] && [ -f /etc/bash.bashrc ]; then . /etc/bash.bashrc; fi
+for f in /etc/profile.d/*.sh; do [ -r "$f" ] && . "$f"; done
+unset f
+"""
+
+_BASHRC = r"""# Interactive shells in a Contained sandbox.
+[ -z "$PS1" ] && return
+shopt -s checkwinsize histappend
+HISTSIZE=5000
+alias ls='ls --color=auto' grep='grep --color=auto'
+PS1='\[\e[1;32m\]\u@\h\[\e[0m\]:\[\e[1;34m\]\w\[\e[0m\]\$ '
+"""
+
+_WELCOME = r"""# Printed once per login shell.
+if [ -n "$PS1" ] && [ -z "$CONTAINED_QUIET" ]; then
+  echo "Your own sandbox: you are root here, and only here. Nothing you do can touch the host"
+  echo "or another learner. Try: hostname, ps aux, ls -l /proc/\$\$/ns"
+fi
+"""
+
+# The skeleton of a root filesystem. Mount points stay empty; /usr is an overlay.
+_DIRS = {
+    "usr": 0o755,
+    "etc": 0o755,
+    "etc/profile.d": 0o755,
+    "proc": 0o555,
+    "sys": 0o555,
+    "dev": 0o755,
+    "tmp": 0o1777,
+    "run": 0o755,
+    "root": 0o700,
+    "home": 0o755,
+    "home/learner": 0o755,
+    "var": 0o755,
+    "var/tmp": 0o1777,
+    "var/lib": 0o755,
+    "var/log": 0o755,
+    "mnt": 0o755,
+    "opt": 0o755,
+    "srv": 0o755,
+}
+
+
+def image_dir(state_dir: Path, name: str = "default") -> Path:
+    return state_dir / "images" / name
+
+
+def image_ensure(state_dir: Path, name: str = "default") -> Path:
+    """Build the image if it is missing or outdated; return its directory."""
+    target = image_dir(state_dir, name)
+    marker = target / _MARKER
+    if marker.exists() and marker.read_text() == IMAGE_VERSION:
+        return target
+    if name != "default":
+        raise FileNotFoundError(f"image {name!r} is not built: see `sandbox image --help`")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Build beside the target and swap it in, so a crash never leaves half an image.
+    build = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
+    try:
+        _build_default(build)
+        build.chmod(0o755)
+        old = target.with_name(f".{name}-old")
+        if target.exists():
+            target.rename(old)
+        build.rename(target)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(build, ignore_errors=True)
+    return target
+
+
+def _build_default(root: Path) -> None:
+    for rel, mode in _DIRS.items():
+        path = root / rel
+        path.mkdir(parents=True, exist_ok=True)
+        path.chmod(mode)
+    # Debian's merged /usr: the top-level program and library dirs are links into it.
+    for link in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
+        if os.path.islink(f"/{link}"):
+            os.symlink(os.readlink(f"/{link}"), root / link)
+    etc = root / "etc"
+    for name in _COPIED_FROM_HOST:
+        source = Path("/etc") / name
+        if source.is_symlink():
+            os.symlink(os.readlink(source), etc / name)
+        elif source.is_dir():
+            shutil.copytree(source, etc / name, symlinks=True)
+        elif source.is_file():
+            shutil.copy2(source, etc / name)
+    files = {
+        "passwd": _PASSWD,
+        "group": _GROUP,
+        "shells": "/bin/sh\n/bin/bash\n/usr/bin/bash\n",
+        "profile": _PROFILE,
+        "bash.bashrc": _BASHRC,
+        "profile.d/contained-welcome.sh": _WELCOME,
+        "resolv.conf": "# This sandbox has no network beyond its own loopback.\n",
+    }
+    for rel, text in files.items():
+        (etc / rel).write_text(text)
+    (root / "root" / ".bashrc").write_text(". /etc/bash.bashrc\n")
+    (root / "root" / ".profile").write_text(". /etc/profile\n")
+    (root / _MARKER).write_text(IMAGE_VERSION)

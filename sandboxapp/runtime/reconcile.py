@@ -1,0 +1,109 @@
+"""At start-up, remove what a crashed run left behind.
+
+A sandbox's init dies with its owner (the lifeline), and the kernel then frees its
+namespaces. What the kernel does not free is ours to clean: the cgroups, the learner's
+mounted layer, the borrowed id block and the state directory. A sandbox counts as live
+only if both its init and its owner are the very processes recorded (pid plus start time,
+so a reused pid never keeps a stale sandbox "alive").
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import time
+from dataclasses import dataclass, field
+
+from . import ids, volumes
+from .cgroups import SandboxCgroup
+from .sandbox import RuntimeConfig, SandboxState, _backend, process_start_time, state_read
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ReconcileReport:
+    removed_sandboxes: list[str] = field(default_factory=list)
+    removed_cgroups: list[str] = field(default_factory=list)
+    unmounted_volumes: list[str] = field(default_factory=list)
+    freed_id_blocks: list[int] = field(default_factory=list)
+    live: list[str] = field(default_factory=list)
+
+    def nothing_done(self) -> bool:
+        return not (
+            self.removed_sandboxes
+            or self.removed_cgroups
+            or self.unmounted_volumes
+            or self.freed_id_blocks
+        )
+
+
+def _is_same_process(pid: int, start_time: int) -> bool:
+    return pid > 0 and process_start_time(pid) == start_time
+
+
+def _live(state: SandboxState) -> bool:
+    return _is_same_process(state.owner_pid, state.owner_start_time) and _is_same_process(
+        state.init_pid, state.init_start_time
+    )
+
+
+def reconcile(config: RuntimeConfig) -> ReconcileReport:
+    report = ReconcileReport()
+    base = config.state_dir / "sandboxes"
+    live_learners: set[str] = set()
+    known: set[str] = set()
+    for rundir in sorted(base.iterdir()) if base.is_dir() else []:
+        name = rundir.name
+        known.add(name)
+        state = state_read(config, name)
+        if state is not None and _live(state):
+            report.live.append(name)
+            if state.learner:
+                live_learners.add(state.learner)
+            continue
+        if state is not None and _is_same_process(state.init_pid, state.init_start_time):
+            # Its owner is gone but the init is not (it should have followed): end it.
+            os.kill(state.init_pid, signal.SIGKILL)
+        # A directory without state is a creation that never finished: its creator either
+        # is still at work (young directory) or died.
+        if state is None and _young(rundir):
+            report.live.append(name)
+            continue
+        SandboxCgroup(_backend(), config.cgroup_parent, name).destroy()
+        shutil.rmtree(rundir, ignore_errors=True)
+        report.removed_sandboxes.append(name)
+        log.info("reconcile: removed leftover sandbox %s", name)
+    report.removed_cgroups = _orphan_cgroups(config, known)
+    for learner in volumes.volume_mounted(config.state_dir):
+        if learner not in live_learners:
+            volumes.volume_release(config.state_dir, learner, None)
+            report.unmounted_volumes.append(learner)
+    for sandbox, block_base in ids.borrowed_blocks(config.state_dir).items():
+        if sandbox not in report.live:
+            ids.release_ids(config.state_dir, block_base)
+            report.freed_id_blocks.append(block_base)
+    return report
+
+
+def _young(path: os.PathLike[str], seconds: float = 60.0) -> bool:
+    try:
+        return time.time() - os.stat(path).st_mtime < seconds
+    except FileNotFoundError:
+        return False
+
+
+def _orphan_cgroups(config: RuntimeConfig, known: set[str]) -> list[str]:
+    """Sandbox cgroups under our parent whose state directory is gone."""
+    removed = []
+    for hierarchy in _backend().hierarchies:
+        parent = hierarchy.mountpoint / config.cgroup_parent.strip("/")
+        if not parent.is_dir():
+            continue
+        for entry in parent.iterdir():
+            if entry.is_dir() and entry.name not in known and entry.name not in removed:
+                SandboxCgroup(_backend(), config.cgroup_parent, entry.name).destroy()
+                removed.append(entry.name)
+    return removed

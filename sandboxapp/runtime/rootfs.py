@@ -1,0 +1,225 @@
+"""The sandbox's filesystem, described as a list of operations, then carried out.
+
+Two plans, in the order the child runs them:
+
+* `plan_root` runs as the sandbox's outer root (before the learner's user namespace):
+  overlays, /proc with its masks, /dev, tmpfs, then pivot_root. The learner's user
+  namespace is created afterwards, so the kernel locks every one of these mounts: the
+  learner cannot unmount a mask or look under it.
+* `plan_inner` runs inside the learner's namespaces: sysfs for the sandbox's own network
+  namespace and the delegated cgroup hierarchies.
+
+Keeping the plan as data lets tests read what a sandbox will mount without mounting it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from . import syscalls as sc
+
+NOSUID_NODEV = sc.MS_NOSUID | sc.MS_NODEV
+NOSUID_NODEV_NOEXEC = NOSUID_NODEV | sc.MS_NOEXEC
+READONLY_REMOUNT = sc.MS_REMOUNT | sc.MS_BIND | sc.MS_RDONLY | NOSUID_NODEV_NOEXEC
+
+# As runc's defaults: files under /proc that read or write host-wide kernel state.
+MASKED_FILES = (
+    "proc/kcore",
+    "proc/keys",
+    "proc/timer_list",
+    "proc/sched_debug",
+    "proc/latency_stats",
+    "proc/sysrq-trigger",
+    "proc/kallsyms",
+    "proc/kmsg",
+)
+MASKED_DIRS = ("proc/acpi", "proc/scsi", "proc/asound")
+READONLY_PATHS = ("proc/bus", "proc/fs", "proc/irq", "proc/sys")
+DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+
+# Where a complete, unmasked proc and sysfs stay mounted under a cover nobody can remove.
+# The kernel lets a user namespace mount a new proc or sysfs only if a fully visible one
+# is already mounted (mount_too_revealing): the masked /proc is not, these are. Nested
+# `unshare --mount-proc` and `ip netns exec` depend on it.
+HIDDEN = "run/.contained"
+
+
+@dataclass(frozen=True)
+class Mount:
+    source: str | None
+    target: str
+    fstype: str | None = None
+    flags: int = 0
+    data: str | None = None
+
+
+@dataclass(frozen=True)
+class MoveFd:
+    """Attach a detached mount (an idmapped image layer) at `target`."""
+
+    key: str
+    target: str
+
+
+@dataclass(frozen=True)
+class Mkdir:
+    path: str
+    mode: int = 0o755
+
+
+@dataclass(frozen=True)
+class Symlink:
+    target: str
+    path: str
+
+
+@dataclass(frozen=True)
+class MaskFile:
+    path: str
+
+
+@dataclass(frozen=True)
+class MaskDir:
+    path: str
+
+
+@dataclass(frozen=True)
+class ReadOnly:
+    path: str
+
+
+@dataclass(frozen=True)
+class BindDevice:
+    name: str
+    root: str
+
+
+@dataclass(frozen=True)
+class PivotRoot:
+    path: str
+
+
+Op = Mount | MoveFd | Mkdir | Symlink | MaskFile | MaskDir | ReadOnly | BindDevice | PivotRoot
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Host-side paths for one sandbox, all in the child's private mount namespace."""
+
+    rundir: str  # per-sandbox directory: mount points for the layers and the new root
+    volume: str | None  # the learner's persistent layer (None: a throwaway tmpfs)
+    disk_bytes: int
+
+    @property
+    def root(self) -> str:
+        return f"{self.rundir}/root"
+
+    @property
+    def writable(self) -> str:
+        return self.volume or f"{self.rundir}/scratch"
+
+
+def plan_root(layout: Layout) -> list[Op]:
+    r, w = layout.root, layout.writable
+    ops: list[Op] = []
+    if layout.volume is None:
+        ops.append(Mount("tmpfs", w, "tmpfs", NOSUID_NODEV, f"size={layout.disk_bytes},mode=755"))
+        ops += [Mkdir(f"{w}/{d}") for d in ("root", "root/upper", "root/work")]
+        ops += [Mkdir(f"{w}/{d}") for d in ("usr", "usr/upper", "usr/work")]
+    ops += [
+        MoveFd("image", f"{layout.rundir}/lower-image"),
+        MoveFd("usr", f"{layout.rundir}/lower-usr"),
+        _overlay(f"{layout.rundir}/lower-image", f"{w}/root", r),
+        _overlay(f"{layout.rundir}/lower-usr", f"{w}/usr", f"{r}/usr"),
+        Mount("proc", f"{r}/proc", "proc", NOSUID_NODEV_NOEXEC),
+        *[MaskFile(f"{r}/{p}") for p in MASKED_FILES],
+        *[MaskDir(f"{r}/{p}") for p in MASKED_DIRS],
+        *[ReadOnly(f"{r}/{p}") for p in READONLY_PATHS],
+        Mount("tmpfs", f"{r}/run", "tmpfs", NOSUID_NODEV, "size=16m,mode=755"),
+        Mkdir(f"{r}/{HIDDEN}/proc", 0o555),
+        Mount("proc", f"{r}/{HIDDEN}/proc", "proc", NOSUID_NODEV_NOEXEC),
+        Mkdir(f"{r}/{HIDDEN}/sys", 0o555),
+        # Writable, or `ip netns exec` (which mounts sysfs read-write) would be refused.
+        Mount("/sys", f"{r}/{HIDDEN}/sys", None, sc.MS_BIND | sc.MS_REC),
+        Mount(
+            "tmpfs", f"{r}/{HIDDEN}", "tmpfs", sc.MS_RDONLY | NOSUID_NODEV_NOEXEC, "size=4k,mode=0"
+        ),
+        Mount("tmpfs", f"{r}/tmp", "tmpfs", NOSUID_NODEV, "size=64m,mode=1777"),
+        Mount("tmpfs", f"{r}/dev", "tmpfs", sc.MS_NOSUID | sc.MS_NOEXEC, "size=64k,mode=755"),
+        *[BindDevice(name, r) for name in DEVICES],
+        Mkdir(f"{r}/dev/pts"),
+        Mount(
+            "devpts",
+            f"{r}/dev/pts",
+            "devpts",
+            sc.MS_NOSUID | sc.MS_NOEXEC,
+            "newinstance,ptmxmode=0666,mode=0620,gid=5",
+        ),
+        Symlink("pts/ptmx", f"{r}/dev/ptmx"),
+        Mkdir(f"{r}/dev/shm", 0o1777),
+        Mount("tmpfs", f"{r}/dev/shm", "tmpfs", NOSUID_NODEV_NOEXEC, "size=64m,mode=1777"),
+        Mkdir(f"{r}/dev/mqueue", 0o1777),
+        Symlink("/proc/self/fd", f"{r}/dev/fd"),
+        Symlink("/proc/self/fd/0", f"{r}/dev/stdin"),
+        Symlink("/proc/self/fd/1", f"{r}/dev/stdout"),
+        Symlink("/proc/self/fd/2", f"{r}/dev/stderr"),
+        PivotRoot(r),
+    ]
+    return ops
+
+
+def _overlay(lower: str, writable: str, target: str) -> Mount:
+    # userxattr: overlay keeps its metadata in user.* xattrs, which a user namespace may set.
+    data = f"lowerdir={lower},upperdir={writable}/upper,workdir={writable}/work,userxattr"
+    return Mount("overlay", target, "overlay", NOSUID_NODEV, data)
+
+
+def plan_inner(cgroup_mounts: list[tuple[str, str, str | None]]) -> list[Op]:
+    """After the learner's namespaces exist: what belongs to them."""
+    ops: list[Op] = [
+        Mount("sysfs", "/sys", "sysfs", sc.MS_RDONLY | NOSUID_NODEV_NOEXEC),
+        Mount("tmpfs", "/sys/fs/cgroup", "tmpfs", NOSUID_NODEV_NOEXEC, "size=4k,mode=755"),
+    ]
+    for subdir, fstype, options in cgroup_mounts:
+        target = f"/sys/fs/cgroup/{subdir}".rstrip("/")
+        if subdir:
+            ops.append(Mkdir(target))
+        ops.append(Mount("cgroup", target, fstype, NOSUID_NODEV_NOEXEC, options))
+    return ops
+
+
+def apply(ops: list[Op], fds: dict[str, int]) -> None:
+    """Carry out a plan. Runs in the sandbox's child process; raises OSError on failure."""
+    for op in ops:
+        if isinstance(op, Mount):
+            sc.mount(op.source, op.target, op.fstype, op.flags, op.data)
+        elif isinstance(op, MoveFd):
+            sc.move_mount_fd(fds[op.key], op.target)
+        elif isinstance(op, Mkdir):
+            os.makedirs(op.path, exist_ok=True)
+            os.chmod(op.path, op.mode)
+        elif isinstance(op, Symlink):
+            os.symlink(op.target, op.path)
+        elif isinstance(op, MaskFile):
+            if os.path.exists(op.path):
+                sc.mount("/dev/null", op.path, None, sc.MS_BIND)
+        elif isinstance(op, MaskDir):
+            if os.path.isdir(op.path):
+                sc.mount("tmpfs", op.path, "tmpfs", sc.MS_RDONLY | NOSUID_NODEV_NOEXEC, "size=0")
+        elif isinstance(op, ReadOnly):
+            if os.path.exists(op.path):
+                sc.mount(op.path, op.path, None, sc.MS_BIND | sc.MS_REC)
+                sc.mount(None, op.path, None, READONLY_REMOUNT)
+        elif isinstance(op, BindDevice):
+            path = f"{op.root}/dev/{op.name}"
+            with open(path, "w"):
+                pass
+            sc.mount(f"/dev/{op.name}", path, None, sc.MS_BIND)
+        elif isinstance(op, PivotRoot):
+            os.chdir(op.path)
+            # pivot_root(".", ".") stacks the old root under the new one; detaching it
+            # leaves no path back to the host's files.
+            sc.pivot_root(".", ".")
+            sc.umount2(".", sc.MNT_DETACH)
+            os.chdir("/")

@@ -1,0 +1,429 @@
+"""A sandbox's lifecycle, parent side: create, exec, spawn on a terminal, destroy.
+
+The child side of each step is in child.py. The parent is host root; it writes the
+sandbox's id map, makes the idmapped image layers, owns the cgroup and the lifeline
+whose closing ends the sandbox.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import gc
+import json
+import os
+import shutil
+import signal
+import socket
+import struct
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from . import child, ids, image, rootfs, security, volumes
+from . import syscalls as sc
+from .cgroups import CgroupBackend, SandboxCgroup, detect
+from .spec import ID_BLOCK, SandboxSpec
+
+TIOCSPTLCK = 0x40045431
+DEFAULT_STATE_DIR = Path("/var/lib/contained")
+DEFAULT_ENV = {
+    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "HOME": "/root",
+    "USER": "root",
+    "LOGNAME": "root",
+    "SHELL": "/bin/bash",
+    "TERM": "xterm-256color",
+    "LANG": "C.UTF-8",
+}
+HOSTS = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{name}\n"
+
+
+class SandboxError(RuntimeError):
+    """Creating or using a sandbox failed; the message is fit for a user."""
+
+
+class HostFull(SandboxError):
+    pass
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    state_dir: Path = DEFAULT_STATE_DIR
+    # Relative to each cgroup hierarchy's root. Tests point it under a guard cgroup.
+    cgroup_parent: str = "contained"
+    max_sandboxes: int = 300
+
+    def backend(self) -> CgroupBackend:
+        return _backend()
+
+
+_BACKEND: CgroupBackend | None = None
+
+
+def _backend() -> CgroupBackend:
+    global _BACKEND
+    if _BACKEND is None:
+        _BACKEND = detect()
+    return _BACKEND
+
+
+@dataclass
+class SandboxState:
+    """What is on disk about a running sandbox: enough for reconcile after a crash."""
+
+    name: str
+    learner: str | None
+    uid_base: int
+    init_pid: int
+    init_start_time: int
+    owner_pid: int
+    owner_start_time: int
+    cgroup_parent: str
+    created_at: float
+    startup_ms: float
+
+
+def process_start_time(pid: int) -> int | None:
+    """Field 22 of /proc/PID/stat: with the pid, it names one process for good."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def _rundir(config: RuntimeConfig, name: str) -> Path:
+    return config.state_dir / "sandboxes" / name
+
+
+def state_read(config: RuntimeConfig, name: str) -> SandboxState | None:
+    try:
+        return SandboxState(**json.loads((_rundir(config, name) / "state.json").read_text()))
+    except (FileNotFoundError, ValueError, TypeError):
+        return None
+
+
+@dataclass
+class Sandbox:
+    spec: SandboxSpec
+    config: RuntimeConfig
+    init_pid: int
+    pidfd: int
+    lifeline: int
+    cgroup: SandboxCgroup
+    volume_lock: int | None
+    startup_ms: float
+    destroyed: bool = field(default=False)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def status(self) -> dict[str, object]:
+        """Machine-readable: init pid on the host and the sandbox's namespace ids."""
+        namespaces = {}
+        for ns in ("user", "mnt", "pid", "net", "uts", "ipc", "cgroup"):
+            try:
+                st = os.stat(f"/proc/{self.init_pid}/ns/{ns}")
+                namespaces[ns] = st.st_ino
+            except FileNotFoundError:
+                namespaces[ns] = None
+        return {
+            "name": self.name,
+            "learner": self.spec.learner,
+            "init_pid": self.init_pid,
+            "uid_base": self.spec.uid_base,
+            "startup_ms": round(self.startup_ms, 3),
+            "namespaces": namespaces,
+            "alive": self.alive(),
+        }
+
+    def alive(self) -> bool:
+        try:
+            sc.pidfd_send_signal(self.pidfd, 0)
+        except OSError:
+            return False
+        return True
+
+    def open_pty(self) -> int:
+        """A new terminal on the sandbox's own devpts: the learner sees /dev/pts/N."""
+        master = os.open(
+            f"/proc/{self.init_pid}/root/dev/pts/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC
+        )
+        fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))
+        return master
+
+    def spawn(
+        self,
+        argv: list[str],
+        *,
+        pty_master: int | None = None,
+        stdio: tuple[int, int, int] | None = None,
+        env: dict[str, str] | None = None,
+        cwd: str = "/root",
+        user: str = "root",
+    ) -> Process:
+        """Start argv in the sandbox as the learner's root (or `learner`, uid 1000)."""
+        if self.destroyed:
+            raise SandboxError(f"sandbox {self.name} was destroyed")
+        uid = 1000 if user == "learner" else 0
+        plan = child.ExecPlan(
+            argv=argv,
+            env={**DEFAULT_ENV, **(env or {})},
+            cwd=cwd,
+            cgroup_procs=[str(d / "cgroup.procs") for d in self.cgroup.inner],
+            init_pidfd=self.pidfd,
+            seccomp=security.seccomp_program(),
+            pty_master=pty_master,
+            stdio=stdio,
+            uid=uid,
+            gid=uid,
+        )
+        status_r, status_w = os.pipe2(os.O_CLOEXEC)
+        gc.freeze()
+        pid = os.fork()
+        if pid == 0:
+            os.close(status_r)
+            child.run_e(plan, status_w)
+        os.close(status_w)
+        # The status pipe closes at exec (it is close-on-exec) or carries the error.
+        error = _read_all(status_r)
+        if error:
+            os.waitpid(pid, 0)
+            raise SandboxError(f"could not start {argv[0]!r} in {self.name}: {error}")
+        return Process(pid)
+
+    def run(self, argv: list[str], timeout: float = 30.0, **kwargs: object) -> tuple[int, bytes]:
+        """Run argv to completion with its output captured (lesson setup, probes, tests)."""
+        out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        null = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            proc = self.spawn(argv, stdio=(null, out_w, out_w), **kwargs)  # type: ignore[arg-type]
+        finally:
+            os.close(out_w)
+            os.close(null)
+        output = _read_all(out_r, timeout=timeout).encode()
+        return proc.wait(timeout=timeout), output
+
+    def destroy(self) -> None:
+        """Kill everything, unmount, remove cgroups and state: nothing is left behind."""
+        if self.destroyed:
+            return
+        self.destroyed = True
+        try:
+            sc.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+        except OSError:
+            pass
+        self.cgroup.destroy()
+        _reap(self.init_pid)
+        os.close(self.pidfd)
+        os.close(self.lifeline)
+        _cleanup(
+            self.config, self.spec.name, self.spec.learner, self.spec.uid_base, self.volume_lock
+        )
+
+    def __enter__(self) -> Sandbox:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.destroy()
+
+
+@dataclass
+class Process:
+    """A process started in a sandbox; `pid` is the host pid of its relay."""
+
+    pid: int
+    returncode: int | None = None
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.returncode is not None:
+            return self.returncode
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            pid, status = os.waitpid(self.pid, os.WNOHANG if deadline else 0)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+                if self.returncode < 0:
+                    self.returncode = 128 - self.returncode
+                return self.returncode
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"process {self.pid} still running after {timeout}s")
+            time.sleep(0.002)
+
+
+def _read_all(fd: int, timeout: float | None = None) -> str:
+    chunks = []
+    try:
+        while data := os.read(fd, 65536):
+            chunks.append(data)
+    finally:
+        os.close(fd)
+    return b"".join(chunks).decode(errors="replace")
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
+def _cleanup(
+    config: RuntimeConfig, name: str, learner: str | None, uid_base: int, volume_lock: int | None
+) -> None:
+    rundir = _rundir(config, name)
+    if learner is not None:
+        volumes.volume_release(config.state_dir, learner, volume_lock)
+    else:
+        ids.release_ids(config.state_dir, uid_base)
+    shutil.rmtree(rundir, ignore_errors=True)
+
+
+def _count_running(config: RuntimeConfig) -> int:
+    base = config.state_dir / "sandboxes"
+    return sum(1 for _ in base.iterdir()) if base.is_dir() else 0
+
+
+def sandbox_create(spec: SandboxSpec, config: RuntimeConfig | None = None) -> Sandbox:
+    """Build a sandbox from its spec and return it running (its init waiting)."""
+    config = config or RuntimeConfig()
+    spec.validate()
+    if _count_running(config) >= config.max_sandboxes:
+        raise HostFull(
+            f"this host is running its maximum of {config.max_sandboxes} sandboxes; "
+            "try again in a minute"
+        )
+    image_path = image.image_ensure(config.state_dir, spec.image)
+    rundir = _rundir(config, spec.name)
+    try:
+        rundir.mkdir(parents=True)
+    except FileExistsError:
+        raise SandboxError(f"a sandbox named {spec.name!r} already exists") from None
+    for sub in ("root", "lower-image", "lower-usr", "scratch"):
+        (rundir / sub).mkdir()
+    volume_lock = None
+    cgroup = SandboxCgroup(_backend(), config.cgroup_parent, spec.name)
+    try:
+        volume_path = None
+        if spec.learner is not None:
+            volume_path, volume_lock = volumes.volume_acquire(
+                config.state_dir, spec.learner, spec.limits.disk_bytes, spec.uid_base
+            )
+        _backend().prepare_parent(config.cgroup_parent)
+        cgroup.create(spec.limits, spec.uid_base)
+        layout = rootfs.Layout(str(rundir), volume_path, spec.limits.disk_bytes)
+        plan = child.ChildPlan(
+            hostname=spec.effective_hostname,
+            layout=layout,
+            root_ops=rootfs.plan_root(layout),
+            inner_ops=rootfs.plan_inner(_cgroup_mounts(_backend())),
+            hosts=HOSTS.format(name=spec.effective_hostname),
+        )
+        sandbox = _start(spec, config, plan, image_path, cgroup, volume_lock)
+    except BaseException:
+        cgroup.destroy()
+        _cleanup(config, spec.name, spec.learner, spec.uid_base, volume_lock)
+        raise
+    return sandbox
+
+
+def _cgroup_mounts(backend: CgroupBackend) -> list[tuple[str, str, str | None]]:
+    if backend.version == 2:
+        return [("", "cgroup2", None)]
+    return [
+        (",".join(h.controllers), "cgroup", ",".join(h.controllers)) for h in backend.hierarchies
+    ]
+
+
+def _start(
+    spec: SandboxSpec,
+    config: RuntimeConfig,
+    plan: child.ChildPlan,
+    image_path: Path,
+    cgroup: SandboxCgroup,
+    volume_lock: int | None,
+) -> Sandbox:
+    started = time.perf_counter()
+    parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    lifeline_r, lifeline_w = os.pipe2(os.O_CLOEXEC)
+    # Everything the parent's garbage collector would touch in the child is frozen, so
+    # the forked init shares the parent's pages instead of copying them.
+    gc.freeze()
+    pid = os.fork()
+    if pid == 0:
+        parent_sock.close()
+        os.set_inheritable(lifeline_r, True)
+        child.run_c(plan, child_sock, lifeline_r)
+    child_sock.close()
+    os.close(lifeline_r)
+    image_fd = usr_fd = userns_fd = -1
+    try:
+        parent_sock.settimeout(10)
+        cgroup.add(pid)
+        _expect(parent_sock, b"userns")
+        for name in ("uid_map", "gid_map"):
+            with open(f"/proc/{pid}/{name}", "w") as f:
+                f.write(f"0 {spec.uid_base} {ID_BLOCK}\n")
+        # The image and /usr appear owned by the sandbox's root, not by host root: the
+        # learner may then change anything in their view (copied up to their layer).
+        userns_fd = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+        image_fd = sc.open_tree_clone(str(image_path))
+        sc.mount_setattr_idmap(image_fd, userns_fd, sc.MOUNT_ATTR_NOSUID | sc.MOUNT_ATTR_NODEV)
+        usr_fd = sc.open_tree_clone("/usr")
+        sc.mount_setattr_idmap(usr_fd, userns_fd, sc.MOUNT_ATTR_NOSUID | sc.MOUNT_ATTR_NODEV)
+        socket.send_fds(parent_sock, [b"mapped"], [image_fd, usr_fd])
+        init_pid = int(_expect(parent_sock, b"init ").split()[1])
+        _reap(pid)
+        startup_in_child = float(_expect(parent_sock, b"ready ").split()[1])
+    except BaseException:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        _reap(pid)
+        os.close(lifeline_w)
+        raise
+    finally:
+        parent_sock.close()
+        for fd in (image_fd, usr_fd, userns_fd):
+            if fd >= 0:
+                os.close(fd)
+    pidfd = os.pidfd_open(init_pid)
+    startup_ms = (time.perf_counter() - started) * 1000
+    del startup_in_child
+    sandbox = Sandbox(spec, config, init_pid, pidfd, lifeline_w, cgroup, volume_lock, startup_ms)
+    _state_write(sandbox)
+    return sandbox
+
+
+def _expect(sock: socket.socket, prefix: bytes) -> bytes:
+    try:
+        message = sock.recv(8192)
+    except TimeoutError:
+        raise SandboxError("the sandbox did not start within 10 seconds") from None
+    if message.startswith(b"error "):
+        raise SandboxError(f"sandbox setup failed at {message[6:].decode(errors='replace')}")
+    if not message.startswith(prefix):
+        raise SandboxError(f"sandbox setup ended early (expected {prefix.decode().strip()})")
+    return message
+
+
+def _state_write(sandbox: Sandbox) -> None:
+    me = os.getpid()
+    state = SandboxState(
+        name=sandbox.name,
+        learner=sandbox.spec.learner,
+        uid_base=sandbox.spec.uid_base,
+        init_pid=sandbox.init_pid,
+        init_start_time=process_start_time(sandbox.init_pid) or 0,
+        owner_pid=me,
+        owner_start_time=process_start_time(me) or 0,
+        cgroup_parent=sandbox.config.cgroup_parent,
+        created_at=time.time(),
+        startup_ms=sandbox.startup_ms,
+    )
+    path = _rundir(sandbox.config, sandbox.name) / "state.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(asdict(state)))
+    tmp.rename(path)

@@ -1,0 +1,81 @@
+"""SandboxSpec: what one sandbox is, as validated data, before anything is created."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+# Ids end up in cgroup names, mount paths and hostnames: keep them boring.
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+# Each sandbox's root maps to its own block of host ids (see docs/security-model.md).
+ID_BLOCK = 65536
+
+
+class SpecError(ValueError):
+    """A spec that cannot describe a safe sandbox; the message says which field and why."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    memory_bytes: int = 256 * 1024 * 1024
+    pids: int = 256
+    # Fraction of one CPU the whole sandbox may use (1.0 = one full core).
+    cpus: float = 1.0
+    disk_bytes: int = 512 * 1024 * 1024
+
+    def validate(self) -> None:
+        if not 16 * 1024 * 1024 <= self.memory_bytes <= 64 * 1024**3:
+            raise SpecError("memory must be between 16 MiB and 64 GiB")
+        if not 16 <= self.pids <= 65536:
+            raise SpecError("pids must be between 16 and 65536")
+        if not 0.01 <= self.cpus <= 64:
+            raise SpecError("cpus must be between 0.01 and 64")
+        if not 1024 * 1024 <= self.disk_bytes <= 1024**4:
+            raise SpecError("disk must be between 1 MiB and 1 TiB")
+
+
+@dataclass(frozen=True)
+class SandboxSpec:
+    """One sandbox. `name` is unique on the host; `learner` owns the persistent files.
+
+    `uid_base` is the first host uid (and gid) of this sandbox's block: root inside is
+    `uid_base` outside. A learner keeps the same block across restarts so their files
+    keep their owners.
+    """
+
+    name: str
+    uid_base: int
+    hostname: str = ""
+    learner: str | None = None
+    limits: Limits = field(default_factory=Limits)
+    image: str = "default"
+
+    def validate(self) -> None:
+        if not _NAME_RE.match(self.name):
+            raise SpecError(f"sandbox name {self.name!r}: use a-z, 0-9 and '-', 1-63 chars")
+        if self.learner is not None and not _NAME_RE.match(self.learner):
+            raise SpecError(f"learner id {self.learner!r}: use a-z, 0-9 and '-', 1-63 chars")
+        if not _NAME_RE.match(self.image):
+            raise SpecError(f"image name {self.image!r} is not a plain name")
+        if self.hostname and not _NAME_RE.match(self.hostname):
+            raise SpecError(f"hostname {self.hostname!r} is not a plain name")
+        # Never below 65536: those are the host's own users and groups.
+        if self.uid_base < ID_BLOCK or self.uid_base % ID_BLOCK or self.uid_base >= 2**31:
+            raise SpecError(
+                f"uid_base {self.uid_base} must be a multiple of {ID_BLOCK} >= {ID_BLOCK}"
+            )
+        self.limits.validate()
+
+    @property
+    def effective_hostname(self) -> str:
+        return self.hostname or self.name
+
+
+def parse_size(text: str) -> int:
+    """'256M' -> bytes. Accepts K, M, G, T suffixes (binary) or a plain byte count."""
+    match = re.fullmatch(r"\s*(\d+)\s*([KMGT]?)i?B?\s*", text, re.IGNORECASE)
+    if not match:
+        raise SpecError(f"cannot read size {text!r}: use e.g. 512M or 2G")
+    number, unit = int(match.group(1)), match.group(2).upper()
+    return number * 1024 ** " KMGT".index(unit or " ")

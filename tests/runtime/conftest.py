@@ -1,0 +1,121 @@
+"""Real sandboxes, as root, under an outer cgroup guard.
+
+Every test here attacks or uses a real sandbox. The whole run sits in a guard cgroup with
+its own memory and pids limits and every sandbox is created beneath it, so a defence that
+is missing cannot take the machine down: the guard stops the damage first.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sandboxapp.runtime import ids
+from sandboxapp.runtime.cgroups import detect
+from sandboxapp.runtime.sandbox import RuntimeConfig, Sandbox, sandbox_create
+from sandboxapp.runtime.spec import Limits, SandboxSpec
+
+GUARD_MEMORY = 6 * 1024**3
+GUARD_PIDS = 4096
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(item.fspath).parents:
+            item.add_marker(pytest.mark.root)
+
+
+@pytest.fixture(scope="session")
+def guard() -> Iterator[str]:
+    """A cgroup around this test process and every sandbox it makes."""
+    if os.geteuid() != 0:
+        pytest.fail("runtime tests need root: run `make test` as root", pytrace=False)
+    backend = detect()
+    name = f"contained-tests-{os.getpid()}"
+    me = str(os.getpid())
+    original: list[tuple[Path, str]] = []
+    for h in backend.hierarchies:
+        guard_dir = h.mountpoint / name
+        guard_dir.mkdir()
+        if backend.version == 1:
+            # Where this process was, to put it back afterwards.
+            rel = _v1_cgroup_of_self(h.controllers)
+            original.append((h.mountpoint / rel.lstrip("/"), me))
+            if "memory" in h.controllers:
+                (guard_dir / "memory.limit_in_bytes").write_text(str(GUARD_MEMORY))
+            if "pids" in h.controllers:
+                (guard_dir / "pids.max").write_text(str(GUARD_PIDS))
+            (guard_dir / "runner").mkdir()
+            (guard_dir / "runner" / "cgroup.procs").write_text(me)
+    try:
+        yield name
+    finally:
+        for path, pid in original:
+            (path / "cgroup.procs").write_text(pid)
+        for h in backend.hierarchies:
+            for sub, _, _ in os.walk(h.mountpoint / name, topdown=False):
+                os.rmdir(sub)
+
+
+def _v1_cgroup_of_self(controllers: tuple[str, ...]) -> str:
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, names, path = line.split(":", 2)
+        if set(controllers) & set(names.split(",")):
+            return path
+    return "/"
+
+
+@pytest.fixture(scope="session")
+def config(guard: str) -> Iterator[RuntimeConfig]:
+    # Not under /tmp/pytest-of-root (mode 0700): each sandbox's unprivileged root must
+    # be able to reach its layers.
+    state = Path("/var/lib/contained-tests") / str(os.getpid())
+    state.mkdir(parents=True, mode=0o711)
+    os.chmod(state.parent, 0o711)
+    try:
+        yield RuntimeConfig(state_dir=state, cgroup_parent=guard, max_sandboxes=50)
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
+
+
+@pytest.fixture
+def make_sandbox(config: RuntimeConfig) -> Iterator:
+    made: list[Sandbox] = []
+
+    def make(learner: str | None = None, **limits: int | float) -> Sandbox:
+        name = f"t-{secrets.token_hex(4)}"
+        uid_base = (
+            ids.ids_for_learner(config.state_dir, learner)
+            if learner
+            else ids.ids_borrow(config.state_dir, name)
+        )
+        spec = SandboxSpec(name=name, uid_base=uid_base, learner=learner, limits=Limits(**limits))
+        sandbox = sandbox_create(spec, config)
+        made.append(sandbox)
+        return sandbox
+
+    yield make
+    for sandbox in made:
+        sandbox.destroy()
+
+
+@pytest.fixture
+def sandbox(make_sandbox) -> Sandbox:
+    return make_sandbox()
+
+
+def _sh(sandbox: Sandbox, script: str, **kwargs: object) -> tuple[int, str]:
+    code, out = sandbox.run(["/bin/sh", "-c", script], **kwargs)
+    return code, out.decode(errors="replace")
+
+
+@pytest.fixture
+def sh():
+    """sh(sandbox, script, user=...) runs a shell script inside; returns (status, output)."""
+    return _sh
