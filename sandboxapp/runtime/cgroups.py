@@ -124,16 +124,23 @@ class V1Backend(CgroupBackend):
         raise CgroupError(f"processes survived SIGKILL in {dirs[0]}")
 
     def counters(self, outer: list[Path]) -> dict[str, int]:
-        mem = self._find(outer, "memory")
-        oom = _read_kv(mem / "memory.oom_control")
-        cpu = _read_kv(self._find(outer, "cpu") / "cpu.stat")
-        pids = _read_kv(self._find(outer, "pids") / "pids.events")
-        return {
-            "oom_kill": oom.get("oom_kill", 0),
-            "memory_max_hit": int((mem / "memory.failcnt").read_text()),
-            "pids_max_hit": pids.get("max", 0),
-            "nr_throttled": cpu.get("nr_throttled", 0),
-        }
+        # v1 counts events in the cgroup of the task that hit the limit, not where the
+        # limit is: add up the whole subtree, learner-made cgroups included.
+        totals = {"oom_kill": 0, "memory_max_hit": 0, "pids_max_hit": 0, "nr_throttled": 0}
+        sources = (
+            ("memory", "memory.oom_control", "oom_kill", "oom_kill"),
+            ("memory", "memory.failcnt", None, "memory_max_hit"),
+            ("pids", "pids.events", "max", "pids_max_hit"),
+            ("cpu", "cpu.stat", "nr_throttled", "nr_throttled"),
+        )
+        for controller, filename, key, total in sources:
+            for sub, _, _ in os.walk(self._find(outer, controller)):
+                path = Path(sub, filename)
+                if key is None:
+                    totals[total] += int(path.read_text()) if path.exists() else 0
+                else:
+                    totals[total] += _read_kv(path).get(key, 0)
+        return totals
 
     def limits(self, dirs: list[Path]) -> dict[str, int | None]:
         mem = int((self._find(dirs, "memory") / "memory.limit_in_bytes").read_text())

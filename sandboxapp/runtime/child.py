@@ -223,11 +223,15 @@ class ExecPlan:
 
 
 def run_e(plan: ExecPlan, status_w: int) -> None:
-    """E: join the sandbox's cgroup and namespaces, start F, and relay its exit status."""
+    """E: join the sandbox's namespaces, start F inside them, and relay F's exit status.
+
+    E itself stays outside the sandbox's cgroup and pid namespace, out of the learner's
+    reach (and of their OOM killer), so it is always there to reap F: the sandbox's init
+    can only finish tearing down once every process of its namespace has been reaped.
+    """
     try:
-        for procs in plan.cgroup_procs:
-            with open(procs, "w") as f:
-                f.write(str(os.getpid()))
+        # Opened as host root; F moves itself in with them ("0" is the writer itself).
+        cgroup_fds = [os.open(p, os.O_WRONLY | os.O_CLOEXEC) for p in plan.cgroup_procs]
         # The pid namespace belongs to the sandbox's outer user namespace: join it while
         # still host root, then the learner's namespaces in one call.
         sc.setns(plan.init_pidfd, sc.CLONE_NEWPID)
@@ -235,22 +239,24 @@ def run_e(plan: ExecPlan, status_w: int) -> None:
         sc.prctl(sc.PR_SET_DUMPABLE, 0)
         pid = os.fork()
         if pid == 0:
-            _run_f(plan, status_w)
+            _run_f(plan, status_w, cgroup_fds)
         os.close(status_w)
         _, status = os.waitpid(pid, 0)
-        os._exit(
-            os.waitstatus_to_exitcode(status) % 256
-            if os.WIFEXITED(status)
-            else 128 + os.WTERMSIG(status)
-        )
+        if os.WIFEXITED(status):
+            os._exit(os.WEXITSTATUS(status))
+        os._exit(128 + os.WTERMSIG(status))
     except BaseException as exc:  # noqa: BLE001
         os.write(status_w, f"join: {exc}".encode(errors="replace")[:4000])
         os._exit(127)
 
 
-def _run_f(plan: ExecPlan, status_w: int) -> None:
-    stage = "credentials"
+def _run_f(plan: ExecPlan, status_w: int, cgroup_fds: list[int]) -> None:
+    stage = "cgroup"
     try:
+        for fd in cgroup_fds:
+            os.write(fd, b"0")
+            os.close(fd)
+        stage = "credentials"
         os.setgroups([plan.gid])
         os.setresgid(plan.gid, plan.gid, plan.gid)
         os.setresuid(0, 0, 0)

@@ -11,6 +11,7 @@ import fcntl
 import gc
 import json
 import os
+import select
 import shutil
 import signal
 import socket
@@ -114,6 +115,8 @@ class Sandbox:
     volume_lock: int | None
     startup_ms: float
     destroyed: bool = field(default=False)
+    # Relays of processes started with spawn(): reaped on destroy at the latest.
+    processes: list[Process] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -191,7 +194,10 @@ class Sandbox:
         if error:
             os.waitpid(pid, 0)
             raise SandboxError(f"could not start {argv[0]!r} in {self.name}: {error}")
-        return Process(pid)
+        process = Process(pid)
+        _OWN_CHILDREN.add(pid)
+        self.processes = [p for p in self.processes if p.poll() is None] + [process]
+        return process
 
     def run(self, argv: list[str], timeout: float = 30.0, **kwargs: object) -> tuple[int, bytes]:
         """Run argv to completion with its output captured (lesson setup, probes, tests)."""
@@ -215,7 +221,14 @@ class Sandbox:
         except OSError:
             pass
         self.cgroup.destroy()
+        # The init leaves the cgroup before it has finished tearing its pid namespace
+        # down: wait for the exit itself, so destroy returns with nothing left running.
+        deadline = time.monotonic() + 10
+        while not select.select([self.pidfd], [], [], 0.01)[0] and time.monotonic() < deadline:
+            _reap_adopted()
         _reap(self.init_pid)
+        for process in self.processes:
+            process.wait(timeout=10)
         os.close(self.pidfd)
         os.close(self.lifeline)
         _cleanup(
@@ -236,30 +249,69 @@ class Process:
     pid: int
     returncode: int | None = None
 
-    def wait(self, timeout: float | None = None) -> int:
-        if self.returncode is not None:
-            return self.returncode
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            pid, status = os.waitpid(self.pid, os.WNOHANG if deadline else 0)
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:  # reaped elsewhere: its status is lost
+                self.returncode = 255
+                return self.returncode
             if pid:
+                _OWN_CHILDREN.discard(pid)
                 self.returncode = os.waitstatus_to_exitcode(status)
                 if self.returncode < 0:
                     self.returncode = 128 - self.returncode
-                return self.returncode
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"process {self.pid} still running after {timeout}s")
-            time.sleep(0.002)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.returncode is None and timeout is not None:
+            pidfd = os.pidfd_open(self.pid)
+            try:
+                if not select.select([pidfd], [], [], timeout)[0]:
+                    raise TimeoutError(f"process {self.pid} still running after {timeout}s")
+            finally:
+                os.close(pidfd)
+        while (code := self.poll()) is None:
+            os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOWAIT)
+        return code
 
 
 def _read_all(fd: int, timeout: float | None = None) -> str:
+    """Read until EOF (or the deadline, for output of a process that hangs on)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
     chunks = []
     try:
-        while data := os.read(fd, 65536):
+        while True:
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+                    raise TimeoutError(f"no end of output after {timeout}s")
+            data = os.read(fd, 65536)
+            if not data:
+                break
             chunks.append(data)
     finally:
         os.close(fd)
     return b"".join(chunks).decode(errors="replace")
+
+
+# Relays we started and will wait for ourselves; every other child is adopted.
+_OWN_CHILDREN: set[int] = set()
+
+
+def _reap_adopted() -> None:
+    """Reap zombies adopted as subreaper: a learner's process whose relay died is
+    re-parented to us, and its sandbox's init cannot finish until it is reaped."""
+    me = os.getpid()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) in _OWN_CHILDREN:
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if fields[0] == "Z" and int(fields[1]) == me:
+            _reap(int(entry))
 
 
 def _reap(pid: int) -> None:
@@ -345,6 +397,8 @@ def _start(
     volume_lock: int | None,
 ) -> Sandbox:
     started = time.perf_counter()
+    # Each sandbox's init is re-parented to us when its creator exits: we reap it.
+    sc.prctl(sc.PR_SET_CHILD_SUBREAPER, 1)
     parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     lifeline_r, lifeline_w = os.pipe2(os.O_CLOEXEC)
     # Everything the parent's garbage collector would touch in the child is frozen, so

@@ -79,7 +79,9 @@ def config(guard: str) -> Iterator[RuntimeConfig]:
     state.mkdir(parents=True, mode=0o711)
     os.chmod(state.parent, 0o711)
     try:
-        yield RuntimeConfig(state_dir=state, cgroup_parent=guard, max_sandboxes=50)
+        # A parent of their own: reconcile removes every cgroup under it that is not a
+        # live sandbox, and this test process lives in the guard's "runner" sibling.
+        yield RuntimeConfig(state_dir=state, cgroup_parent=f"{guard}/sandboxes", max_sandboxes=50)
     finally:
         shutil.rmtree(state, ignore_errors=True)
 

@@ -1,0 +1,171 @@
+"""Create, destroy, restart, reset and reconcile: nothing leaks, the learner's files stay."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from sandboxapp.runtime import ids, volumes
+from sandboxapp.runtime.reconcile import reconcile
+from sandboxapp.runtime.sandbox import HostFull, RuntimeConfig, SandboxError, sandbox_create
+from sandboxapp.runtime.spec import SandboxSpec
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _mounts() -> str:
+    return Path("/proc/self/mountinfo").read_text()
+
+
+def test_destroy_leaves_nothing_behind(make_sandbox, config):
+    sandbox = make_sandbox(learner="leaver")
+    sandbox.spawn(["/bin/sh", "-c", "sleep 1000 & sleep 1000"])
+    time.sleep(0.1)
+    pids = sandbox.cgroup.procs()
+    assert len(pids) >= 3
+    rundir = config.state_dir / "sandboxes" / sandbox.name
+    sandbox.destroy()
+    for pid in pids:
+        assert not Path(f"/proc/{pid}").exists() or _is_zombie_of_us(pid)
+    assert not sandbox.cgroup.exists()
+    assert not rundir.exists()
+    assert str(config.state_dir / "volumes" / "leaver") not in _mounts()
+
+
+def _is_zombie_of_us(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def test_files_persist_across_restart_and_reset_wipes_them(make_sandbox, sh, config):
+    first = make_sandbox(learner="keeper")
+    sh(
+        first,
+        "echo kept > /root/note && echo 10.0.0.9 web >> /etc/hosts && "
+        "mkdir -p /usr/local/bin && echo tool > /usr/local/bin/mytool",
+    )
+    first.destroy()
+    second = make_sandbox(learner="keeper")
+    code, out = sh(second, "cat /root/note /usr/local/bin/mytool; grep web /etc/hosts")
+    assert out.split() == ["kept", "tool", "10.0.0.9", "web"]
+    # The host's /usr is untouched by the learner's install.
+    assert not Path("/usr/local/bin/mytool").exists()
+    second.destroy()
+    volumes.volume_delete(config.state_dir, "keeper")
+    third = make_sandbox(learner="keeper")
+    code, out = sh(third, "cat /root/note")
+    assert code != 0 and "kept" not in out
+
+
+def test_a_learners_files_serve_one_sandbox_at_a_time(make_sandbox):
+    make_sandbox(learner="solo")
+    with pytest.raises(volumes.VolumeBusy, match="in use"):
+        make_sandbox(learner="solo")
+
+
+def test_host_at_capacity_refuses_with_a_clear_message(config, make_sandbox):
+    full = RuntimeConfig(config.state_dir, config.cgroup_parent, max_sandboxes=1)
+    make_sandbox()
+    base = ids.ids_borrow(config.state_dir, "one-too-many")
+    try:
+        with pytest.raises(HostFull, match="maximum of 1 sandboxes"):
+            sandbox_create(SandboxSpec(name="one-too-many", uid_base=base), full)
+    finally:
+        ids.release_ids(config.state_dir, base)
+
+
+def test_duplicate_name_is_refused(config, sandbox):
+    with pytest.raises(SandboxError, match="already exists"):
+        sandbox_create(SandboxSpec(name=sandbox.name, uid_base=sandbox.spec.uid_base), config)
+
+
+def test_creator_killed_leaves_nothing_after_reconcile(config):
+    """SIGKILL the process that made a sandbox: its init follows, reconcile does the rest."""
+    env = {
+        **os.environ,
+        "CONTAINED_STATE_DIR": str(config.state_dir),
+        "CONTAINED_CGROUP_PARENT": config.cgroup_parent,
+    }
+    creator = subprocess.Popen(
+        [
+            sys.executable,
+            "manage.py",
+            "sandbox",
+            "run",
+            "--learner",
+            "crasher",
+            "--name",
+            "crash-me",
+            "--json-status",
+            "--",
+            "sleep",
+            "1000",
+        ],
+        cwd=REPO,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        status = json.loads(creator.stderr.readline())
+    finally:
+        creator.kill()
+        creator.wait()
+    init_pid = status["init_pid"]
+    for _ in range(200):
+        if _is_zombie_of_us(init_pid):
+            break
+        time.sleep(0.01)
+    assert _is_zombie_of_us(init_pid), "the init died with its owner"
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(init_pid, 0)  # this test process may be its subreaper
+    report = reconcile(config)
+    assert "crash-me" in report.removed_sandboxes
+    assert "crasher" in report.unmounted_volumes
+    assert not (config.state_dir / "sandboxes" / "crash-me").exists()
+    assert str(config.state_dir / "volumes" / "crasher") not in _mounts()
+    # The learner's files survived the crash.
+    assert (config.state_dir / "volumes" / "crasher.ext4").exists()
+
+
+def test_reconcile_spares_live_sandboxes(config, sandbox):
+    report = reconcile(config)
+    assert sandbox.name in report.live
+    assert sandbox.alive() and sandbox.cgroup.exists()
+
+
+def test_sandbox_reports_a_failed_setup_clearly(config, monkeypatch):
+    from sandboxapp.runtime import rootfs
+
+    broken = rootfs.Mount("tmpfs", "/nonexistent/target", "tmpfs")
+    original = rootfs.plan_root
+    monkeypatch.setattr(rootfs, "plan_root", lambda layout: [broken, *original(layout)])
+    base = ids.ids_borrow(config.state_dir, "broken")
+    with pytest.raises(SandboxError, match="root filesystem.*nonexistent"):
+        sandbox_create(SandboxSpec(name="broken", uid_base=base), config)
+    assert not (config.state_dir / "sandboxes" / "broken").exists()
+
+
+def test_init_reaps_orphans(sandbox, sh):
+    # Orphans re-parent to the sandbox's init, which must reap them (no zombies pile up).
+    sh(sandbox, "for i in 1 2 3 4 5; do (sleep 0.05 &) ; done; sleep 0.3")
+    code, out = sh(sandbox, "ps -eo stat= | grep -c '^Z' || true")
+    assert out.strip() == "0"
+
+
+def test_signals_from_inside_cannot_kill_init(sandbox, sh):
+    sh(sandbox, "kill -9 1; kill -TERM 1")
+    time.sleep(0.05)
+    assert sandbox.alive()
+    os.kill(sandbox.init_pid, 0)
+    assert signal.SIGKILL  # the host still can: destroy() uses it
