@@ -6,9 +6,13 @@ One flat, ordered pipeline, the parent side of each step being in sandbox.py:
     I (pid 1 of the sandbox)   mount namespace, root filesystem, pivot_root
                                learner's user, mount, net, uts, ipc, cgroup namespaces
                                hostname, loopback, sysfs, delegated cgroups
-                               then: init (reap orphans, die with the parent)
-    E (forked per exec)        join the cgroup and the namespaces, fork F
-    F (the learner's process)  credentials, capabilities, no_new_privs, seccomp, exec
+                               then: init (reap orphans, start processes on request,
+                               exit when the parent's end of the control socket closes)
+    F (forked by I per exec)   credentials, capabilities, no_new_privs, seccomp, exec
+
+Every process of a sandbox is forked by its own init, so it starts inside the cgroup and
+every namespace already, and orphans always land on that init: no process ever has to
+be moved into the sandbox from outside.
 
 Nothing here may import lazily: after the id map is written the child is an unprivileged
 host user and cannot read the Python installation's files anymore.
@@ -18,14 +22,16 @@ from __future__ import annotations
 
 import fcntl
 import gc
+import json
 import os
 import select
 import signal
 import socket
+import struct
 import termios
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import setproctitle
 
@@ -46,7 +52,6 @@ INNER_NAMESPACES = (
     | sc.CLONE_NEWIPC
     | sc.CLONE_NEWCGROUP
 )
-JOIN_NAMESPACES = INNER_NAMESPACES
 INIT_TITLE = "init [contained]"
 
 
@@ -59,7 +64,7 @@ class ChildPlan:
     root_ops: list[rootfs.Op]
     inner_ops: list[rootfs.Op]
     hosts: str
-    keep_fds: list[int] = field(default_factory=list)
+    seccomp: bytes
 
 
 def _fail(sock: socket.socket, stage: str, exc: BaseException) -> None:
@@ -84,11 +89,11 @@ def _close_fds_except(keep: list[int]) -> None:
             low = fd + 1
 
 
-def run_c(plan: ChildPlan, sock: socket.socket, lifeline: int) -> None:
+def run_c(plan: ChildPlan, sock: socket.socket) -> None:
     """C: create the outer user and pid namespaces, then fork the sandbox's pid 1."""
     stage = "user namespace"
     try:
-        _close_fds_except([sock.fileno(), lifeline])
+        _close_fds_except([sock.fileno()])
         os.setsid()
         sc.unshare(sc.CLONE_NEWUSER | sc.CLONE_NEWPID)
         sock.send(b"userns")
@@ -101,16 +106,37 @@ def run_c(plan: ChildPlan, sock: socket.socket, lifeline: int) -> None:
         # sandbox's own helper can write the learner's id map below.
         sc.prctl(sc.PR_SET_DUMPABLE, 1)
         stage = "fork pid 1"
+        unshared_r, unshared_w = os.pipe()
+        mapped_r, mapped_w = os.pipe()
         pid = os.fork()
         if pid == 0:
-            _run_init(plan, sock, lifeline, dict(zip(("image", "usr"), fds, strict=True)))
+            os.close(unshared_r)
+            os.close(mapped_w)
+            _run_init(
+                plan, sock, dict(zip(("image", "usr"), fds, strict=True)), (unshared_w, mapped_r)
+            )
+        os.close(unshared_w)
+        os.close(mapped_r)
         sock.send(b"init %d" % pid)
+        sock.close()  # from here on the socket is the init's and the parent's alone
+        # C lives in the outer user namespace, the parent of the learner's: of everyone,
+        # only it (or another process in there) may write the learner's id map.
+        stage = "learner id map"
+        if os.read(unshared_r, 1) == b"u":
+            # Identity: the learner's root is the sandbox's root, which the parent
+            # mapped to this sandbox's own block of host ids.
+            for name in ("uid_map", "gid_map"):
+                with open(f"/proc/{pid}/{name}", "w") as f:
+                    f.write("0 0 65536\n")
+            os.write(mapped_w, b"m")
         os._exit(0)
     except BaseException as exc:  # noqa: BLE001 - every failure must reach the parent
         _fail(sock, stage, exc)
 
 
-def _run_init(plan: ChildPlan, sock: socket.socket, lifeline: int, fds: dict[str, int]) -> None:
+def _run_init(
+    plan: ChildPlan, sock: socket.socket, fds: dict[str, int], id_map: tuple[int, int]
+) -> None:
     stage = "mount namespace"
     try:
         started = time.perf_counter()
@@ -120,8 +146,13 @@ def _run_init(plan: ChildPlan, sock: socket.socket, lifeline: int, fds: dict[str
         rootfs.apply(plan.root_ops, fds)
         for fd in fds.values():
             os.close(fd)
+        stage = "cgroup"
+        # The parent moves us into the sandbox's cgroup meanwhile (slow on cgroup v1):
+        # the cgroup namespace made next is rooted where we are then.
+        if sock.recv(64) != b"cgroup":
+            os._exit(1)
         stage = "learner namespaces"
-        _enter_inner_namespaces()
+        _enter_inner_namespaces(*id_map)
         stage = "hostname"
         socket.sethostname(plan.hostname)
         stage = "loopback"
@@ -140,35 +171,20 @@ def _run_init(plan: ChildPlan, sock: socket.socket, lifeline: int, fds: dict[str
         sc.prctl(sc.PR_SET_DUMPABLE, 0)
         setproctitle.setproctitle(INIT_TITLE)
         sock.send(b"ready %.3f" % ((time.perf_counter() - started) * 1000))
-        sock.close()
     except BaseException as exc:  # noqa: BLE001
         _fail(sock, stage, exc)
-    _init_loop(lifeline)
+    _Init(sock, plan.seccomp).serve()
 
 
-def _enter_inner_namespaces() -> None:
-    """Unshare the learner's namespaces; a short-lived helper in the outer user
-    namespace writes the id map (only its parent user namespace may)."""
-    ready_r, ready_w = os.pipe()
-    helper = os.fork()
-    if helper == 0:
-        os.close(ready_w)
-        os.read(ready_r, 1)
-        # Identity map: the learner's root is the sandbox's root, which the parent
-        # mapped to this sandbox's own block of host ids.
-        for name in ("uid_map", "gid_map"):
-            with open(f"/proc/1/{name}", "w") as f:
-                f.write("0 0 65536\n")
-        os._exit(0)
-    os.close(ready_r)
-    try:
-        sc.unshare(INNER_NAMESPACES)
-    finally:
-        os.write(ready_w, b"x")
-        os.close(ready_w)
-        _, status = os.waitpid(helper, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
+def _enter_inner_namespaces(unshared_w: int, mapped_r: int) -> None:
+    """Unshare the learner's namespaces; C, waiting in the outer user namespace,
+    writes the id map of the new one."""
+    sc.unshare(INNER_NAMESPACES)
+    os.write(unshared_w, b"u")
+    if os.read(mapped_r, 1) != b"m":
         raise OSError("could not write the learner's id map")
+    os.close(unshared_w)
+    os.close(mapped_r)
     os.setresgid(0, 0, 0)
     os.setresuid(0, 0, 0)
 
@@ -183,116 +199,138 @@ def _write_if_absent(path: str, text: str) -> None:
         f.write(text)
 
 
-def _init_loop(lifeline: int) -> None:
-    """pid 1: reap every orphan, and exit (taking the sandbox with it) when the
-    parent that owns the sandbox goes away and its end of the lifeline closes."""
-    gc.disable()
+class _Init:
+    """pid 1: reap every process of the sandbox and start new ones on request.
 
-    def reap(_signum: int, _frame: object) -> None:
+    Requests come from the parent on the control socket: a JSON object plus file
+    descriptors (the terminal or stdio, and a channel for that process's news: "started
+    PID" or "error ...", then "exit CODE"). The socket closing means the parent is gone,
+    and the init exits, taking every process of its namespace with it.
+    """
+
+    def __init__(self, control: socket.socket, seccomp: bytes) -> None:
+        self.control = control
+        self.seccomp = seccomp
+        self.channels: dict[int, int] = {}
+
+    def serve(self) -> None:
+        gc.disable()
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wake_w)
+        # A handler (even one doing nothing) makes SIGCHLD write to the wakeup fd.
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        poller = select.poll()
+        poller.register(self.control, select.POLLIN)
+        poller.register(wake_r, select.POLLIN)
+        self._reap()
+        while True:
+            for fd, _ in poller.poll():
+                if fd == wake_r:
+                    while True:
+                        try:
+                            os.read(wake_r, 512)
+                        except BlockingIOError:
+                            break
+                    self._reap()
+                else:
+                    self._request()
+
+    def _reap(self) -> None:
         while True:
             try:
-                pid, _ = os.waitpid(-1, os.WNOHANG)
+                pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
                 return
             if pid == 0:
                 return
+            channel = self.channels.pop(pid, None)
+            if channel is not None:
+                code = os.waitstatus_to_exitcode(status)
+                _send_quietly(channel, b"exit %d" % (code if code >= 0 else 128 - code))
+                os.close(channel)
 
-    signal.signal(signal.SIGCHLD, reap)
-    reap(0, None)
-    poller = select.poll()
-    poller.register(lifeline, select.POLLIN | select.POLLHUP)
-    while True:
-        if poller.poll():
-            os._exit(0)
+    def _request(self) -> None:
+        try:
+            message, fds, _, _ = socket.recv_fds(self.control, 65536, 8)
+        except OSError:
+            message, fds = b"", []
+        if not message:
+            os._exit(0)  # the parent is gone: so is the sandbox
+        try:
+            request = json.loads(message)
+            if request.get("op") == "kill":
+                os.kill(int(request["pid"]), int(request["signal"]))
+            else:
+                self._spawn(request, fds)
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # a bad request harms nobody; its channel closes below
+        finally:
+            for fd in fds:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
 
-
-@dataclass
-class ExecPlan:
-    """One process to start inside a sandbox, prepared by the parent before fork."""
-
-    argv: list[str]
-    env: dict[str, str]
-    cwd: str
-    cgroup_procs: list[str]
-    init_pidfd: int
-    seccomp: bytes
-    pty_master: int | None = None
-    stdio: tuple[int, int, int] | None = None
-    uid: int = 0
-    gid: int = 0
-
-
-def run_e(plan: ExecPlan, status_w: int) -> None:
-    """E: join the sandbox's namespaces, start F inside them, and relay F's exit status.
-
-    E itself stays outside the sandbox's cgroup and pid namespace, out of the learner's
-    reach (and of their OOM killer), so it is always there to reap F: the sandbox's init
-    can only finish tearing down once every process of its namespace has been reaped.
-    """
-    try:
-        # Opened as host root; F moves itself in with them ("0" is the writer itself).
-        cgroup_fds = [os.open(p, os.O_WRONLY | os.O_CLOEXEC) for p in plan.cgroup_procs]
-        # The pid namespace belongs to the sandbox's outer user namespace: join it while
-        # still host root, then the learner's namespaces in one call.
-        sc.setns(plan.init_pidfd, sc.CLONE_NEWPID)
-        sc.setns(plan.init_pidfd, JOIN_NAMESPACES)
-        sc.prctl(sc.PR_SET_DUMPABLE, 0)
+    def _spawn(self, request: dict, fds: list[int]) -> None:
+        *stdio, channel = fds
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
         pid = os.fork()
         if pid == 0:
-            _run_f(plan, status_w, cgroup_fds)
-        os.close(status_w)
-        _, status = os.waitpid(pid, 0)
-        if os.WIFEXITED(status):
-            os._exit(os.WEXITSTATUS(status))
-        os._exit(128 + os.WTERMSIG(status))
-    except BaseException as exc:  # noqa: BLE001
-        os.write(status_w, f"join: {exc}".encode(errors="replace")[:4000])
-        os._exit(127)
+            os.close(err_r)
+            _run_f(request, stdio, err_w, self.seccomp)
+        os.close(err_w)
+        # The error pipe closes at exec (close-on-exec) or carries why there was none.
+        error = b""
+        while chunk := os.read(err_r, 4096):
+            error += chunk
+        os.close(err_r)
+        if error:
+            os.waitpid(pid, 0)
+            _send_quietly(channel, b"error " + error)
+            return
+        self.channels[pid] = os.dup(channel)
+        _send_quietly(channel, b"started %d" % pid)
 
 
-def _run_f(plan: ExecPlan, status_w: int, cgroup_fds: list[int]) -> None:
-    stage = "cgroup"
+def _send_quietly(fd: int, data: bytes) -> None:
     try:
-        for fd in cgroup_fds:
-            os.write(fd, b"0")
-            os.close(fd)
-        stage = "credentials"
-        os.setgroups([plan.gid])
-        os.setresgid(plan.gid, plan.gid, plan.gid)
-        os.setresuid(0, 0, 0)
+        os.write(fd, data)
+    except OSError:
+        pass  # the parent stopped listening for this process
+
+
+def _run_f(request: dict, stdio: list[int], err_w: int, seccomp: bytes) -> None:
+    """F: become the learner's process: credentials, terminal, hardening, exec."""
+    stage = "credentials"
+    try:
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        uid = gid = int(request.get("uid", 0))
+        os.setgroups([gid])
+        os.setresgid(gid, gid, gid)
         stage = "terminal"
-        if plan.pty_master is not None:
-            os.setsid()
-            slave = fcntl.ioctl(plan.pty_master, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY)
+        os.setsid()
+        if request.get("pty"):
+            (master,) = stdio
+            slave = fcntl.ioctl(master, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY)
             fcntl.ioctl(slave, TIOCSCTTY, 0)
-            stdio = (slave, slave, slave)
-        elif plan.stdio is not None:
-            stdio = plan.stdio
-        else:
-            null = os.open("/dev/null", os.O_RDWR)
-            stdio = (null, null, null)
+            stdio = [slave, slave, slave]
         for target, fd in enumerate(stdio):
             os.dup2(fd, target, inheritable=True)
         stage = "working directory"
-        os.chdir(plan.cwd)
+        os.chdir(request.get("cwd", "/root"))
         stage = "hardening"
-        security.harden_current_process(plan.seccomp)
-        if plan.uid:
-            os.setresuid(plan.uid, plan.uid, plan.uid)
+        security.harden_current_process(seccomp)
+        if uid:
+            os.setresuid(uid, uid, uid)
         stage = "exec"
-        fcntl.fcntl(status_w, fcntl.F_SETFD, fcntl.FD_CLOEXEC)
-        _close_fds_except([status_w])
-        os.execvpe(plan.argv[0], plan.argv, plan.env)
+        _close_fds_except([err_w])
+        argv = [str(a) for a in request["argv"]]
+        os.execvpe(argv[0], argv, {str(k): str(v) for k, v in request["env"].items()})
     except BaseException as exc:  # noqa: BLE001
-        os.write(status_w, f"{stage}: {exc}".encode(errors="replace")[:4000])
+        os.write(err_w, f"{stage}: {exc}".encode(errors="replace")[:4000])
         os._exit(127)
 
 
 def set_winsize(fd: int, rows: int, cols: int) -> None:
-    fcntl.ioctl(
-        fd,
-        termios.TIOCSWINSZ,
-        bytes(8)
-        if rows <= 0
-        else rows.to_bytes(2, "little") + cols.to_bytes(2, "little") + bytes(4),
-    )
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))

@@ -1,6 +1,6 @@
 """At start-up, remove what a crashed run left behind.
 
-A sandbox's init dies with its owner (the lifeline), and the kernel then frees its
+A sandbox's init dies with its owner (its control socket closes), and the kernel then frees its
 namespaces. What the kernel does not free is ours to clean: the cgroups, the learner's
 mounted layer, the borrowed id block and the state directory. A sandbox counts as live
 only if both its init and its owner are the very processes recorded (pid plus start time,

@@ -1,12 +1,13 @@
 """A sandbox's lifecycle, parent side: create, exec, spawn on a terminal, destroy.
 
 The child side of each step is in child.py. The parent is host root; it writes the
-sandbox's id map, makes the idmapped image layers, owns the cgroup and the lifeline
+sandbox's id map, makes the idmapped image layers, owns the cgroup and the control socket
 whose closing ends the sandbox.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import gc
 import json
@@ -110,13 +111,12 @@ class Sandbox:
     config: RuntimeConfig
     init_pid: int
     pidfd: int
-    lifeline: int
+    # Our end of the init's control socket; closing it (or dying) ends the sandbox.
+    control: socket.socket
     cgroup: SandboxCgroup
     volume_lock: int | None
     startup_ms: float
     destroyed: bool = field(default=False)
-    # Relays of processes started with spawn(): reaped on destroy at the latest.
-    processes: list[Process] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -166,37 +166,39 @@ class Sandbox:
         cwd: str = "/root",
         user: str = "root",
     ) -> Process:
-        """Start argv in the sandbox as the learner's root (or `learner`, uid 1000)."""
+        """Start argv in the sandbox as its root (or `learner`, uid 1000).
+
+        The sandbox's init forks it, so it starts inside every namespace and the cgroup.
+        """
         if self.destroyed:
             raise SandboxError(f"sandbox {self.name} was destroyed")
-        uid = 1000 if user == "learner" else 0
-        plan = child.ExecPlan(
-            argv=argv,
-            env={**DEFAULT_ENV, **(env or {})},
-            cwd=cwd,
-            cgroup_procs=[str(d / "cgroup.procs") for d in self.cgroup.inner],
-            init_pidfd=self.pidfd,
-            seccomp=security.seccomp_program(),
-            pty_master=pty_master,
-            stdio=stdio,
-            uid=uid,
-            gid=uid,
-        )
-        status_r, status_w = os.pipe2(os.O_CLOEXEC)
-        gc.freeze()
-        pid = os.fork()
-        if pid == 0:
-            os.close(status_r)
-            child.run_e(plan, status_w)
-        os.close(status_w)
-        # The status pipe closes at exec (it is close-on-exec) or carries the error.
-        error = _read_all(status_r)
-        if error:
-            os.waitpid(pid, 0)
-            raise SandboxError(f"could not start {argv[0]!r} in {self.name}: {error}")
-        process = Process(pid)
-        _OWN_CHILDREN.add(pid)
-        self.processes = [p for p in self.processes if p.poll() is None] + [process]
+        request = {
+            "argv": argv,
+            "env": {**DEFAULT_ENV, **(env or {})},
+            "cwd": cwd,
+            "uid": 1000 if user == "learner" else 0,
+            "pty": pty_master is not None,
+        }
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        null = None
+        if pty_master is not None:
+            fds = [pty_master]
+        elif stdio is not None:
+            fds = list(stdio)
+        else:
+            null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
+            fds = [null, null, null]
+        try:
+            socket.send_fds(self.control, [json.dumps(request).encode()], [*fds, theirs.fileno()])
+        except OSError as exc:
+            ours.close()
+            raise SandboxError(f"sandbox {self.name} is not running: {exc}") from exc
+        finally:
+            theirs.close()
+            if null is not None:
+                os.close(null)
+        process = Process(self, ours)
+        process.started(argv[0])
         return process
 
     def run(self, argv: list[str], timeout: float = 30.0, **kwargs: object) -> tuple[int, bytes]:
@@ -223,14 +225,10 @@ class Sandbox:
         self.cgroup.destroy()
         # The init leaves the cgroup before it has finished tearing its pid namespace
         # down: wait for the exit itself, so destroy returns with nothing left running.
-        deadline = time.monotonic() + 10
-        while not select.select([self.pidfd], [], [], 0.01)[0] and time.monotonic() < deadline:
-            _reap_adopted()
+        select.select([self.pidfd], [], [], 10)
         _reap(self.init_pid)
-        for process in self.processes:
-            process.wait(timeout=10)
         os.close(self.pidfd)
-        os.close(self.lifeline)
+        self.control.close()
         _cleanup(
             self.config, self.spec.name, self.spec.learner, self.spec.uid_base, self.volume_lock
         )
@@ -242,38 +240,48 @@ class Sandbox:
         self.destroy()
 
 
-@dataclass
 class Process:
-    """A process started in a sandbox; `pid` is the host pid of its relay."""
+    """A process started in a sandbox. `pid` is its pid inside the sandbox."""
 
-    pid: int
-    returncode: int | None = None
+    def __init__(self, sandbox: Sandbox, channel: socket.socket) -> None:
+        self.sandbox = sandbox
+        self.channel = channel
+        self.pid = 0
+        self.returncode: int | None = None
+
+    def started(self, what: str) -> None:
+        news = self._next(timeout=30)
+        if news.startswith(b"started "):
+            self.pid = int(news.split()[1])
+            return
+        self.channel.close()
+        detail = news.removeprefix(b"error ").decode(errors="replace") or "the sandbox is gone"
+        raise SandboxError(f"could not start {what!r} in {self.sandbox.name}: {detail}")
+
+    def _next(self, timeout: float | None) -> bytes:
+        if not select.select([self.channel], [], [], timeout)[0]:
+            raise TimeoutError(f"process {self.pid} still running after {timeout}s")
+        try:
+            return self.channel.recv(8192)
+        except OSError:
+            return b""
 
     def poll(self) -> int | None:
-        if self.returncode is None:
-            try:
-                pid, status = os.waitpid(self.pid, os.WNOHANG)
-            except ChildProcessError:  # reaped elsewhere: its status is lost
-                self.returncode = 255
-                return self.returncode
-            if pid:
-                _OWN_CHILDREN.discard(pid)
-                self.returncode = os.waitstatus_to_exitcode(status)
-                if self.returncode < 0:
-                    self.returncode = 128 - self.returncode
+        if self.returncode is None and select.select([self.channel], [], [], 0)[0]:
+            self.wait()
         return self.returncode
 
     def wait(self, timeout: float | None = None) -> int:
-        if self.returncode is None and timeout is not None:
-            pidfd = os.pidfd_open(self.pid)
-            try:
-                if not select.select([pidfd], [], [], timeout)[0]:
-                    raise TimeoutError(f"process {self.pid} still running after {timeout}s")
-            finally:
-                os.close(pidfd)
-        while (code := self.poll()) is None:
-            os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOWAIT)
-        return code
+        if self.returncode is None:
+            news = self._next(timeout)
+            # No news at all: the sandbox was destroyed under it (SIGKILL).
+            self.returncode = int(news.split()[1]) if news.startswith(b"exit ") else 137
+            self.channel.close()
+        return self.returncode
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        request = {"op": "kill", "pid": self.pid, "signal": int(sig)}
+        self.sandbox.control.send(json.dumps(request).encode())
 
 
 def _read_all(fd: int, timeout: float | None = None) -> str:
@@ -293,25 +301,6 @@ def _read_all(fd: int, timeout: float | None = None) -> str:
     finally:
         os.close(fd)
     return b"".join(chunks).decode(errors="replace")
-
-
-# Relays we started and will wait for ourselves; every other child is adopted.
-_OWN_CHILDREN: set[int] = set()
-
-
-def _reap_adopted() -> None:
-    """Reap zombies adopted as subreaper: a learner's process whose relay died is
-    re-parented to us, and its sandbox's init cannot finish until it is reaped."""
-    me = os.getpid()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) in _OWN_CHILDREN:
-            continue
-        try:
-            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        if fields[0] == "Z" and int(fields[1]) == me:
-            _reap(int(entry))
 
 
 def _reap(pid: int) -> None:
@@ -371,6 +360,7 @@ def sandbox_create(spec: SandboxSpec, config: RuntimeConfig | None = None) -> Sa
             root_ops=rootfs.plan_root(layout),
             inner_ops=rootfs.plan_inner(_cgroup_mounts(_backend())),
             hosts=HOSTS.format(name=spec.effective_hostname),
+            seccomp=security.seccomp_program(),
         )
         sandbox = _start(spec, config, plan, image_path, cgroup, volume_lock)
     except BaseException:
@@ -400,21 +390,17 @@ def _start(
     # Each sandbox's init is re-parented to us when its creator exits: we reap it.
     sc.prctl(sc.PR_SET_CHILD_SUBREAPER, 1)
     parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    lifeline_r, lifeline_w = os.pipe2(os.O_CLOEXEC)
     # Everything the parent's garbage collector would touch in the child is frozen, so
     # the forked init shares the parent's pages instead of copying them.
     gc.freeze()
     pid = os.fork()
     if pid == 0:
         parent_sock.close()
-        os.set_inheritable(lifeline_r, True)
-        child.run_c(plan, child_sock, lifeline_r)
+        child.run_c(plan, child_sock)
     child_sock.close()
-    os.close(lifeline_r)
     image_fd = usr_fd = userns_fd = -1
     try:
         parent_sock.settimeout(10)
-        cgroup.add(pid)
         _expect(parent_sock, b"userns")
         for name in ("uid_map", "gid_map"):
             with open(f"/proc/{pid}/{name}", "w") as f:
@@ -428,6 +414,20 @@ def _start(
         sc.mount_setattr_idmap(usr_fd, userns_fd, sc.MOUNT_ATTR_NOSUID | sc.MOUNT_ATTR_NODEV)
         socket.send_fds(parent_sock, [b"mapped"], [image_fd, usr_fd])
         init_pid = int(_expect(parent_sock, b"init ").split()[1])
+        try:
+            cgroup.add(init_pid)
+        except OSError as exc:
+            # Never let an init run outside its limits. If it had failed already, its
+            # own reason is the better message.
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(init_pid, signal.SIGKILL)
+            message = parent_sock.recv(8192)
+            if message.startswith(b"error "):
+                _expect_message(message, b"ready ")
+            raise SandboxError(f"could not put the sandbox in its cgroup: {exc}") from exc
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            # If the init failed already, its reason is waiting to be read below.
+            parent_sock.send(b"cgroup")
         _reap(pid)
         startup_in_child = float(_expect(parent_sock, b"ready ").split()[1])
     except BaseException:
@@ -436,17 +436,17 @@ def _start(
         except ProcessLookupError:
             pass
         _reap(pid)
-        os.close(lifeline_w)
+        parent_sock.close()
         raise
     finally:
-        parent_sock.close()
         for fd in (image_fd, usr_fd, userns_fd):
             if fd >= 0:
                 os.close(fd)
     pidfd = os.pidfd_open(init_pid)
     startup_ms = (time.perf_counter() - started) * 1000
     del startup_in_child
-    sandbox = Sandbox(spec, config, init_pid, pidfd, lifeline_w, cgroup, volume_lock, startup_ms)
+    parent_sock.settimeout(None)
+    sandbox = Sandbox(spec, config, init_pid, pidfd, parent_sock, cgroup, volume_lock, startup_ms)
     _state_write(sandbox)
     return sandbox
 
@@ -456,6 +456,10 @@ def _expect(sock: socket.socket, prefix: bytes) -> bytes:
         message = sock.recv(8192)
     except TimeoutError:
         raise SandboxError("the sandbox did not start within 10 seconds") from None
+    return _expect_message(message, prefix)
+
+
+def _expect_message(message: bytes, prefix: bytes) -> bytes:
     if message.startswith(b"error "):
         raise SandboxError(f"sandbox setup failed at {message[6:].decode(errors='replace')}")
     if not message.startswith(prefix):

@@ -245,5 +245,5 @@ def test_two_sandboxes_cannot_see_each_other(make_sandbox, sh):
         assert token not in out
         assert out.split()[-2] == "0", "b does not see a's sleeping process"
     finally:
-        os.kill(runner.pid, 9)
+        runner.kill()
         runner.wait()
