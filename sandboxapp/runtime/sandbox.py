@@ -222,11 +222,10 @@ class Sandbox:
             sc.pidfd_send_signal(self.pidfd, signal.SIGKILL)
         except OSError:
             pass
-        self.cgroup.destroy()
-        # The init leaves the cgroup before it has finished tearing its pid namespace
-        # down: wait for the exit itself, so destroy returns with nothing left running.
+        # Killing pid 1 kills its whole pid namespace; its exit comes once all are gone.
         select.select([self.pidfd], [], [], 10)
         _reap(self.init_pid)
+        self.cgroup.destroy()
         os.close(self.pidfd)
         self.control.close()
         _cleanup(

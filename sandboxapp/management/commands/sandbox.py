@@ -15,6 +15,7 @@ import sys
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from bench import runtime_bench
 from sandboxapp.runtime import console, ids
 from sandboxapp.runtime.reconcile import reconcile
 from sandboxapp.runtime.sandbox import (
@@ -58,6 +59,12 @@ class Command(BaseCommand):
         destroy = sub.add_parser("destroy", help="kill a sandbox left by a crashed run")
         destroy.add_argument("name")
         sub.add_parser("reconcile", help="remove what crashed runs left behind")
+        bench = sub.add_parser("bench", help="start-up and idle memory against bwrap and unshare")
+        bench.add_argument("--runs", type=int, default=50)
+        bench.add_argument(
+            "--idle", type=int, default=100, help="sandboxes up for the memory figure"
+        )
+        bench.add_argument("--json", action="store_true")
 
     def handle(self, *args: object, action: str, **options: object) -> None:
         if os.geteuid() != 0:
@@ -65,6 +72,11 @@ class Command(BaseCommand):
         config = runtime_config()
         if action == "run":
             sys.exit(self._run(config, **options))
+        elif action == "bench":
+            results = runtime_bench.run(config, runs=options["runs"], idle=options["idle"])
+            self.stdout.write(
+                json.dumps(results) if options["json"] else runtime_bench.table(results)
+            )
         elif action == "list":
             self._list(config)
         elif action in ("destroy", "reconcile"):

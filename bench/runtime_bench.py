@@ -1,0 +1,156 @@
+"""Sandbox start-up against named peers, measured side by side in one run.
+
+* contained: create a sandbox, run /bin/true in it, destroy it (in-process, as sandboxd does).
+* unshare:   util-linux `unshare` with the same namespaces, running /bin/true.
+* bwrap:     bubblewrap with every namespace and a minimal root, running /bin/true.
+
+Each figure is one full cycle (create, first exec, teardown), in milliseconds. Idle memory is
+the host's used memory (MemTotal - MemAvailable) added per idle sandbox while N are up.
+"""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from sandboxapp.runtime import ids
+from sandboxapp.runtime.sandbox import RuntimeConfig, Sandbox, sandbox_create
+from sandboxapp.runtime.spec import SandboxSpec
+
+UNSHARE = [
+    "unshare",
+    "--user",
+    "--map-root-user",
+    "--pid",
+    "--fork",
+    "--mount",
+    "--uts",
+    "--ipc",
+    "--net",
+    "--cgroup",
+    "--mount-proc",
+    "/bin/true",
+]
+BWRAP = [
+    "bwrap",
+    "--unshare-all",
+    "--die-with-parent",
+    "--ro-bind",
+    "/usr",
+    "/usr",
+    "--symlink",
+    "usr/bin",
+    "/bin",
+    "--symlink",
+    "usr/lib",
+    "/lib",
+    "--symlink",
+    "usr/lib64",
+    "/lib64",
+    "--proc",
+    "/proc",
+    "--dev",
+    "/dev",
+    "--tmpfs",
+    "/tmp",
+    "/bin/true",
+]
+
+
+@dataclass
+class Timing:
+    samples: list[float]
+
+    def summary(self) -> dict[str, float]:
+        ordered = sorted(self.samples)
+        return {
+            "p50_ms": round(statistics.median(ordered), 2),
+            "p90_ms": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.9))], 2),
+            "runs": len(ordered),
+        }
+
+
+def _time(runs: int, once: Callable[[int], None]) -> Timing:
+    once(-1)  # warm caches (the image, the page cache, the seccomp filter)
+    samples = []
+    for i in range(runs):
+        started = time.perf_counter()
+        once(i)
+        samples.append((time.perf_counter() - started) * 1000)
+    return Timing(samples)
+
+
+def _contained_once(config: RuntimeConfig) -> Callable[[int], None]:
+    def once(i: int) -> None:
+        name = f"bench-{i + 1}"
+        sandbox = sandbox_create(
+            SandboxSpec(name=name, uid_base=ids.ids_borrow(config.state_dir, name)), config
+        )
+        try:
+            code, _ = sandbox.run(["/bin/true"])
+            assert code == 0
+        finally:
+            sandbox.destroy()
+
+    return once
+
+
+def _command_once(argv: list[str]) -> Callable[[int], None]:
+    def once(_: int) -> None:
+        subprocess.run(argv, check=True, stdin=subprocess.DEVNULL)
+
+    return once
+
+
+def _used_kib() -> int:
+    fields = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+    return int(fields["MemTotal"].split()[0]) - int(fields["MemAvailable"].split()[0])
+
+
+def idle_memory_kib(config: RuntimeConfig, count: int) -> float:
+    sandboxes: list[Sandbox] = []
+    before = _used_kib()
+    try:
+        for i in range(count):
+            name = f"idle-{i}"
+            spec = SandboxSpec(name=name, uid_base=ids.ids_borrow(config.state_dir, name))
+            sandboxes.append(sandbox_create(spec, config))
+        time.sleep(0.5)
+        return (_used_kib() - before) / max(count, 1)
+    finally:
+        for sandbox in sandboxes:
+            sandbox.destroy()
+
+
+def run(config: RuntimeConfig, runs: int = 50, idle: int = 100) -> dict[str, object]:
+    results: dict[str, object] = {"contained": _time(runs, _contained_once(config)).summary()}
+    for name, argv in (("bwrap", BWRAP), ("unshare", UNSHARE)):
+        if shutil.which(argv[0]):
+            results[name] = _time(runs, _command_once(argv)).summary()
+        else:
+            results[name] = {"error": f"{argv[0]} is not installed"}
+    results["idle_memory_kib_per_sandbox"] = round(idle_memory_kib(config, idle), 1)
+    results["idle_sandboxes"] = idle
+    return results
+
+
+def table(results: dict[str, object]) -> str:
+    ours = results["contained"]["p50_ms"]  # type: ignore[index]
+    lines = [f"{'runtime':<10} {'p50 ms':>8} {'p90 ms':>8} {'p50 / ours':>11}"]
+    for name in ("contained", "bwrap", "unshare"):
+        row = results[name]
+        if "error" in row:  # type: ignore[operator]
+            lines.append(f"{name:<10} {row['error']}")  # type: ignore[index]
+            continue
+        ratio = row["p50_ms"] / ours  # type: ignore[index]
+        lines.append(f"{name:<10} {row['p50_ms']:>8} {row['p90_ms']:>8} {ratio:>10.2f}x")  # type: ignore[index]
+    lines.append(
+        f"idle memory: {results['idle_memory_kib_per_sandbox']} KiB per sandbox "
+        f"({results['idle_sandboxes']} sandboxes up)"
+    )
+    return "\n".join(lines)

@@ -1,0 +1,36 @@
+"""`manage.py sandbox bench` measures us and both peers in one run and reports figures."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_bench_reports_every_runtime_side_by_side(config):
+    env = {
+        **os.environ,
+        "CONTAINED_STATE_DIR": str(config.state_dir),
+        "CONTAINED_CGROUP_PARENT": config.cgroup_parent,
+    }
+    result = subprocess.run(
+        [sys.executable, "manage.py", "sandbox", "bench", "--runs", "3", "--idle", "3", "--json"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout)
+    for runtime in ("contained", "bwrap", "unshare"):
+        assert figures[runtime]["runs"] == 3, figures
+        assert 0 < figures[runtime]["p50_ms"] <= figures[runtime]["p90_ms"]
+    assert figures["idle_memory_kib_per_sandbox"] > 0
+    # Every sandbox the bench made is gone again.
+    assert not any((config.state_dir / "sandboxes").glob("bench-*"))
+    assert not any((config.state_dir / "sandboxes").glob("idle-*"))
