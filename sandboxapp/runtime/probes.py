@@ -1,0 +1,158 @@
+"""Host-side facts about a sandbox, for the checker. Nothing here trusts the learner.
+
+The rules (../shared/CURRICULUM.md): find processes through the sandbox's cgroup, never by
+name; pin a process (a directory fd of /proc/PID) before reading it, so a reused pid cannot
+mislead; compare namespaces by (st_dev, st_ino); read state that exists only inside a
+namespace (hostname, links, addresses) from a short-lived helper that enters it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from pyroute2 import IPRoute
+
+from . import syscalls as sc
+from .sandbox import Sandbox
+
+NAMESPACES = ("user", "mnt", "pid", "net", "uts", "ipc", "cgroup")
+NsId = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class ProcessFacts:
+    """One process of a sandbox as the host sees it, read through its pinned /proc dir."""
+
+    pid: int  # host pid
+    nspid: tuple[int, ...]  # pid in each pid namespace, outermost first
+    comm: str
+    namespaces: dict[str, NsId]
+    uid_map: str
+    gid_map: str
+    cap_eff: int
+    cap_bnd: int
+    no_new_privs: bool
+    seccomp_mode: int
+    cgroup: str
+
+    def depth_below(self, other: ProcessFacts) -> int:
+        """How many pid namespaces deeper than `other` this process lives."""
+        return len(self.nspid) - len(other.nspid)
+
+
+@contextmanager
+def pinned(pid: int) -> Iterator[int]:
+    """A directory fd of /proc/PID: reads through it fail rather than reach a new process."""
+    fd = os.open(f"/proc/{pid}", os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _read(dirfd: int, name: str) -> str:
+    fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC, dir_fd=dirfd)
+    with os.fdopen(fd) as f:
+        return f.read()
+
+
+def process_facts(pid: int) -> ProcessFacts | None:
+    """Facts of one process, or None if it is gone (or went while being read)."""
+    try:
+        with pinned(pid) as d:
+            status = dict(
+                line.split(":", 1) for line in _read(d, "status").splitlines() if ":" in line
+            )
+            namespaces = {}
+            for ns in NAMESPACES:
+                st = os.stat(f"ns/{ns}", dir_fd=d)
+                namespaces[ns] = (st.st_dev, st.st_ino)
+            return ProcessFacts(
+                pid=pid,
+                nspid=tuple(int(p) for p in status["NSpid"].split()),
+                comm=_read(d, "comm").strip(),
+                namespaces=namespaces,
+                uid_map=" ".join(_read(d, "uid_map").split()),
+                gid_map=" ".join(_read(d, "gid_map").split()),
+                cap_eff=int(status["CapEff"], 16),
+                cap_bnd=int(status["CapBnd"], 16),
+                no_new_privs=status["NoNewPrivs"].strip() == "1",
+                seccomp_mode=int(status["Seccomp"]),
+                cgroup=_read(d, "cgroup"),
+            )
+    except (FileNotFoundError, ProcessLookupError, KeyError):
+        return None
+
+
+def sandbox_processes(sandbox: Sandbox) -> list[ProcessFacts]:
+    """Every live process of the sandbox, found through its host-owned cgroup."""
+    facts = (process_facts(pid) for pid in sandbox.cgroup.procs())
+    return [f for f in facts if f is not None]
+
+
+def host_namespaces() -> dict[str, NsId]:
+    """The host's namespaces, as seen from this (host-side) process."""
+    ids = {}
+    for ns in NAMESPACES:
+        st = os.stat(f"/proc/self/ns/{ns}")
+        ids[ns] = (st.st_dev, st.st_ino)
+    return ids
+
+
+def _in_namespace(pid: int, nstype: int, read: Callable[[], object]) -> object:
+    """Run `read` in a short-lived child that has joined one namespace of `pid`."""
+    out_r, out_w = os.pipe2(os.O_CLOEXEC)
+    pidfd = os.pidfd_open(pid)
+    helper = os.fork()
+    if helper == 0:
+        try:
+            os.close(out_r)
+            sc.setns(pidfd, nstype)
+            os.write(out_w, json.dumps({"value": read()}).encode())
+            os._exit(0)
+        except BaseException as exc:  # noqa: BLE001 - the parent reports it
+            os.write(out_w, json.dumps({"error": str(exc)}).encode())
+            os._exit(1)
+    os.close(out_w)
+    os.close(pidfd)
+    chunks = []
+    while data := os.read(out_r, 65536):
+        chunks.append(data)
+    os.close(out_r)
+    os.waitpid(helper, 0)
+    result = json.loads(b"".join(chunks) or b'{"error": "helper died"}')
+    if "error" in result:
+        raise OSError(f"probe in namespace of {pid}: {result['error']}")
+    return result["value"]
+
+
+def hostname_of(pid: int) -> str:
+    """The hostname in the UTS namespace of `pid`."""
+    return str(_in_namespace(pid, sc.CLONE_NEWUTS, lambda: os.uname().nodename))
+
+
+def _links_here() -> list[dict[str, object]]:
+    with IPRoute() as ip:
+        addresses: dict[int, list[str]] = {}
+        for addr in ip.get_addr():
+            addresses.setdefault(addr["index"], []).append(
+                f"{addr.get('address')}/{addr['prefixlen']}"
+            )
+        return [
+            {
+                "name": link.get("ifname"),
+                "kind": link.get(("linkinfo", "kind")),
+                "up": bool(link["flags"] & 1),
+                "addresses": addresses.get(link["index"], []),
+            }
+            for link in ip.get_links()
+        ]
+
+
+def links_of(pid: int) -> list[dict[str, object]]:
+    """Links, their kinds, state and addresses, read by netlink in the netns of `pid`."""
+    return list(_in_namespace(pid, sc.CLONE_NEWNET, _links_here))  # type: ignore[arg-type]

@@ -1,0 +1,82 @@
+"""Probes read kernel state from the host side; what the learner prints changes nothing."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from sandboxapp.runtime import probes
+
+
+def _wait_for(predicate, timeout: float = 5.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = predicate()
+        if found:
+            return found
+        time.sleep(0.02)
+    return None
+
+
+def _init(sandbox) -> probes.ProcessFacts:
+    facts = probes.process_facts(sandbox.init_pid)
+    assert facts is not None
+    return facts
+
+
+def test_sandbox_processes_differ_from_the_host_in_every_namespace(sandbox):
+    sandbox.spawn(["/bin/sleep", "30"])
+    found = _wait_for(lambda: [p for p in probes.sandbox_processes(sandbox) if p.comm == "sleep"])
+    assert found
+    host = probes.host_namespaces()
+    for ns, ident in found[0].namespaces.items():
+        assert ident != host[ns], ns
+    assert found[0].uid_map == f"0 {sandbox.spec.uid_base} 65536"
+    assert found[0].no_new_privs and found[0].seccomp_mode == 2
+    assert found[0].depth_below(_init(sandbox)) == 0
+
+
+def test_a_nested_pid_namespace_is_seen_one_level_deeper(sandbox):
+    sandbox.spawn(["/bin/sh", "-c", "unshare -pf --mount-proc sleep 30"])
+
+    def deeper():
+        init = _init(sandbox)
+        return [p for p in probes.sandbox_processes(sandbox) if p.depth_below(init) == 1]
+
+    found = _wait_for(deeper)
+    assert found and found[0].nspid[-1] == 1, "sleep is pid 1 of its own namespace"
+    assert found[0].namespaces["pid"] != _init(sandbox).namespaces["pid"]
+
+
+def test_echo_pass_is_not_a_nested_namespace(sandbox):
+    sandbox.run(["/bin/bash", "-c", "echo PASS; echo 'PID 1'; exec -a unshare sleep 0.3"])
+    init = _init(sandbox)
+    assert not [p for p in probes.sandbox_processes(sandbox) if p.depth_below(init) > 0]
+
+
+def test_hostname_is_read_inside_each_uts_namespace(sandbox):
+    sandbox.spawn(["/bin/sh", "-c", "unshare -u sh -c 'hostname inner && exec sleep 30'"])
+
+    def inner():
+        return [p for p in probes.sandbox_processes(sandbox) if p.comm == "sleep"]
+
+    found = _wait_for(inner)
+    assert found
+    assert probes.hostname_of(found[0].pid) == "inner"
+    assert probes.hostname_of(sandbox.init_pid) == sandbox.name
+
+
+def test_links_are_read_by_netlink_in_the_sandbox_netns(sandbox):
+    code, out = sandbox.run(
+        ["/bin/sh", "-c", "ip link add v0 type veth peer name v1 && ip addr add 10.9.0.1/24 dev v0"]
+    )
+    assert code == 0, out
+    links = {link["name"]: link for link in probes.links_of(sandbox.init_pid)}
+    assert links["v0"]["kind"] == "veth" and "10.9.0.1/24" in links["v0"]["addresses"]
+    assert links["lo"]["up"] is True
+    # The host's own links are not the sandbox's.
+    assert "v0" not in {link["name"] for link in probes.links_of(os.getpid())}
+
+
+def test_a_process_that_is_gone_gives_no_facts():
+    assert probes.process_facts(2**22 + 7) is None
