@@ -1,15 +1,22 @@
 """Networking of a sandbox: its own network namespace, with only loopback, up.
 
 A fresh network namespace has no route anywhere, so the host's loopback services, other
-learners and the outside world are all unreachable by construction. Links between one
-learner's own nodes (veth pairs, made with pyroute2) come with the topology lessons.
+learners and the outside world are all unreachable by construction. The only links ever
+made are veth pairs between one learner's own nodes (pyroute2), for the topology lessons.
 """
 
 from __future__ import annotations
 
 import fcntl
+import os
 import socket
 import struct
+from dataclasses import dataclass
+
+from pyroute2 import IPRoute
+
+from .nsexec import in_namespace
+from .syscalls import CLONE_NEWNET
 
 _SIOCGIFFLAGS = 0x8913
 _SIOCSIFFLAGS = 0x8914
@@ -22,3 +29,63 @@ def loopback_up() -> None:
         request = struct.pack("16sH14x", b"lo", 0)
         flags = struct.unpack("16sH14x", fcntl.ioctl(s, _SIOCGIFFLAGS, request))[1]
         fcntl.ioctl(s, _SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | _IFF_UP))
+
+
+# Host-side names of a veth pair while it is being handed to two sandboxes. Reconcile
+# deletes any left in the host's namespace by a crash in between.
+VETH_PREFIX = "cntd"
+
+
+def link_nodes(a_pid: int, b_pid: int, a_end: NodeEnd, b_end: NodeEnd) -> None:
+    """Join two sandboxes (inits `a_pid`, `b_pid`) of one learner by a veth pair.
+
+    Made in the host's namespace under throwaway names, each end moved into its sandbox's
+    network namespace, then named, addressed and brought up in there.
+    """
+    tag = os.urandom(4).hex()
+    host_a, host_b = f"{VETH_PREFIX}{tag}a", f"{VETH_PREFIX}{tag}b"
+    with IPRoute() as ip:
+        ip.link("add", ifname=host_a, kind="veth", peer=host_b)
+        try:
+            for name, pid in ((host_a, a_pid), (host_b, b_pid)):
+                (index,) = ip.link_lookup(ifname=name)
+                ip.link("set", index=index, net_ns_pid=pid)
+        except BaseException:
+            for index in ip.link_lookup(ifname=host_a):
+                ip.link("del", index=index)
+            raise
+    for pid, host_name, end in ((a_pid, host_a, a_end), (b_pid, host_b, b_end)):
+        in_namespace(pid, CLONE_NEWNET, lambda h=host_name, e=end: _configure(h, e))
+
+
+@dataclass(frozen=True)
+class NodeEnd:
+    """One end of a link, as the learner will see it: `eth1` with 10.0.0.1/24."""
+
+    ifname: str
+    address: str
+    prefixlen: int = 24
+
+
+def _configure(host_name: str, end: NodeEnd) -> None:
+    with IPRoute() as ip:
+        (index,) = ip.link_lookup(ifname=host_name)
+        ip.link("set", index=index, ifname=end.ifname)
+        ip.addr("add", index=index, address=end.address, prefixlen=end.prefixlen)
+        ip.link("set", index=index, state="up")
+
+
+def leftover_veths() -> list[str]:
+    with IPRoute() as ip:
+        return [
+            str(link.get("ifname"))
+            for link in ip.get_links()
+            if str(link.get("ifname")).startswith(VETH_PREFIX)
+        ]
+
+
+def delete_links(names: list[str]) -> None:
+    with IPRoute() as ip:
+        for name in names:
+            for index in ip.link_lookup(ifname=name):
+                ip.link("del", index=index)

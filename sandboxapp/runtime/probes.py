@@ -8,15 +8,15 @@ namespace (hostname, links, addresses) from a short-lived helper that enters it.
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 from pyroute2 import IPRoute
 
 from . import syscalls as sc
+from .nsexec import in_namespace
 from .sandbox import Sandbox
 
 NAMESPACES = ("user", "mnt", "pid", "net", "uts", "ipc", "cgroup")
@@ -103,36 +103,9 @@ def host_namespaces() -> dict[str, NsId]:
     return ids
 
 
-def _in_namespace(pid: int, nstype: int, read: Callable[[], object]) -> object:
-    """Run `read` in a short-lived child that has joined one namespace of `pid`."""
-    out_r, out_w = os.pipe2(os.O_CLOEXEC)
-    pidfd = os.pidfd_open(pid)
-    helper = os.fork()
-    if helper == 0:
-        try:
-            os.close(out_r)
-            sc.setns(pidfd, nstype)
-            os.write(out_w, json.dumps({"value": read()}).encode())
-            os._exit(0)
-        except BaseException as exc:  # noqa: BLE001 - the parent reports it
-            os.write(out_w, json.dumps({"error": str(exc)}).encode())
-            os._exit(1)
-    os.close(out_w)
-    os.close(pidfd)
-    chunks = []
-    while data := os.read(out_r, 65536):
-        chunks.append(data)
-    os.close(out_r)
-    os.waitpid(helper, 0)
-    result = json.loads(b"".join(chunks) or b'{"error": "helper died"}')
-    if "error" in result:
-        raise OSError(f"probe in namespace of {pid}: {result['error']}")
-    return result["value"]
-
-
 def hostname_of(pid: int) -> str:
     """The hostname in the UTS namespace of `pid`."""
-    return str(_in_namespace(pid, sc.CLONE_NEWUTS, lambda: os.uname().nodename))
+    return str(in_namespace(pid, sc.CLONE_NEWUTS, lambda: os.uname().nodename))
 
 
 def _links_here() -> list[dict[str, object]]:
@@ -155,4 +128,4 @@ def _links_here() -> list[dict[str, object]]:
 
 def links_of(pid: int) -> list[dict[str, object]]:
     """Links, their kinds, state and addresses, read by netlink in the netns of `pid`."""
-    return list(_in_namespace(pid, sc.CLONE_NEWNET, _links_here))  # type: ignore[arg-type]
+    return list(in_namespace(pid, sc.CLONE_NEWNET, _links_here))  # type: ignore[arg-type]

@@ -16,7 +16,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 
-from . import ids, volumes
+from . import ids, network, volumes
 from .cgroups import SandboxCgroup
 from .sandbox import RuntimeConfig, SandboxState, _backend, process_start_time, state_read
 
@@ -29,15 +29,8 @@ class ReconcileReport:
     removed_cgroups: list[str] = field(default_factory=list)
     unmounted_volumes: list[str] = field(default_factory=list)
     freed_id_blocks: list[int] = field(default_factory=list)
+    deleted_links: list[str] = field(default_factory=list)
     live: list[str] = field(default_factory=list)
-
-    def nothing_done(self) -> bool:
-        return not (
-            self.removed_sandboxes
-            or self.removed_cgroups
-            or self.unmounted_volumes
-            or self.freed_id_blocks
-        )
 
 
 def _is_same_process(pid: int, start_time: int) -> bool:
@@ -53,7 +46,7 @@ def _live(state: SandboxState) -> bool:
 def reconcile(config: RuntimeConfig) -> ReconcileReport:
     report = ReconcileReport()
     base = config.state_dir / "sandboxes"
-    live_learners: set[str] = set()
+    live_volumes: set[str] = set()
     known: set[str] = set()
     for rundir in sorted(base.iterdir()) if base.is_dir() else []:
         name = rundir.name
@@ -61,8 +54,8 @@ def reconcile(config: RuntimeConfig) -> ReconcileReport:
         state = state_read(config, name)
         if state is not None and _live(state):
             report.live.append(name)
-            if state.learner:
-                live_learners.add(state.learner)
+            if state.volume:
+                live_volumes.add(state.volume)
             continue
         if state is not None and _is_same_process(state.init_pid, state.init_start_time):
             # Its owner is gone but the init is not (it should have followed): end it.
@@ -77,14 +70,17 @@ def reconcile(config: RuntimeConfig) -> ReconcileReport:
         report.removed_sandboxes.append(name)
         log.info("reconcile: removed leftover sandbox %s", name)
     report.removed_cgroups = _orphan_cgroups(config, known)
-    for learner in volumes.volume_mounted(config.state_dir):
-        if learner not in live_learners:
-            volumes.volume_release(config.state_dir, learner, None)
-            report.unmounted_volumes.append(learner)
+    for volume in volumes.volume_mounted(config.state_dir):
+        if volume not in live_volumes:
+            volumes.volume_release(config.state_dir, volume, None)
+            report.unmounted_volumes.append(volume)
     for sandbox, block_base in ids.borrowed_blocks(config.state_dir).items():
         if sandbox not in report.live:
             ids.release_ids(config.state_dir, block_base)
             report.freed_id_blocks.append(block_base)
+    # veth ends still in the host's namespace: a crash between making and moving them.
+    report.deleted_links = network.leftover_veths()
+    network.delete_links(report.deleted_links)
     return report
 
 

@@ -21,7 +21,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import child, ids, image, rootfs, security, volumes
+from . import child, ids, image, network, rootfs, security, volumes
 from . import syscalls as sc
 from .cgroups import CgroupBackend, SandboxCgroup, detect
 from .spec import ID_BLOCK, SandboxSpec
@@ -75,6 +75,7 @@ class SandboxState:
 
     name: str
     learner: str | None
+    volume: str | None
     uid_base: int
     init_pid: int
     init_start_time: int
@@ -229,7 +230,7 @@ class Sandbox:
         os.close(self.pidfd)
         self.control.close()
         _cleanup(
-            self.config, self.spec.name, self.spec.learner, self.spec.uid_base, self.volume_lock
+            self.config, self.spec.name, self.spec.volume, self.spec.uid_base, self.volume_lock
         )
 
     def __enter__(self) -> Sandbox:
@@ -310,11 +311,11 @@ def _reap(pid: int) -> None:
 
 
 def _cleanup(
-    config: RuntimeConfig, name: str, learner: str | None, uid_base: int, volume_lock: int | None
+    config: RuntimeConfig, name: str, volume: str | None, uid_base: int, volume_lock: int | None
 ) -> None:
     rundir = _rundir(config, name)
-    if learner is not None:
-        volumes.volume_release(config.state_dir, learner, volume_lock)
+    if volume is not None:
+        volumes.volume_release(config.state_dir, volume, volume_lock)
     else:
         ids.release_ids(config.state_dir, uid_base)
     shutil.rmtree(rundir, ignore_errors=True)
@@ -346,9 +347,9 @@ def sandbox_create(spec: SandboxSpec, config: RuntimeConfig | None = None) -> Sa
     cgroup = SandboxCgroup(_backend(), config.cgroup_parent, spec.name)
     try:
         volume_path = None
-        if spec.learner is not None:
+        if spec.volume is not None:
             volume_path, volume_lock = volumes.volume_acquire(
-                config.state_dir, spec.learner, spec.limits.disk_bytes, spec.uid_base
+                config.state_dir, spec.volume, spec.limits.disk_bytes, spec.uid_base
             )
         _backend().prepare_parent(config.cgroup_parent)
         cgroup.create(spec.limits, spec.uid_base)
@@ -364,7 +365,7 @@ def sandbox_create(spec: SandboxSpec, config: RuntimeConfig | None = None) -> Sa
         sandbox = _start(spec, config, plan, image_path, cgroup, volume_lock)
     except BaseException:
         cgroup.destroy()
-        _cleanup(config, spec.name, spec.learner, spec.uid_base, volume_lock)
+        _cleanup(config, spec.name, spec.volume, spec.uid_base, volume_lock)
         raise
     return sandbox
 
@@ -471,6 +472,7 @@ def _state_write(sandbox: Sandbox) -> None:
     state = SandboxState(
         name=sandbox.name,
         learner=sandbox.spec.learner,
+        volume=sandbox.spec.volume,
         uid_base=sandbox.spec.uid_base,
         init_pid=sandbox.init_pid,
         init_start_time=process_start_time(sandbox.init_pid) or 0,
@@ -484,3 +486,10 @@ def _state_write(sandbox: Sandbox) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(asdict(state)))
     tmp.rename(path)
+
+
+def sandbox_link(a: Sandbox, b: Sandbox, a_end: network.NodeEnd, b_end: network.NodeEnd) -> None:
+    """Join two sandboxes of the same learner by a veth pair (the topology lessons)."""
+    if a.spec.learner is None or a.spec.learner != b.spec.learner:
+        raise SandboxError("only sandboxes of one and the same learner can be linked")
+    network.link_nodes(a.init_pid, b.init_pid, a_end, b_end)

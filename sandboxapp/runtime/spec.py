@@ -37,7 +37,7 @@ class Limits:
 
 @dataclass(frozen=True)
 class SandboxSpec:
-    """One sandbox. `name` is unique on the host; `learner` owns the persistent files.
+    """One sandbox. `name` is unique on the host; `learner` (and `node`) own its files.
 
     `uid_base` is the first host uid (and gid) of this sandbox's block: root inside is
     `uid_base` outside. A learner keeps the same block across restarts so their files
@@ -48,6 +48,8 @@ class SandboxSpec:
     uid_base: int
     hostname: str = ""
     learner: str | None = None
+    # One of a learner's several nodes (`web`, `db`): each node keeps files of its own.
+    node: str | None = None
     limits: Limits = field(default_factory=Limits)
     image: str = "default"
 
@@ -56,6 +58,8 @@ class SandboxSpec:
             raise SpecError(f"sandbox name {self.name!r}: use a-z, 0-9 and '-', 1-63 chars")
         if self.learner is not None and not _NAME_RE.match(self.learner):
             raise SpecError(f"learner id {self.learner!r}: use a-z, 0-9 and '-', 1-63 chars")
+        if self.node is not None and (self.learner is None or not _NAME_RE.match(self.node)):
+            raise SpecError(f"node {self.node!r} needs a learner and a plain name")
         if not _NAME_RE.match(self.image):
             raise SpecError(f"image name {self.image!r} is not a plain name")
         if self.hostname and not _NAME_RE.match(self.hostname):
@@ -66,6 +70,13 @@ class SandboxSpec:
                 f"uid_base {self.uid_base} must be a multiple of {ID_BLOCK} >= {ID_BLOCK}"
             )
         self.limits.validate()
+
+    @property
+    def volume(self) -> str | None:
+        """Whose persistent files this sandbox uses; '.' never occurs in a learner id."""
+        if self.learner is None:
+            return None
+        return f"{self.learner}.{self.node}" if self.node else self.learner
 
     @property
     def effective_hostname(self) -> str:

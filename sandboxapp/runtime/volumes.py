@@ -35,20 +35,20 @@ def _run(*argv: str) -> None:
         raise VolumeError(f"{argv[0]} failed: {result.stderr.strip() or result.stdout.strip()}")
 
 
-def volume_acquire(state_dir: Path, learner: str, size: int, uid_base: int) -> tuple[str, int]:
+def volume_acquire(state_dir: Path, volume: str, size: int, uid_base: int) -> tuple[str, int]:
     """Mount the learner's layer (creating it on first use); return (path, lock fd).
 
     The lock is held for as long as a sandbox uses the layer: two sandboxes sharing one
     overlay upper directory would corrupt it.
     """
-    image, mountpoint, lockfile = _paths(state_dir, learner)
+    image, mountpoint, lockfile = _paths(state_dir, volume)
     image.parent.mkdir(parents=True, exist_ok=True)
     lock = os.open(lockfile, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(lock)
-        raise VolumeBusy(f"the files of {learner!r} are in use by another sandbox") from None
+        raise VolumeBusy(f"the files of {volume!r} are in use by another sandbox") from None
     try:
         if not image.exists():
             with open(image, "wb") as f:

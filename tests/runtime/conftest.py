@@ -90,14 +90,17 @@ def config(guard: str) -> Iterator[RuntimeConfig]:
 def make_sandbox(config: RuntimeConfig) -> Iterator:
     made: list[Sandbox] = []
 
-    def make(learner: str | None = None, **limits: int | float) -> Sandbox:
+    def make(learner: str | None = None, node: str | None = None, **limits: int | float) -> Sandbox:
         name = f"t-{secrets.token_hex(4)}"
+        spec = SandboxSpec(name=name, uid_base=0, learner=learner, node=node)
         uid_base = (
-            ids.ids_for_learner(config.state_dir, learner)
-            if learner
+            ids.ids_for_learner(config.state_dir, spec.volume)
+            if spec.volume
             else ids.ids_borrow(config.state_dir, name)
         )
-        spec = SandboxSpec(name=name, uid_base=uid_base, learner=learner, limits=Limits(**limits))
+        spec = SandboxSpec(
+            name=name, uid_base=uid_base, learner=learner, node=node, limits=Limits(**limits)
+        )
         sandbox = sandbox_create(spec, config)
         made.append(sandbox)
         return sandbox
