@@ -169,7 +169,9 @@ class V2Backend(CgroupBackend):
     def apply_limits(self, outer: list[Path], limits: Limits) -> None:
         (d,) = outer
         _write(d / "memory.max", str(limits.memory_bytes))
-        _write(d / "memory.swap.max", "0")
+        # memory+swap capped at memory: no escape into swap (absent without swap support).
+        if (d / "memory.swap.max").exists():
+            _write(d / "memory.swap.max", "0")
         _write(d / "pids.max", str(limits.pids))
         _write(d / "cpu.max", f"{int(limits.cpus * CPU_PERIOD_US)} {CPU_PERIOD_US}")
         _write(d / "cgroup.subtree_control", "+memory +pids +cpu")

@@ -40,6 +40,7 @@ from . import syscalls as sc
 
 TIOCGPTPEER = 0x5441
 TIOCSCTTY = 0x540E
+TIOCSPTLCK = 0x40045431
 
 # Namespaces created for the learner inside the sandbox's outer user namespace. The
 # outer one holds only the pid namespace, so the learner's root cannot remove the mounts
@@ -89,11 +90,11 @@ def _close_fds_except(keep: list[int]) -> None:
             low = fd + 1
 
 
-def run_c(plan: ChildPlan, sock: socket.socket) -> None:
+def run_c(plan: ChildPlan, sock: socket.socket, cgroup_ready: int) -> None:
     """C: create the outer user and pid namespaces, then fork the sandbox's pid 1."""
     stage = "user namespace"
     try:
-        _close_fds_except([sock.fileno()])
+        _close_fds_except([sock.fileno(), cgroup_ready])
         os.setsid()
         sc.unshare(sc.CLONE_NEWUSER | sc.CLONE_NEWPID)
         sock.send(b"userns")
@@ -112,9 +113,9 @@ def run_c(plan: ChildPlan, sock: socket.socket) -> None:
         if pid == 0:
             os.close(unshared_r)
             os.close(mapped_w)
-            _run_init(
-                plan, sock, dict(zip(("image", "usr"), fds, strict=True)), (unshared_w, mapped_r)
-            )
+            layers = dict(zip(("image", "usr"), fds, strict=True))
+            _run_init(plan, sock, layers, _Handshake(cgroup_ready, unshared_w, mapped_r))
+        os.close(cgroup_ready)
         os.close(unshared_w)
         os.close(mapped_r)
         sock.send(b"init %d" % pid)
@@ -134,8 +135,17 @@ def run_c(plan: ChildPlan, sock: socket.socket) -> None:
         _fail(sock, stage, exc)
 
 
+@dataclass(frozen=True)
+class _Handshake:
+    """Pipes by which the init waits for the others' parts of the set-up."""
+
+    cgroup_ready: int  # the parent has moved the init into the sandbox's cgroup
+    unshared: int  # (write) the learner's user namespace exists: C may map it
+    mapped: int  # (read) C wrote the map
+
+
 def _run_init(
-    plan: ChildPlan, sock: socket.socket, fds: dict[str, int], id_map: tuple[int, int]
+    plan: ChildPlan, sock: socket.socket, fds: dict[str, int], handshake: _Handshake
 ) -> None:
     stage = "mount namespace"
     try:
@@ -149,10 +159,11 @@ def _run_init(
         stage = "cgroup"
         # The parent moves us into the sandbox's cgroup meanwhile (slow on cgroup v1):
         # the cgroup namespace made next is rooted where we are then.
-        if sock.recv(64) != b"cgroup":
+        if os.read(handshake.cgroup_ready, 1) != b"c":
             os._exit(1)
+        os.close(handshake.cgroup_ready)
         stage = "learner namespaces"
-        _enter_inner_namespaces(*id_map)
+        _enter_inner_namespaces(handshake)
         stage = "hostname"
         socket.sethostname(plan.hostname)
         stage = "loopback"
@@ -176,15 +187,15 @@ def _run_init(
     _Init(sock, plan.seccomp).serve()
 
 
-def _enter_inner_namespaces(unshared_w: int, mapped_r: int) -> None:
+def _enter_inner_namespaces(handshake: _Handshake) -> None:
     """Unshare the learner's namespaces; C, waiting in the outer user namespace,
     writes the id map of the new one."""
     sc.unshare(INNER_NAMESPACES)
-    os.write(unshared_w, b"u")
-    if os.read(mapped_r, 1) != b"m":
+    os.write(handshake.unshared, b"u")
+    if os.read(handshake.mapped, 1) != b"m":
         raise OSError("could not write the learner's id map")
-    os.close(unshared_w)
-    os.close(mapped_r)
+    os.close(handshake.unshared)
+    os.close(handshake.mapped)
     os.setresgid(0, 0, 0)
     os.setresuid(0, 0, 0)
 
@@ -215,6 +226,9 @@ class _Init:
 
     def serve(self) -> None:
         gc.disable()
+        # The kernel drops signals sent to a pid 1 from inside its namespace unless pid 1
+        # handles them: keep only SIGCHLD handled, or `kill -INT 1` would end the sandbox.
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wake_w)
         # A handler (even one doing nothing) makes SIGCHLD write to the wakeup fd.
@@ -260,10 +274,12 @@ class _Init:
             request = json.loads(message)
             if request.get("op") == "kill":
                 os.kill(int(request["pid"]), int(request["signal"]))
+            elif request.get("op") == "pty":
+                _send_pty(fds[0])
             else:
                 self._spawn(request, fds)
-        except (OSError, ValueError, KeyError, TypeError):
-            pass  # a bad request harms nobody; its channel closes below
+        except Exception:  # noqa: BLE001 - pid 1 must outlive any bad request
+            pass  # its channel closes below, which the parent reads as a refusal
         finally:
             for fd in fds:
                 try:
@@ -292,6 +308,25 @@ class _Init:
         _send_quietly(channel, b"started %d" % pid)
 
 
+def _send_pty(channel: int) -> None:
+    """Open a terminal on the sandbox's devpts and hand its master to the parent.
+
+    The init opens it, not the host: the learner controls every path in the sandbox (a
+    symlink at /dev/pts/ptmx could name a host file if resolved by host root), and the
+    init has no more rights than the learner. Non-blocking, and checked to be a ptmx,
+    so a FIFO or a device planted there cannot stall or fool it.
+    """
+    fd = os.open("/dev/pts/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if os.fstat(fd).st_rdev != os.makedev(5, 2):
+            raise OSError("/dev/pts/ptmx is not a terminal multiplexer")
+        os.set_blocking(fd, True)
+        fcntl.ioctl(fd, TIOCSPTLCK, struct.pack("i", 0))
+        socket.send_fds(socket.socket(fileno=os.dup(channel)), [b"pty"], [fd])
+    finally:
+        os.close(fd)
+
+
 def _send_quietly(fd: int, data: bytes) -> None:
     try:
         os.write(fd, data)
@@ -304,7 +339,10 @@ def _run_f(request: dict, stdio: list[int], err_w: int, seccomp: bytes) -> None:
     stage = "credentials"
     try:
         signal.set_wakeup_fd(-1)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        # Ignored signals stay ignored across exec: give back what Python changed, or
+        # `yes | head` would print "Broken pipe" instead of ending quietly.
+        for signum in (signal.SIGCHLD, signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT):
+            signal.signal(signum, signal.SIG_DFL)
         uid = gid = int(request.get("uid", 0))
         os.setgroups([gid])
         os.setresgid(gid, gid, gid)

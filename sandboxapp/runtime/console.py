@@ -17,11 +17,12 @@ from .sandbox import Process
 @contextlib.contextmanager
 def _raw(fd: int) -> Iterator[None]:
     saved = termios.tcgetattr(fd)
-    tty.setraw(fd)
+    # TCSANOW, not the default TCSAFLUSH: keystrokes typed ahead must reach the shell.
+    tty.setraw(fd, termios.TCSANOW)
     try:
         yield
     finally:
-        termios.tcsetattr(fd, termios.TCSAFLUSH, saved)
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
 def _copy_size(master: int) -> None:

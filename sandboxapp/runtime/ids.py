@@ -8,6 +8,7 @@ O_EXCL, so two processes can never hand out the same one.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 from .spec import ID_BLOCK
@@ -69,12 +70,15 @@ def release_ids(state_dir: Path, base: int) -> None:
     (_dir(state_dir) / f"block-{base // ID_BLOCK}").unlink(missing_ok=True)
 
 
-def borrowed_blocks(state_dir: Path) -> dict[str, int]:
-    """sandbox name -> base of every borrowed block (reconcile frees the orphans)."""
+def borrowed_blocks(state_dir: Path, min_age: float = 0) -> dict[str, int]:
+    """sandbox name -> base of every block borrowed at least `min_age` seconds ago."""
     found = {}
+    now = time.time()
     for path in _dir(state_dir).glob("block-*"):
         try:
             owner = path.read_text()
+            if now - path.stat().st_mtime < min_age:
+                continue
         except FileNotFoundError:
             continue
         if owner.startswith("sandbox:"):

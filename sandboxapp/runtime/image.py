@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 # Bump when the generated content changes: images are rebuilt on next use.
-IMAGE_VERSION = "3"
+IMAGE_VERSION = "4"
 _MARKER = ".contained-image"
 
 # Host files the sandbox's programs need to run at all (the dynamic loader's cache,
@@ -108,7 +108,7 @@ def image_ensure(state_dir: Path, name: str = "default") -> Path:
     if marker.exists() and marker.read_text() == IMAGE_VERSION:
         return target
     if name != "default":
-        raise FileNotFoundError(f"image {name!r} is not built: see `sandbox image --help`")
+        raise FileNotFoundError(f"image {name!r} does not exist (only 'default' is built here)")
     target.parent.mkdir(parents=True, exist_ok=True)
     # Build beside the target and swap it in, so a crash never leaves half an image.
     build = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
@@ -154,6 +154,4 @@ def _build_default(root: Path) -> None:
     }
     for rel, text in files.items():
         (etc / rel).write_text(text)
-    (root / "root" / ".bashrc").write_text(". /etc/bash.bashrc\n")
-    (root / "root" / ".profile").write_text(". /etc/profile\n")
     (root / _MARKER).write_text(IMAGE_VERSION)

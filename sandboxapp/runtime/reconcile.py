@@ -18,7 +18,14 @@ from dataclasses import dataclass, field
 
 from . import ids, network, volumes
 from .cgroups import SandboxCgroup
-from .sandbox import RuntimeConfig, SandboxState, _backend, process_start_time, state_read
+from .sandbox import (
+    RuntimeConfig,
+    SandboxState,
+    cgroup_backend,
+    process_start_time,
+    rundir_of,
+    state_read,
+)
 
 log = logging.getLogger(__name__)
 
@@ -65,16 +72,17 @@ def reconcile(config: RuntimeConfig) -> ReconcileReport:
         if state is None and _young(rundir):
             report.live.append(name)
             continue
-        SandboxCgroup(_backend(), config.cgroup_parent, name).destroy()
-        shutil.rmtree(rundir, ignore_errors=True)
+        _remove(config, name)
         report.removed_sandboxes.append(name)
-        log.info("reconcile: removed leftover sandbox %s", name)
     report.removed_cgroups = _orphan_cgroups(config, known)
     for volume in volumes.volume_mounted(config.state_dir):
-        if volume not in live_volumes:
-            volumes.volume_release(config.state_dir, volume, None)
+        # A volume being set up for a sandbox still starting is locked by its creator.
+        if volume not in live_volumes and volumes.volume_release_if_unused(
+            config.state_dir, volume
+        ):
             report.unmounted_volumes.append(volume)
-    for sandbox, block_base in ids.borrowed_blocks(config.state_dir).items():
+    # A block is borrowed just before its sandbox's directory exists: spare young ones.
+    for sandbox, block_base in ids.borrowed_blocks(config.state_dir, min_age=60).items():
         if sandbox not in report.live:
             ids.release_ids(config.state_dir, block_base)
             report.freed_id_blocks.append(block_base)
@@ -82,6 +90,22 @@ def reconcile(config: RuntimeConfig) -> ReconcileReport:
     report.deleted_links = network.leftover_veths()
     network.delete_links(report.deleted_links)
     return report
+
+
+def _remove(config: RuntimeConfig, name: str) -> None:
+    SandboxCgroup(cgroup_backend(), config.cgroup_parent, name).destroy()
+    shutil.rmtree(rundir_of(config, name), ignore_errors=True)
+    log.info("reconcile: removed leftover sandbox %s", name)
+
+
+def reconcile_one(config: RuntimeConfig, name: str) -> None:
+    """Remove one sandbox whose owner is gone or whose init was just killed."""
+    state = state_read(config, name)
+    _remove(config, name)
+    if state is not None and state.volume:
+        volumes.volume_release_if_unused(config.state_dir, state.volume)
+    if state is not None and state.learner is None:
+        ids.release_ids(config.state_dir, state.uid_base)
 
 
 def _young(path: os.PathLike[str], seconds: float = 60.0) -> bool:
@@ -94,12 +118,12 @@ def _young(path: os.PathLike[str], seconds: float = 60.0) -> bool:
 def _orphan_cgroups(config: RuntimeConfig, known: set[str]) -> list[str]:
     """Sandbox cgroups under our parent whose state directory is gone."""
     removed = []
-    for hierarchy in _backend().hierarchies:
+    for hierarchy in cgroup_backend().hierarchies:
         parent = hierarchy.mountpoint / config.cgroup_parent.strip("/")
         if not parent.is_dir():
             continue
         for entry in parent.iterdir():
             if entry.is_dir() and entry.name not in known and entry.name not in removed:
-                SandboxCgroup(_backend(), config.cgroup_parent, entry.name).destroy()
+                SandboxCgroup(cgroup_backend(), config.cgroup_parent, entry.name).destroy()
                 removed.append(entry.name)
     return removed

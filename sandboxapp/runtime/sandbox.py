@@ -8,7 +8,6 @@ whose closing ends the sandbox.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import gc
 import json
 import os
@@ -16,7 +15,6 @@ import select
 import shutil
 import signal
 import socket
-import struct
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,7 +24,6 @@ from . import syscalls as sc
 from .cgroups import CgroupBackend, SandboxCgroup, detect
 from .spec import ID_BLOCK, SandboxSpec
 
-TIOCSPTLCK = 0x40045431
 DEFAULT_STATE_DIR = Path("/var/lib/contained")
 DEFAULT_ENV = {
     "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -55,14 +52,11 @@ class RuntimeConfig:
     cgroup_parent: str = "contained"
     max_sandboxes: int = 300
 
-    def backend(self) -> CgroupBackend:
-        return _backend()
-
 
 _BACKEND: CgroupBackend | None = None
 
 
-def _backend() -> CgroupBackend:
+def cgroup_backend() -> CgroupBackend:
     global _BACKEND
     if _BACKEND is None:
         _BACKEND = detect()
@@ -95,13 +89,13 @@ def process_start_time(pid: int) -> int | None:
     return int(stat.rsplit(")", 1)[1].split()[19])
 
 
-def _rundir(config: RuntimeConfig, name: str) -> Path:
+def rundir_of(config: RuntimeConfig, name: str) -> Path:
     return config.state_dir / "sandboxes" / name
 
 
 def state_read(config: RuntimeConfig, name: str) -> SandboxState | None:
     try:
-        return SandboxState(**json.loads((_rundir(config, name) / "state.json").read_text()))
+        return SandboxState(**json.loads((rundir_of(config, name) / "state.json").read_text()))
     except (FileNotFoundError, ValueError, TypeError):
         return None
 
@@ -150,12 +144,20 @@ class Sandbox:
         return True
 
     def open_pty(self) -> int:
-        """A new terminal on the sandbox's own devpts: the learner sees /dev/pts/N."""
-        master = os.open(
-            f"/proc/{self.init_pid}/root/dev/pts/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC
-        )
-        fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))
-        return master
+        """A new terminal on the sandbox's own devpts (the learner sees /dev/pts/N),
+        opened by the sandbox's init and passed to us: we never resolve its paths."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        with ours:
+            try:
+                socket.send_fds(self.control, [b'{"op": "pty"}'], [theirs.fileno()])
+            finally:
+                theirs.close()
+            if select.select([ours], [], [], 10)[0]:
+                _, fds, _, _ = socket.recv_fds(ours, 16, 1)
+                if fds:
+                    os.set_inheritable(fds[0], False)
+                    return fds[0]
+        raise SandboxError(f"sandbox {self.name} could not open a terminal")
 
     def spawn(
         self,
@@ -313,7 +315,7 @@ def _reap(pid: int) -> None:
 def _cleanup(
     config: RuntimeConfig, name: str, volume: str | None, uid_base: int, volume_lock: int | None
 ) -> None:
-    rundir = _rundir(config, name)
+    rundir = rundir_of(config, name)
     if volume is not None:
         volumes.volume_release(config.state_dir, volume, volume_lock)
     else:
@@ -336,7 +338,7 @@ def sandbox_create(spec: SandboxSpec, config: RuntimeConfig | None = None) -> Sa
             "try again in a minute"
         )
     image_path = image.image_ensure(config.state_dir, spec.image)
-    rundir = _rundir(config, spec.name)
+    rundir = rundir_of(config, spec.name)
     try:
         rundir.mkdir(parents=True)
     except FileExistsError:
@@ -344,21 +346,21 @@ def sandbox_create(spec: SandboxSpec, config: RuntimeConfig | None = None) -> Sa
     for sub in ("root", "lower-image", "lower-usr", "scratch"):
         (rundir / sub).mkdir()
     volume_lock = None
-    cgroup = SandboxCgroup(_backend(), config.cgroup_parent, spec.name)
+    cgroup = SandboxCgroup(cgroup_backend(), config.cgroup_parent, spec.name)
     try:
         volume_path = None
         if spec.volume is not None:
             volume_path, volume_lock = volumes.volume_acquire(
                 config.state_dir, spec.volume, spec.limits.disk_bytes, spec.uid_base
             )
-        _backend().prepare_parent(config.cgroup_parent)
+        cgroup_backend().prepare_parent(config.cgroup_parent)
         cgroup.create(spec.limits, spec.uid_base)
         layout = rootfs.Layout(str(rundir), volume_path, spec.limits.disk_bytes)
         plan = child.ChildPlan(
             hostname=spec.effective_hostname,
             layout=layout,
             root_ops=rootfs.plan_root(layout),
-            inner_ops=rootfs.plan_inner(_cgroup_mounts(_backend())),
+            inner_ops=rootfs.plan_inner(_cgroup_mounts(cgroup_backend())),
             hosts=HOSTS.format(name=spec.effective_hostname),
             seccomp=security.seccomp_program(),
         )
@@ -390,14 +392,17 @@ def _start(
     # Each sandbox's init is re-parented to us when its creator exits: we reap it.
     sc.prctl(sc.PR_SET_CHILD_SUBREAPER, 1)
     parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    cgroup_ready_r, cgroup_ready_w = os.pipe()
     # Everything the parent's garbage collector would touch in the child is frozen, so
     # the forked init shares the parent's pages instead of copying them.
     gc.freeze()
     pid = os.fork()
     if pid == 0:
         parent_sock.close()
-        child.run_c(plan, child_sock)
+        os.close(cgroup_ready_w)
+        child.run_c(plan, child_sock, cgroup_ready_r)
     child_sock.close()
+    os.close(cgroup_ready_r)
     image_fd = usr_fd = userns_fd = -1
     try:
         parent_sock.settimeout(10)
@@ -425,9 +430,9 @@ def _start(
             if message.startswith(b"error "):
                 _expect_message(message, b"ready ")
             raise SandboxError(f"could not put the sandbox in its cgroup: {exc}") from exc
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        with contextlib.suppress(BrokenPipeError):
             # If the init failed already, its reason is waiting to be read below.
-            parent_sock.send(b"cgroup")
+            os.write(cgroup_ready_w, b"c")
         _reap(pid)
         startup_in_child = float(_expect(parent_sock, b"ready ").split()[1])
     except BaseException:
@@ -439,6 +444,7 @@ def _start(
         parent_sock.close()
         raise
     finally:
+        os.close(cgroup_ready_w)
         for fd in (image_fd, usr_fd, userns_fd):
             if fd >= 0:
                 os.close(fd)
@@ -456,6 +462,8 @@ def _expect(sock: socket.socket, prefix: bytes) -> bytes:
         message = sock.recv(8192)
     except TimeoutError:
         raise SandboxError("the sandbox did not start within 10 seconds") from None
+    except ConnectionResetError:
+        message = b""
     return _expect_message(message, prefix)
 
 
@@ -482,7 +490,7 @@ def _state_write(sandbox: Sandbox) -> None:
         created_at=time.time(),
         startup_ms=sandbox.startup_ms,
     )
-    path = _rundir(sandbox.config, sandbox.name) / "state.json"
+    path = rundir_of(sandbox.config, sandbox.name) / "state.json"
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(asdict(state)))
     tmp.rename(path)

@@ -89,6 +89,23 @@ def volume_release(state_dir: Path, learner: str, lock: int | None) -> None:
         os.close(lock)
 
 
+def volume_release_if_unused(state_dir: Path, volume: str) -> bool:
+    """Unmount a layer no sandbox holds (its lock is free); False if one does."""
+    _, _, lockfile = _paths(state_dir, volume)
+    try:
+        lock = os.open(lockfile, os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        lock = None
+    if lock is not None:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(lock)
+            return False
+    volume_release(state_dir, volume, lock)
+    return True
+
+
 def volume_delete(state_dir: Path, learner: str) -> None:
     """The explicit reset: the learner's files are gone for good."""
     image, mountpoint, _ = _paths(state_dir, learner)

@@ -40,19 +40,21 @@ def guard() -> Iterator[str]:
     name = f"contained-tests-{os.getpid()}"
     me = str(os.getpid())
     original: list[tuple[Path, str]] = []
+    if backend.version == 2:
+        backend.prepare_parent(f"{name}/sandboxes")
     for h in backend.hierarchies:
         guard_dir = h.mountpoint / name
-        guard_dir.mkdir()
-        if backend.version == 1:
-            # Where this process was, to put it back afterwards.
-            rel = _v1_cgroup_of_self(h.controllers)
-            original.append((h.mountpoint / rel.lstrip("/"), me))
-            if "memory" in h.controllers:
-                (guard_dir / "memory.limit_in_bytes").write_text(str(GUARD_MEMORY))
-            if "pids" in h.controllers:
-                (guard_dir / "pids.max").write_text(str(GUARD_PIDS))
-            (guard_dir / "runner").mkdir()
-            (guard_dir / "runner" / "cgroup.procs").write_text(me)
+        guard_dir.mkdir(exist_ok=True)
+        original.append((h.mountpoint / _cgroup_of_self(h, backend.version).lstrip("/"), me))
+        limits = {"memory": ("memory.limit_in_bytes", "memory.max"), "pids": ("pids.max",) * 2}
+        for controller, files in limits.items():
+            if controller in h.controllers:
+                (guard_dir / files[backend.version - 1]).write_text(
+                    str(GUARD_MEMORY if controller == "memory" else GUARD_PIDS)
+                )
+        # The runner is a sibling of the sandboxes' parent: reconcile never touches it.
+        (guard_dir / "runner").mkdir()
+        (guard_dir / "runner" / "cgroup.procs").write_text(me)
     try:
         yield name
     finally:
@@ -63,10 +65,12 @@ def guard() -> Iterator[str]:
                 os.rmdir(sub)
 
 
-def _v1_cgroup_of_self(controllers: tuple[str, ...]) -> str:
+def _cgroup_of_self(hierarchy, version: int) -> str:
     for line in Path("/proc/self/cgroup").read_text().splitlines():
-        _, names, path = line.split(":", 2)
-        if set(controllers) & set(names.split(",")):
+        number, names, path = line.split(":", 2)
+        if version == 2 and number == "0":
+            return path
+        if version == 1 and set(hierarchy.controllers) & set(names.split(",")):
             return path
     return "/"
 

@@ -10,7 +10,10 @@ import subprocess
 import threading
 from pathlib import Path
 
+import pytest
+
 from sandboxapp.runtime import rootfs
+from sandboxapp.runtime.sandbox import SandboxError
 
 PY = "/usr/bin/python3"
 
@@ -132,10 +135,10 @@ def test_proc_sys_is_read_only(sandbox, sh):
 def test_masks_cannot_be_unmounted(sandbox, sh):
     code, out = sh(
         sandbox,
-        "umount /proc/timer_list; umount -l /proc/sys; "
-        "umount /run/.contained; wc -c < /proc/timer_list",
+        "umount /proc/timer_list; umount -l /proc/sys; umount /run/.contained; "
+        "wc -c < /proc/timer_list; ls -A /run/.contained | wc -l",
     )
-    assert out.split()[-1] == "0", "timer_list stays masked"
+    assert out.split()[-2:] == ["0", "0"], "timer_list stays masked, the hidden mounts covered"
 
 
 def test_host_disk_cannot_be_mknod_or_mounted(sandbox, sh):
@@ -189,11 +192,8 @@ def test_tiocsti_cannot_inject_input(sandbox):
         "except OSError as e: print('refused', e.errno)"
     )
     master = sandbox.open_pty()
-    out_r, out_w = os.pipe()
     proc = sandbox.spawn([PY, "-c", code], pty_master=master)
     proc.wait(timeout=10)
-    os.close(out_w)
-    os.close(out_r)
     output = os.read(master, 4096).decode()
     os.close(master)
     assert "refused 1" in output and "injected" not in output
@@ -247,3 +247,38 @@ def test_two_sandboxes_cannot_see_each_other(make_sandbox, sh):
     finally:
         runner.kill()
         runner.wait()
+
+
+def test_terminal_path_is_never_resolved_on_the_host(sandbox, sh):
+    victim = Path("/var/tmp") / f"contained-victim-{secrets.token_hex(4)}"
+    victim.write_text("host file")
+    try:
+        code, out = sh(sandbox, f"mount -t tmpfs t /dev/pts && ln -s {victim} /dev/pts/ptmx")
+        assert code == 0, out
+        with pytest.raises(SandboxError, match="could not open a terminal"):
+            sandbox.open_pty()
+        assert victim.read_text() == "host file"
+    finally:
+        victim.unlink()
+    sh(sandbox, "umount /dev/pts")
+    os.close(sandbox.open_pty())  # the sandbox's own terminals work again
+
+
+def test_signals_from_inside_do_not_end_the_sandbox(sandbox, sh):
+    sh(sandbox, "kill -INT 1; kill -TERM 1; kill -HUP 1; kill -QUIT 1; kill -CHLD 1; kill -9 1")
+    assert sandbox.alive()
+    code, out = sh(sandbox, "echo still here")
+    assert out.strip() == "still here"
+
+
+def test_init_memory_cannot_be_read_from_inside(sandbox, sh):
+    # pid 1 is a copy of the host-side parent's memory: it must stay unreadable.
+    code, out = sh(sandbox, "head -c 16 /proc/1/mem; head -c 16 /proc/1/environ; echo end")
+    assert "Permission denied" in out
+    assert out.count("Permission denied") == 2
+
+
+def test_learner_processes_start_with_default_signal_dispositions(sandbox, sh):
+    code, out = sh(sandbox, "yes | head -n 1; grep SigIgn /proc/self/status")
+    assert "Broken pipe" not in out
+    assert out.split()[-1] == "0000000000000000"

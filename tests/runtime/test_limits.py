@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import shutil
 
+import pytest
+
 MiB = 1024 * 1024
 
 
@@ -51,7 +53,7 @@ def test_sandbox_survives_a_learner_oom_in_a_child_cgroup(make_sandbox, sh):
     from sandboxapp.runtime import cgroups
 
     if cgroups.detect().version != 1:
-        return
+        pytest.skip("written against the cgroup v1 file names")
     script = (
         "mkdir /sys/fs/cgroup/memory/bomb && echo 33554432 > "
         "/sys/fs/cgroup/memory/bomb/memory.limit_in_bytes && "

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import re
 
+import pytest
+
 from sandboxapp.runtime import cgroups
 
 NAMESPACES = ("user", "mnt", "pid", "net", "uts", "ipc", "cgroup")
@@ -83,7 +85,7 @@ def test_mounting_tmpfs_and_overlay_inside(sandbox, sh):
 
 def test_learner_cgroup_subtree_is_delegated(sandbox, sh):
     if cgroups.detect().version != 1:
-        return
+        pytest.skip("written against the cgroup v1 file names")
     script = (
         "mkdir /sys/fs/cgroup/memory/lab && echo 33554432 > "
         "/sys/fs/cgroup/memory/lab/memory.limit_in_bytes && "

@@ -17,7 +17,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from bench import runtime_bench
 from sandboxapp.runtime import console, ids
-from sandboxapp.runtime.reconcile import reconcile
+from sandboxapp.runtime.reconcile import reconcile, reconcile_one
 from sandboxapp.runtime.sandbox import (
     RuntimeConfig,
     SandboxError,
@@ -79,11 +79,12 @@ class Command(BaseCommand):
             )
         elif action == "list":
             self._list(config)
-        elif action in ("destroy", "reconcile"):
-            if action == "destroy":
-                self._kill(config, str(options["name"]))
-            report = reconcile(config)
-            self.stdout.write(json.dumps(report.__dict__, indent=2))
+        elif action == "destroy":
+            self._kill(config, str(options["name"]))
+            reconcile_one(config, str(options["name"]))
+            self.stdout.write(f"destroyed {options['name']}")
+        elif action == "reconcile":
+            self.stdout.write(json.dumps(reconcile(config).__dict__, indent=2))
 
     def _run(
         self,
