@@ -103,7 +103,7 @@ class V1Backend(CgroupBackend):
         _write(self._find(outer, "pids") / "pids.max", str(limits.pids))
         cpu = self._find(outer, "cpu")
         _write(cpu / "cpu.cfs_period_us", str(CPU_PERIOD_US))
-        _write(cpu / "cpu.cfs_quota_us", str(int(limits.cpus * CPU_PERIOD_US)))
+        _write(cpu / "cpu.cfs_quota_us", str(round(limits.cpus * CPU_PERIOD_US)))
 
     def delegated_files(self) -> tuple[str, ...]:
         return ("cgroup.procs", "tasks")
@@ -173,7 +173,7 @@ class V2Backend(CgroupBackend):
         if (d / "memory.swap.max").exists():
             _write(d / "memory.swap.max", "0")
         _write(d / "pids.max", str(limits.pids))
-        _write(d / "cpu.max", f"{int(limits.cpus * CPU_PERIOD_US)} {CPU_PERIOD_US}")
+        _write(d / "cpu.max", f"{round(limits.cpus * CPU_PERIOD_US)} {CPU_PERIOD_US}")
         _write(d / "cgroup.subtree_control", "+memory +pids +cpu")
 
     def delegated_files(self) -> tuple[str, ...]:

@@ -8,6 +8,7 @@ O_EXCL, so two processes can never hand out the same one.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -49,7 +50,7 @@ def ids_for_learner(state_dir: Path, learner: str) -> int:
     except FileNotFoundError:
         pass
     base = _claim(directory, f"learner:{learner}")
-    tmp = record.with_name(f".{record.name}.{os.getpid()}")
+    tmp = record.with_name(f".{record.name}.{os.getpid()}.{threading.get_ident()}")
     tmp.write_text(str(base))
     try:
         os.link(tmp, record)

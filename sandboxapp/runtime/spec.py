@@ -54,15 +54,15 @@ class SandboxSpec:
     image: str = "default"
 
     def validate(self) -> None:
-        if not _NAME_RE.match(self.name):
+        if not _NAME_RE.fullmatch(self.name):
             raise SpecError(f"sandbox name {self.name!r}: use a-z, 0-9 and '-', 1-63 chars")
-        if self.learner is not None and not _NAME_RE.match(self.learner):
+        if self.learner is not None and not _NAME_RE.fullmatch(self.learner):
             raise SpecError(f"learner id {self.learner!r}: use a-z, 0-9 and '-', 1-63 chars")
-        if self.node is not None and (self.learner is None or not _NAME_RE.match(self.node)):
+        if self.node is not None and (self.learner is None or not _NAME_RE.fullmatch(self.node)):
             raise SpecError(f"node {self.node!r} needs a learner and a plain name")
-        if not _NAME_RE.match(self.image):
+        if not _NAME_RE.fullmatch(self.image):
             raise SpecError(f"image name {self.image!r} is not a plain name")
-        if self.hostname and not _NAME_RE.match(self.hostname):
+        if self.hostname and not _NAME_RE.fullmatch(self.hostname):
             raise SpecError(f"hostname {self.hostname!r} is not a plain name")
         # Never below 65536: those are the host's own users and groups.
         if self.uid_base < ID_BLOCK or self.uid_base % ID_BLOCK or self.uid_base >= 2**31:

@@ -1,0 +1,265 @@
+"""The mount plans as data: what a sandbox will mount, and in which order, without mounting."""
+
+from pathlib import Path
+
+import pytest
+
+from sandboxapp.runtime import rootfs
+from sandboxapp.runtime import syscalls as sc
+from sandboxapp.runtime.cgroups import Hierarchy, V1Backend, V2Backend
+from sandboxapp.runtime.rootfs import (
+    BindDevice,
+    Layout,
+    MaskDir,
+    MaskFile,
+    Mkdir,
+    Mount,
+    MoveFd,
+    PivotRoot,
+    ReadOnly,
+    Symlink,
+    plan_inner,
+    plan_root,
+)
+from sandboxapp.runtime.sandbox import _cgroup_mounts
+
+RUNDIR = "/var/lib/contained/run/box-1"
+ROOT = f"{RUNDIR}/root"
+VOLUME = "/var/lib/contained/volumes/ada"
+DISK = 512 * 1024**2
+
+THROWAWAY = Layout(RUNDIR, None, DISK)
+PERSISTENT = Layout(RUNDIR, VOLUME, DISK)
+BOTH = pytest.mark.parametrize("layout", [THROWAWAY, PERSISTENT], ids=["throwaway", "persistent"])
+
+
+def path_of(op) -> str:
+    if isinstance(op, Mount | MoveFd):
+        return op.target
+    if isinstance(op, BindDevice):
+        return f"{op.root}/dev/{op.name}"
+    return op.path
+
+
+def index(ops, predicate) -> int:
+    (found,) = [i for i, op in enumerate(ops) if predicate(op)]
+    return found
+
+
+def mount_at(ops, target: str, fstype: str | None = "tmpfs") -> int:
+    return index(
+        ops, lambda op: isinstance(op, Mount) and op.target == target and op.fstype == fstype
+    )
+
+
+def under(path: str, top: str) -> bool:
+    return path.startswith(f"{top}/")
+
+
+# --- plan_root ---------------------------------------------------------------------------
+
+
+def test_throwaway_starts_with_a_tmpfs_for_the_writable_layer():
+    ops = plan_root(THROWAWAY)
+
+    first = ops[0]
+    assert first == Mount(
+        "tmpfs", f"{RUNDIR}/scratch", "tmpfs", rootfs.NOSUID_NODEV, f"size={DISK},mode=755"
+    )
+    made = [op.path for op in ops if isinstance(op, Mkdir) and under(op.path, f"{RUNDIR}/scratch")]
+    for layer in ("root", "usr"):
+        assert f"{RUNDIR}/scratch/{layer}/upper" in made
+        assert f"{RUNDIR}/scratch/{layer}/work" in made
+
+
+def test_throwaway_makes_its_layer_dirs_after_mounting_the_tmpfs():
+    ops = plan_root(THROWAWAY)
+
+    scratch = mount_at(ops, f"{RUNDIR}/scratch")
+    for i, op in enumerate(ops):
+        if isinstance(op, Mkdir) and under(op.path, f"{RUNDIR}/scratch"):
+            assert i > scratch, op
+
+
+def test_persistent_layout_has_no_scratch_tmpfs():
+    ops = plan_root(PERSISTENT)
+
+    assert not [op for op in ops if "scratch" in path_of(op)]
+    assert not [op for op in ops if isinstance(op, Mount) and op.target.startswith(VOLUME)]
+    assert isinstance(ops[0], MoveFd)
+
+
+@BOTH
+def test_plan_ends_with_pivot_root(layout):
+    ops = plan_root(layout)
+
+    assert ops[-1] == PivotRoot(ROOT)
+    assert [op for op in ops if isinstance(op, PivotRoot)] == [ops[-1]]
+
+
+@BOTH
+def test_overlays_use_userxattr_and_nosuid_nodev(layout):
+    ops = plan_root(layout)
+    overlays = [op for op in ops if isinstance(op, Mount) and op.fstype == "overlay"]
+
+    assert [op.target for op in overlays] == [ROOT, f"{ROOT}/usr"]
+    for op in overlays:
+        assert op.flags & sc.MS_NOSUID and op.flags & sc.MS_NODEV, op
+        assert "userxattr" in op.data.split(","), op
+
+
+@BOTH
+def test_overlays_stack_the_image_under_the_writable_layer(layout):
+    ops = plan_root(layout)
+    w = layout.writable
+
+    root_overlay = ops[mount_at(ops, ROOT, "overlay")]
+    usr_overlay = ops[mount_at(ops, f"{ROOT}/usr", "overlay")]
+    assert dict(o.partition("=")[::2] for o in root_overlay.data.split(",") if "=" in o) == {
+        "lowerdir": f"{RUNDIR}/lower-image",
+        "upperdir": f"{w}/root/upper",
+        "workdir": f"{w}/root/work",
+    }
+    assert dict(o.partition("=")[::2] for o in usr_overlay.data.split(",") if "=" in o) == {
+        "lowerdir": f"{RUNDIR}/lower-usr",
+        "upperdir": f"{w}/usr/upper",
+        "workdir": f"{w}/usr/work",
+    }
+    # The layers are attached before the overlays that use them.
+    attached = {op.target: i for i, op in enumerate(ops) if isinstance(op, MoveFd)}
+    assert attached[f"{RUNDIR}/lower-image"] < mount_at(ops, ROOT, "overlay")
+    assert attached[f"{RUNDIR}/lower-usr"] < mount_at(ops, f"{ROOT}/usr", "overlay")
+
+
+@BOTH
+def test_every_mount_in_the_root_comes_after_the_root_overlay(layout):
+    ops = plan_root(layout)
+
+    overlay = mount_at(ops, ROOT, "overlay")
+    for i, op in enumerate(ops[:-1]):
+        if under(path_of(op), ROOT):
+            assert i > overlay, op
+
+
+@BOTH
+def test_everything_under_proc_comes_after_the_proc_mount(layout):
+    ops = plan_root(layout)
+
+    proc = mount_at(ops, f"{ROOT}/proc", "proc")
+    assert ops[proc].flags == rootfs.NOSUID_NODEV_NOEXEC
+    below = [i for i, op in enumerate(ops) if under(path_of(op), f"{ROOT}/proc")]
+    assert len(below) >= 10
+    assert min(below) > proc
+
+
+@BOTH
+def test_proc_masks_and_read_only_paths(layout):
+    ops = plan_root(layout)
+
+    masked = {op.path for op in ops if isinstance(op, MaskFile)}
+    masked_dirs = {op.path for op in ops if isinstance(op, MaskDir)}
+    read_only = {op.path for op in ops if isinstance(op, ReadOnly)}
+    for name in ("kcore", "keys", "kallsyms", "sysrq-trigger", "kmsg", "timer_list"):
+        assert f"{ROOT}/proc/{name}" in masked, name
+    assert {f"{ROOT}/proc/acpi", f"{ROOT}/proc/scsi"} <= masked_dirs
+    assert f"{ROOT}/proc/sys" in read_only
+    assert f"{ROOT}/proc/sysrq-trigger" not in read_only
+
+
+@BOTH
+def test_hidden_proc_and_sys_are_mounted_before_their_cover(layout):
+    ops = plan_root(layout)
+    hidden = f"{ROOT}/{rootfs.HIDDEN}"
+
+    run = mount_at(ops, f"{ROOT}/run")
+    proc = mount_at(ops, f"{hidden}/proc", "proc")
+    sys = mount_at(ops, f"{hidden}/sys", None)
+    cover = mount_at(ops, hidden)
+    assert run < proc < cover
+    assert run < sys < cover
+    assert ops[sys].source == "/sys"
+    assert ops[sys].flags & sc.MS_BIND and ops[sys].flags & sc.MS_REC
+    # The cover is read-only and empty: nobody can reach under it.
+    assert ops[cover].flags & sc.MS_RDONLY
+    assert "mode=0" in ops[cover].data.split(",")
+    # The hidden proc is complete: no mask or read-only path is under it.
+    restricted = [op for op in ops if isinstance(op, MaskFile | MaskDir | ReadOnly)]
+    assert not [op for op in restricted if under(op.path, hidden)]
+
+
+@BOTH
+def test_dev_is_built_on_its_own_tmpfs(layout):
+    ops = plan_root(layout)
+
+    dev = mount_at(ops, f"{ROOT}/dev")
+    assert not ops[dev].flags & sc.MS_NODEV
+    assert ops[dev].flags & sc.MS_NOSUID and ops[dev].flags & sc.MS_NOEXEC
+    inside = [i for i, op in enumerate(ops[:-1]) if under(path_of(op), f"{ROOT}/dev")]
+    assert min(inside) > dev
+    devices = {op.name for op in ops if isinstance(op, BindDevice)}
+    assert devices == {"null", "zero", "full", "random", "urandom", "tty"}
+    assert Symlink("pts/ptmx", f"{ROOT}/dev/ptmx") in ops
+    devpts = ops[mount_at(ops, f"{ROOT}/dev/pts", "devpts")]
+    assert "newinstance" in devpts.data.split(",")
+
+
+@BOTH
+def test_writable_tmpfs_mounts_are_nosuid_and_nodev(layout):
+    ops = plan_root(layout)
+
+    for target in (f"{ROOT}/run", f"{ROOT}/tmp", f"{ROOT}/dev/shm"):
+        op = ops[mount_at(ops, target)]
+        assert op.flags & sc.MS_NOSUID and op.flags & sc.MS_NODEV, target
+
+
+# --- plan_inner --------------------------------------------------------------------------
+
+
+def test_plan_inner_v2_mounts_cgroup2_at_sys_fs_cgroup():
+    backend = V2Backend((Hierarchy(Path("/sys/fs/cgroup"), ("memory", "pids", "cpu")),))
+
+    ops = plan_inner(_cgroup_mounts(backend))
+
+    assert ops[0] == Mount("sysfs", "/sys", "sysfs", sc.MS_RDONLY | rootfs.NOSUID_NODEV_NOEXEC)
+    cgroup_mounts = [op for op in ops if isinstance(op, Mount) and op.source == "cgroup"]
+    assert cgroup_mounts == [
+        Mount("cgroup", "/sys/fs/cgroup", "cgroup2", rootfs.NOSUID_NODEV_NOEXEC, None)
+    ]
+    assert mount_at(ops, "/sys/fs/cgroup") < ops.index(cgroup_mounts[0])
+    assert not [op for op in ops if isinstance(op, Mkdir)]
+
+
+@pytest.mark.parametrize(
+    ("hierarchies", "subdirs"),
+    [
+        ([("memory",), ("pids",), ("cpu",)], ["memory", "pids", "cpu"]),
+        ([("memory",), ("pids",), ("cpu", "cpuacct")], ["memory", "pids", "cpu,cpuacct"]),
+    ],
+    ids=["cpu-apart", "cpu-with-cpuacct"],
+)
+def test_plan_inner_v1_mounts_each_hierarchy_under_its_controllers(hierarchies, subdirs):
+    backend = V1Backend(
+        tuple(Hierarchy(Path("/sys/fs/cgroup", ",".join(c)), c) for c in hierarchies)
+    )
+
+    ops = plan_inner(_cgroup_mounts(backend))
+
+    tmpfs = mount_at(ops, "/sys/fs/cgroup")
+    cgroup_mounts = [op for op in ops if isinstance(op, Mount) and op.source == "cgroup"]
+    assert cgroup_mounts == [
+        Mount("cgroup", f"/sys/fs/cgroup/{d}", "cgroup", rootfs.NOSUID_NODEV_NOEXEC, d)
+        for d in subdirs
+    ]
+    for d in subdirs:
+        made = ops.index(Mkdir(f"/sys/fs/cgroup/{d}"))
+        assert tmpfs < made < mount_at(ops, f"/sys/fs/cgroup/{d}", "cgroup")
+
+
+def test_plan_inner_takes_the_mounts_it_is_given():
+    ops = plan_inner([("memory", "cgroup", "memory"), ("", "cgroup2", None)])
+
+    assert ops[2:] == [
+        Mkdir("/sys/fs/cgroup/memory"),
+        Mount("cgroup", "/sys/fs/cgroup/memory", "cgroup", rootfs.NOSUID_NODEV_NOEXEC, "memory"),
+        Mount("cgroup", "/sys/fs/cgroup", "cgroup2", rootfs.NOSUID_NODEV_NOEXEC, None),
+    ]
