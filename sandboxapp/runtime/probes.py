@@ -28,6 +28,7 @@ class ProcessFacts:
     """One process of a sandbox as the host sees it, read through its pinned /proc dir."""
 
     pid: int  # host pid
+    ppid: int  # host pid of the parent (0 when it is outside our view)
     nspid: tuple[int, ...]  # pid in each pid namespace, outermost first
     comm: str
     namespaces: dict[str, NsId]
@@ -73,6 +74,7 @@ def process_facts(pid: int) -> ProcessFacts | None:
                 namespaces[ns] = (st.st_dev, st.st_ino)
             return ProcessFacts(
                 pid=pid,
+                ppid=int(status["PPid"]),
                 nspid=tuple(int(p) for p in status["NSpid"].split()),
                 comm=_read(d, "comm").strip(),
                 namespaces=namespaces,
@@ -92,6 +94,90 @@ def sandbox_processes(sandbox: Sandbox) -> list[ProcessFacts]:
     """Every live process of the sandbox, found through its host-owned cgroup."""
     facts = (process_facts(pid) for pid in sandbox.cgroup.procs())
     return [f for f in facts if f is not None]
+
+
+def snapshot(sandbox: Sandbox) -> dict[str, object]:
+    """The sandbox's process tree with each process's namespaces, id map and cgroup, as
+    plain data (for the namespace explorer). Namespaces are named relative to the
+    sandbox's own: "sandbox", "host", or "new N" for ones the learner made."""
+    processes = sandbox_processes(sandbox)
+    init = next((p for p in processes if p.pid == sandbox.init_pid), None)
+    host = host_namespaces()
+    names: dict[NsId, str] = {}
+    for p in processes:
+        for ns, ident in sorted(p.namespaces.items()):
+            if ident not in names:
+                if init is not None and ident == init.namespaces[ns]:
+                    names[ident] = "sandbox"
+                elif ident == host[ns]:
+                    names[ident] = "host"
+                else:
+                    names[ident] = (
+                        f"new {len([n for n in names.values() if n.startswith('new')]) + 1}"
+                    )
+    return {
+        "sandbox": sandbox.name,
+        "processes": [
+            {
+                "pid": p.nspid[1] if len(p.nspid) > 1 else p.nspid[0],
+                "nspid": list(p.nspid[1:]),
+                "parent": p.ppid,
+                "host_pid": p.pid,
+                "command": p.comm,
+                "namespaces": {
+                    ns: {"inode": ident[1], "is": names[ident]}
+                    for ns, ident in p.namespaces.items()
+                },
+                "uid_map": p.uid_map,
+                "cgroup": _cgroup_path(p.cgroup),
+            }
+            for p in processes
+        ],
+    }
+
+
+def _cgroup_path(text: str) -> str:
+    # The memory (v1) or unified (v2) line: the sandbox's own cgroup tree as seen from the host.
+    for line in text.splitlines():
+        number, controllers, path = line.split(":", 2)
+        if "memory" in controllers.split(",") or (number == "0" and controllers == ""):
+            return path
+    return ""
+
+
+@dataclass(frozen=True)
+class Mount:
+    mount_id: int
+    parent_id: int
+    root: str
+    mountpoint: str
+    options: str
+    propagation: str
+    fstype: str
+    source: str
+
+
+def mountinfo_of(pid: int) -> list[Mount]:
+    """The mounts `pid` sees, read through its pinned /proc directory."""
+    with pinned(pid) as d:
+        text = _read(d, "mountinfo")
+    mounts = []
+    for line in text.splitlines():
+        fields = line.split()
+        sep = fields.index("-")
+        mounts.append(
+            Mount(
+                mount_id=int(fields[0]),
+                parent_id=int(fields[1]),
+                root=fields[3],
+                mountpoint=fields[4],
+                options=fields[5],
+                propagation=" ".join(fields[6:sep]),
+                fstype=fields[sep + 1],
+                source=fields[sep + 2],
+            )
+        )
+    return mounts
 
 
 def host_namespaces() -> dict[str, NsId]:

@@ -80,3 +80,29 @@ def test_links_are_read_by_netlink_in_the_sandbox_netns(sandbox):
 
 def test_a_process_that_is_gone_gives_no_facts():
     assert probes.process_facts(2**22 + 7) is None
+
+
+def test_mountinfo_is_read_from_the_host_side(sandbox):
+    sandbox.spawn(["/bin/sh", "-c", "unshare -m sh -c 'mount -t tmpfs lab /mnt && exec sleep 30'"])
+    found = _wait_for(lambda: [p for p in probes.sandbox_processes(sandbox) if p.comm == "sleep"])
+    assert found
+    theirs = {m.mountpoint: m for m in probes.mountinfo_of(found[0].pid)}
+    sandbox_view = {m.mountpoint for m in probes.mountinfo_of(sandbox.init_pid)}
+    assert theirs["/mnt"].fstype == "tmpfs" and theirs["/mnt"].source == "lab"
+    assert "/mnt" not in sandbox_view, "the tmpfs exists only in the learner's mount namespace"
+    assert {"/", "/usr", "/proc"} <= sandbox_view
+
+
+def test_snapshot_names_namespaces_relative_to_the_sandbox(sandbox):
+    sandbox.spawn(["/bin/sh", "-c", "unshare -n sleep 30"])
+    assert _wait_for(lambda: len(probes.sandbox_processes(sandbox)) >= 2)
+    tree = probes.snapshot(sandbox)
+    (init,) = [p for p in tree["processes"] if p["host_pid"] == sandbox.init_pid]
+    assert init["pid"] == 1 and init["namespaces"]["net"]["is"] == "sandbox"
+    sleeper = _wait_for(
+        lambda: {p["command"]: p for p in probes.snapshot(sandbox)["processes"]}.get("sleep")
+    )
+    assert sleeper["namespaces"]["net"]["is"] == "new 1"
+    assert sleeper["namespaces"]["pid"]["is"] == "sandbox"
+    assert sleeper["uid_map"] == f"0 {sandbox.spec.uid_base} 65536"
+    assert all(p["namespaces"]["user"]["is"] != "host" for p in tree["processes"])
