@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from sandboxapp.runtime.cgroups import detect
 from sandboxapp.runtime.sandbox import RuntimeConfig, Sandbox, sandbox_create
 from sandboxapp.runtime.spec import Limits, SandboxSpec
 
+REPO = Path(__file__).resolve().parents[2]
 GUARD_MEMORY = 6 * 1024**3
 GUARD_PIDS = 4096
 
@@ -88,6 +91,25 @@ def config(guard: str) -> Iterator[RuntimeConfig]:
         yield RuntimeConfig(state_dir=state, cgroup_parent=f"{guard}/sandboxes", max_sandboxes=50)
     finally:
         shutil.rmtree(state, ignore_errors=True)
+
+
+@pytest.fixture
+def manage(config: RuntimeConfig):
+    """manage(*args, **popen_kwargs): run `manage.py` with this session's runtime settings."""
+    env = {
+        **os.environ,
+        "CONTAINED_STATE_DIR": str(config.state_dir),
+        "CONTAINED_CGROUP_PARENT": config.cgroup_parent,
+    }
+
+    def run(*args: str, popen: bool = False, **kwargs: object):
+        argv = [sys.executable, "manage.py", *args]
+        kwargs = {"cwd": REPO, **kwargs, "env": {**env, **kwargs.get("env", {})}}  # type: ignore[dict-item]
+        if popen:
+            return subprocess.Popen(argv, **kwargs)  # type: ignore[call-overload]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=120, **kwargs)  # type: ignore[call-overload]
+
+    return run
 
 
 @pytest.fixture

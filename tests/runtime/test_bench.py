@@ -3,28 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[2]
 
 
-def test_bench_reports_every_runtime_side_by_side(config):
-    env = {
-        **os.environ,
-        "CONTAINED_STATE_DIR": str(config.state_dir),
-        "CONTAINED_CGROUP_PARENT": config.cgroup_parent,
-    }
-    result = subprocess.run(
-        [sys.executable, "manage.py", "sandbox", "bench", "--runs", "3", "--idle", "3", "--json"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+def test_bench_reports_every_runtime_side_by_side(config, manage):
+    result = manage("sandbox", "bench", "--runs", "3", "--idle", "3", "--json")
     assert result.returncode == 0, result.stderr
     figures = json.loads(result.stdout)
     for runtime in ("contained", "bwrap", "unshare"):

@@ -4,42 +4,23 @@ from __future__ import annotations
 
 import os
 import select
-import subprocess
-import sys
 import time
-from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[2]
 
 
-def _env(config) -> dict[str, str]:
-    return {
-        **os.environ,
-        "CONTAINED_STATE_DIR": str(config.state_dir),
-        "CONTAINED_CGROUP_PARENT": config.cgroup_parent,
-    }
-
-
-def test_run_passes_output_and_exit_status_through(config):
-    result = subprocess.run(
-        [sys.executable, "manage.py", "sandbox", "run", "--", "sh", "-c", "hostname; exit 3"],
-        cwd=REPO,
-        env=_env(config),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+def test_run_passes_output_and_exit_status_through(config, manage):
+    result = manage("sandbox", "run", "--", "sh", "-c", "hostname; exit 3")
     assert result.returncode == 3, result.stderr
     assert result.stdout.startswith("run-")
     assert not list((config.state_dir / "sandboxes").iterdir()), "destroyed after the run"
 
 
-def test_run_gives_an_interactive_terminal_of_the_sandboxes_own(config):
+def test_run_gives_an_interactive_terminal_of_the_sandboxes_own(manage):
     master, slave = os.openpty()
-    proc = subprocess.Popen(
-        [sys.executable, "manage.py", "sandbox", "run"],
-        cwd=REPO,
-        env={**_env(config), "TERM": "dumb"},
+    proc = manage(
+        "sandbox",
+        "run",
+        popen=True,
+        env={"TERM": "dumb"},
         stdin=slave,
         stdout=slave,
         stderr=slave,
@@ -66,15 +47,8 @@ def test_run_gives_an_interactive_terminal_of_the_sandboxes_own(config):
     assert "42" in text
 
 
-def test_run_refuses_bad_limits_with_a_clear_message(config):
-    result = subprocess.run(
-        [sys.executable, "manage.py", "sandbox", "run", "--memory", "lots", "--", "true"],
-        cwd=REPO,
-        env=_env(config),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+def test_run_refuses_bad_limits_with_a_clear_message(manage):
+    result = manage("sandbox", "run", "--memory", "lots", "--", "true")
     assert result.returncode != 0
     assert "cannot read size 'lots'" in result.stderr
     assert "Traceback" not in result.stderr

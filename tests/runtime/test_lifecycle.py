@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,8 +16,6 @@ from sandboxapp.runtime import ids, volumes
 from sandboxapp.runtime.reconcile import reconcile
 from sandboxapp.runtime.sandbox import HostFull, RuntimeConfig, SandboxError, sandbox_create
 from sandboxapp.runtime.spec import SandboxSpec
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def _mounts() -> str:
@@ -89,30 +86,20 @@ def test_duplicate_name_is_refused(config, sandbox):
         sandbox_create(SandboxSpec(name=sandbox.name, uid_base=sandbox.spec.uid_base), config)
 
 
-def test_creator_killed_leaves_nothing_after_reconcile(config):
+def test_creator_killed_leaves_nothing_after_reconcile(config, manage):
     """SIGKILL the process that made a sandbox: its init follows, reconcile does the rest."""
-    env = {
-        **os.environ,
-        "CONTAINED_STATE_DIR": str(config.state_dir),
-        "CONTAINED_CGROUP_PARENT": config.cgroup_parent,
-    }
-    creator = subprocess.Popen(
-        [
-            sys.executable,
-            "manage.py",
-            "sandbox",
-            "run",
-            "--learner",
-            "crasher",
-            "--name",
-            "crash-me",
-            "--json-status",
-            "--",
-            "sleep",
-            "1000",
-        ],
-        cwd=REPO,
-        env=env,
+    creator = manage(
+        "sandbox",
+        "run",
+        "--learner",
+        "crasher",
+        "--name",
+        "crash-me",
+        "--json-status",
+        "--",
+        "sleep",
+        "1000",
+        popen=True,
         stdin=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
