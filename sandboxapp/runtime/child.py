@@ -61,7 +61,6 @@ class ChildPlan:
     """Everything the child needs, computed by the parent before fork."""
 
     hostname: str
-    layout: rootfs.Layout
     root_ops: list[rootfs.Op]
     inner_ops: list[rootfs.Op]
     hosts: str

@@ -358,7 +358,6 @@ def sandbox_create(spec: SandboxSpec, config: RuntimeConfig | None = None) -> Sa
         layout = rootfs.Layout(str(rundir), volume_path, spec.limits.disk_bytes)
         plan = child.ChildPlan(
             hostname=spec.effective_hostname,
-            layout=layout,
             root_ops=rootfs.plan_root(layout),
             inner_ops=rootfs.plan_inner(_cgroup_mounts(cgroup_backend())),
             hosts=HOSTS.format(name=spec.effective_hostname),

@@ -106,13 +106,23 @@ def volume_release_if_unused(state_dir: Path, volume: str) -> bool:
     return True
 
 
-def volume_delete(state_dir: Path, learner: str) -> None:
-    """The explicit reset: the learner's files are gone for good."""
-    image, mountpoint, _ = _paths(state_dir, learner)
-    if os.path.ismount(mountpoint):
-        _run("umount", "-l", str(mountpoint))
-    image.unlink(missing_ok=True)
-    shutil.rmtree(mountpoint, ignore_errors=True)
+def volume_delete(state_dir: Path, volume: str) -> None:
+    """The explicit reset: the files are gone for good. Refused while a sandbox uses them."""
+    image, mountpoint, lockfile = _paths(state_dir, volume)
+    lock = os.open(lockfile, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise VolumeBusy(
+                f"the files of {volume!r} are in use: stop its sandbox first"
+            ) from None
+        if os.path.ismount(mountpoint):
+            _run("umount", "-l", str(mountpoint))
+        image.unlink(missing_ok=True)
+        shutil.rmtree(mountpoint, ignore_errors=True)
+    finally:
+        os.close(lock)
 
 
 def volume_mounted(state_dir: Path) -> list[str]:

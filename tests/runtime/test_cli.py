@@ -52,3 +52,15 @@ def test_run_refuses_bad_limits_with_a_clear_message(manage):
     assert result.returncode != 0
     assert "cannot read size 'lots'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_reset_deletes_a_learners_files_and_refuses_while_in_use(make_sandbox, manage, config):
+    sandbox = make_sandbox(learner="resetme")
+    sandbox.run(["/bin/sh", "-c", "echo mine > /root/file"])
+    busy = manage("sandbox", "reset", "--learner", "resetme")
+    assert busy.returncode != 0 and "in use" in busy.stderr
+    sandbox.destroy()
+    assert (config.state_dir / "volumes" / "resetme.ext4").exists()
+    done = manage("sandbox", "reset", "--learner", "resetme")
+    assert done.returncode == 0, done.stderr
+    assert not (config.state_dir / "volumes" / "resetme.ext4").exists()

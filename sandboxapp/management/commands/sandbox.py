@@ -16,7 +16,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from bench import runtime_bench
-from sandboxapp.runtime import console, ids
+from sandboxapp.runtime import console, ids, volumes
 from sandboxapp.runtime.reconcile import reconcile, reconcile_one
 from sandboxapp.runtime.sandbox import (
     RuntimeConfig,
@@ -25,7 +25,7 @@ from sandboxapp.runtime.sandbox import (
     sandbox_create,
     state_read,
 )
-from sandboxapp.runtime.spec import Limits, SandboxSpec, SpecError, parse_size
+from sandboxapp.runtime.spec import ID_BLOCK, Limits, SandboxSpec, SpecError, parse_size
 from sandboxapp.runtime.volumes import VolumeError
 
 
@@ -59,6 +59,9 @@ class Command(BaseCommand):
         destroy = sub.add_parser("destroy", help="kill a sandbox left by a crashed run")
         destroy.add_argument("name")
         sub.add_parser("reconcile", help="remove what crashed runs left behind")
+        reset = sub.add_parser("reset", help="delete a learner's files for good")
+        reset.add_argument("--learner", required=True)
+        reset.add_argument("--node", help="one of the learner's nodes")
         bench = sub.add_parser("bench", help="start-up and idle memory against bwrap and unshare")
         bench.add_argument("--runs", type=int, default=50)
         bench.add_argument(
@@ -83,6 +86,16 @@ class Command(BaseCommand):
             self._kill(config, str(options["name"]))
             reconcile_one(config, str(options["name"]))
             self.stdout.write(f"destroyed {options['name']}")
+        elif action == "reset":
+            spec = SandboxSpec(
+                name="reset", uid_base=ID_BLOCK, learner=options["learner"], node=options["node"]
+            )
+            try:
+                spec.validate()
+                volumes.volume_delete(config.state_dir, str(spec.volume))
+            except (SpecError, VolumeError) as exc:
+                raise CommandError(str(exc)) from exc
+            self.stdout.write(f"deleted the files of {spec.volume}")
         elif action == "reconcile":
             self.stdout.write(json.dumps(reconcile(config).__dict__, indent=2))
 
