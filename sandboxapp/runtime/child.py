@@ -338,10 +338,10 @@ def _run_f(request: dict, stdio: list[int], err_w: int, seccomp: bytes) -> None:
     stage = "credentials"
     try:
         signal.set_wakeup_fd(-1)
-        # Ignored signals stay ignored across exec: give back what Python changed, or
-        # `yes | head` would print "Broken pipe" instead of ending quietly.
-        for signum in (signal.SIGCHLD, signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT):
-            signal.signal(signum, signal.SIG_DFL)
+        # Ignored signals stay ignored across exec (Python ignores SIGPIPE, for one, and
+        # `yes | head` would then print "Broken pipe"): start from the defaults.
+        sc.reset_signal_dispositions()
+        signal.pthread_sigmask(signal.SIG_SETMASK, [])
         uid = gid = int(request.get("uid", 0))
         os.setgroups([gid])
         os.setresgid(gid, gid, gid)

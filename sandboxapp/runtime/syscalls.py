@@ -46,8 +46,8 @@ PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 
 _SYSCALLS = {
-    "x86_64": {"pivot_root": 155, "capset": 126, "capget": 125},
-    "aarch64": {"pivot_root": 41, "capset": 91, "capget": 90},
+    "x86_64": {"pivot_root": 155, "capset": 126, "rt_sigaction": 13},
+    "aarch64": {"pivot_root": 41, "capset": 91, "rt_sigaction": 134},
 }[platform.machine()]
 
 _libc.mount.argtypes = [
@@ -209,3 +209,16 @@ def seccomp_load_bpf(program: bytes) -> None:
     prog = _SockFprog(len(program) // 8, ctypes.cast(buffer, ctypes.c_void_p))
     result = _libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(prog), 0, 0)
     _check(result, "prctl(PR_SET_SECCOMP)")
+
+
+def reset_signal_dispositions() -> None:
+    """Every signal back to its default action, at the kernel level.
+
+    Ignored signals stay ignored across exec, and whoever started the host-side parent may
+    have ignored some (libc's own real-time ones included, which Python's signal module
+    cannot reach): a learner's shell must not inherit that.
+    """
+    default = (ctypes.c_ulong * 4)()  # SIG_DFL, no flags, no restorer, empty mask
+    for signum in range(1, 65):
+        if signum not in (9, 19):  # SIGKILL and SIGSTOP cannot be changed
+            _libc.syscall(_SYSCALLS["rt_sigaction"], signum, ctypes.byref(default), None, 8)
