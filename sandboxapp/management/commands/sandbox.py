@@ -76,7 +76,10 @@ class Command(BaseCommand):
         if action == "run":
             sys.exit(self._run(config, **options))
         elif action == "bench":
-            results = runtime_bench.run(config, runs=options["runs"], idle=options["idle"])
+            try:
+                results = runtime_bench.run(config, runs=options["runs"], idle=options["idle"])
+            except (SandboxError, VolumeError) as exc:
+                raise CommandError(str(exc)) from exc
             self.stdout.write(
                 json.dumps(results) if options["json"] else runtime_bench.table(results)
             )
