@@ -19,6 +19,7 @@ import pytest
 
 from sandboxapp.runtime import ids
 from sandboxapp.runtime.cgroups import detect
+from sandboxapp.runtime.reconcile import reconcile
 from sandboxapp.runtime.sandbox import RuntimeConfig, Sandbox, sandbox_create
 from sandboxapp.runtime.spec import Limits, SandboxSpec
 
@@ -90,6 +91,8 @@ def config(guard: str) -> Iterator[RuntimeConfig]:
         # live sandbox, and this test process lives in the guard's "runner" sibling.
         yield RuntimeConfig(state_dir=state, cgroup_parent=f"{guard}/sandboxes", max_sandboxes=50)
     finally:
+        # Whatever a failed test left (a mounted layer, a cgroup) goes before its files.
+        reconcile(RuntimeConfig(state_dir=state, cgroup_parent=f"{guard}/sandboxes"))
         shutil.rmtree(state, ignore_errors=True)
 
 
