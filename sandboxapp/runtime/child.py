@@ -226,8 +226,11 @@ class _Init:
     def serve(self) -> None:
         gc.disable()
         # The kernel drops signals sent to a pid 1 from inside its namespace unless pid 1
-        # handles them: keep only SIGCHLD handled, or `kill -INT 1` would end the sandbox.
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        # handles them: keep only SIGCHLD handled (below), or `kill -INT 1` (Python's
+        # handler) or any handler the creator installed would end the sandbox.
+        for signum in signal.valid_signals():
+            if callable(signal.getsignal(signum)):
+                signal.signal(signum, signal.SIG_DFL)
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wake_w)
         # A handler (even one doing nothing) makes SIGCHLD write to the wakeup fd.
@@ -289,7 +292,13 @@ class _Init:
     def _spawn(self, request: dict, fds: list[int]) -> None:
         *stdio, channel = fds
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
-        pid = os.fork()
+        try:
+            pid = os.fork()  # EAGAIN at pids.max: the fork-bomb lesson makes that routine
+        except OSError as exc:
+            os.close(err_r)
+            os.close(err_w)
+            _send_quietly(channel, f"error fork: {exc}".encode())
+            return
         if pid == 0:
             os.close(err_r)
             _run_f(request, stdio, err_w, self.seccomp)

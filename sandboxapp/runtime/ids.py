@@ -56,7 +56,7 @@ def ids_for_learner(state_dir: Path, learner: str) -> int:
         os.link(tmp, record)
     except FileExistsError:
         # Another process claimed one for this learner at the same time: keep theirs.
-        release_ids(state_dir, base)
+        release_ids(state_dir, base, f"learner:{learner}")
         base = int(record.read_text())
     finally:
         tmp.unlink(missing_ok=True)
@@ -64,11 +64,24 @@ def ids_for_learner(state_dir: Path, learner: str) -> int:
 
 
 def ids_borrow(state_dir: Path, sandbox: str) -> int:
-    return _claim(_dir(state_dir), f"sandbox:{sandbox}")
+    return _claim(_dir(state_dir), borrower(sandbox))
 
 
-def release_ids(state_dir: Path, base: int) -> None:
-    (_dir(state_dir) / f"block-{base // ID_BLOCK}").unlink(missing_ok=True)
+def release_ids(state_dir: Path, base: int, owner: str | None = None) -> None:
+    """Free a block; with `owner` ("sandbox:NAME"), only if that is still who holds it, so
+    a second release can never free the claim of whoever took the block next."""
+    path = _dir(state_dir) / f"block-{base // ID_BLOCK}"
+    if owner is not None:
+        try:
+            if path.read_text() != owner:
+                return
+        except FileNotFoundError:
+            return
+    path.unlink(missing_ok=True)
+
+
+def borrower(sandbox: str) -> str:
+    return f"sandbox:{sandbox}"
 
 
 def borrowed_blocks(state_dir: Path, min_age: float = 0) -> dict[str, int]:

@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 # Bump when the generated content changes: images are rebuilt on next use.
-IMAGE_VERSION = "4"
+IMAGE_VERSION = "5"
 _MARKER = ".contained-image"
 
 # Host files the sandbox's programs need to run at all (the dynamic loader's cache,
@@ -154,4 +154,6 @@ def _build_default(root: Path) -> None:
     }
     for rel, text in files.items():
         (etc / rel).write_text(text)
+    # On disk as uid 1000: through the sandbox's id map, the learner user owns their home.
+    os.chown(root / "home" / "learner", 1000, 1000)
     (root / _MARKER).write_text(IMAGE_VERSION)

@@ -28,7 +28,7 @@ class ProcessFacts:
     """One process of a sandbox as the host sees it, read through its pinned /proc dir."""
 
     pid: int  # host pid
-    ppid: int  # host pid of the parent (0 when it is outside our view)
+    ppid: int  # host pid of the parent (for the init: its creator on the host)
     nspid: tuple[int, ...]  # pid in each pid namespace, outermost first
     comm: str
     namespaces: dict[str, NsId]

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 
 from . import ids, network, volumes
+from . import syscalls as sc
 from .cgroups import SandboxCgroup
 from .sandbox import (
     RuntimeConfig,
@@ -44,6 +45,22 @@ def _is_same_process(pid: int, start_time: int) -> bool:
     return pid > 0 and process_start_time(pid) == start_time
 
 
+def kill_recorded(pid: int, start_time: int) -> None:
+    """SIGKILL `pid` only if it is still the process recorded (pinned by a pidfd first,
+    so the check and the kill name the same process), and quietly if it just exited."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        if _is_same_process(pid, start_time):
+            sc.pidfd_send_signal(pidfd, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    finally:
+        os.close(pidfd)
+
+
 def _live(state: SandboxState) -> bool:
     return _is_same_process(state.owner_pid, state.owner_start_time) and _is_same_process(
         state.init_pid, state.init_start_time
@@ -64,9 +81,9 @@ def reconcile(config: RuntimeConfig) -> ReconcileReport:
             if state.volume:
                 live_volumes.add(state.volume)
             continue
-        if state is not None and _is_same_process(state.init_pid, state.init_start_time):
-            # Its owner is gone but the init is not (it should have followed): end it.
-            os.kill(state.init_pid, signal.SIGKILL)
+        if state is not None:
+            # Its owner is gone but the init may not be (it should have followed): end it.
+            kill_recorded(state.init_pid, state.init_start_time)
         # A directory without state is a creation that never finished: its creator either
         # is still at work (young directory) or died.
         if state is None and _young(rundir):
@@ -84,7 +101,7 @@ def reconcile(config: RuntimeConfig) -> ReconcileReport:
     # A block is borrowed just before its sandbox's directory exists: spare young ones.
     for sandbox, block_base in ids.borrowed_blocks(config.state_dir, min_age=60).items():
         if sandbox not in report.live:
-            ids.release_ids(config.state_dir, block_base)
+            ids.release_ids(config.state_dir, block_base, ids.borrower(sandbox))
             report.freed_id_blocks.append(block_base)
     # veth ends still in the host's namespace: a crash between making and moving them.
     report.deleted_links = network.leftover_veths()
@@ -105,7 +122,7 @@ def reconcile_one(config: RuntimeConfig, name: str) -> None:
     if state is not None and state.volume:
         volumes.volume_release_if_unused(config.state_dir, state.volume)
     if state is not None and state.learner is None:
-        ids.release_ids(config.state_dir, state.uid_base)
+        ids.release_ids(config.state_dir, state.uid_base, ids.borrower(name))
 
 
 def _young(path: os.PathLike[str], seconds: float = 60.0) -> bool:

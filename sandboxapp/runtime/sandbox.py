@@ -25,11 +25,10 @@ from .cgroups import CgroupBackend, SandboxCgroup, detect
 from .spec import ID_BLOCK, SandboxSpec
 
 DEFAULT_STATE_DIR = Path("/var/lib/contained")
+# The two users of the default image: uid and home.
+USERS = {"root": (0, "/root"), "learner": (1000, "/home/learner")}
 DEFAULT_ENV = {
     "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-    "HOME": "/root",
-    "USER": "root",
-    "LOGNAME": "root",
     "SHELL": "/bin/bash",
     "TERM": "xterm-256color",
     "LANG": "C.UTF-8",
@@ -166,7 +165,7 @@ class Sandbox:
         pty_master: int | None = None,
         stdio: tuple[int, int, int] | None = None,
         env: dict[str, str] | None = None,
-        cwd: str = "/root",
+        cwd: str | None = None,
         user: str = "root",
     ) -> Process:
         """Start argv in the sandbox as its root (or `learner`, uid 1000).
@@ -175,11 +174,15 @@ class Sandbox:
         """
         if self.destroyed:
             raise SandboxError(f"sandbox {self.name} was destroyed")
+        if user not in USERS:
+            raise SandboxError(f"unknown user {user!r}: use one of {', '.join(USERS)}")
+        uid, home = USERS[user]
+        identity = {"HOME": home, "USER": user, "LOGNAME": user}
         request = {
             "argv": argv,
-            "env": {**DEFAULT_ENV, **(env or {})},
-            "cwd": cwd,
-            "uid": 1000 if user == "learner" else 0,
+            "env": {**DEFAULT_ENV, **identity, **(env or {})},
+            "cwd": cwd or home,
+            "uid": uid,
             "pty": pty_master is not None,
         }
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -210,11 +213,19 @@ class Sandbox:
         null = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
         try:
             proc = self.spawn(argv, stdio=(null, out_w, out_w), **kwargs)  # type: ignore[arg-type]
+        except BaseException:
+            os.close(out_r)
+            raise
         finally:
             os.close(out_w)
             os.close(null)
-        output = _read_all(out_r, timeout=timeout).encode()
-        return proc.wait(timeout=timeout), output
+        deadline = time.monotonic() + timeout
+        try:
+            output = _read_all(out_r, timeout=timeout)
+            return proc.wait(timeout=max(0.0, deadline - time.monotonic())), output
+        except TimeoutError:
+            proc.kill()
+            raise
 
     def destroy(self) -> None:
         """Kill everything, unmount, remove cgroups and state: nothing is left behind."""
@@ -222,18 +233,22 @@ class Sandbox:
             return
         self.destroyed = True
         try:
-            sc.pidfd_send_signal(self.pidfd, signal.SIGKILL)
-        except OSError:
-            pass
-        # Killing pid 1 kills its whole pid namespace; its exit comes once all are gone.
-        select.select([self.pidfd], [], [], 10)
-        _reap(self.init_pid)
-        self.cgroup.destroy()
-        os.close(self.pidfd)
-        self.control.close()
-        _cleanup(
-            self.config, self.spec.name, self.spec.volume, self.spec.uid_base, self.volume_lock
-        )
+            with contextlib.suppress(OSError):
+                sc.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+            # Killing pid 1 kills its whole pid namespace; its exit comes once all are gone.
+            if select.select([self.pidfd], [], [], 10)[0]:
+                _reap(self.init_pid)
+            self.cgroup.destroy()  # and any survivor with it
+        finally:
+            os.close(self.pidfd)
+            self.control.close()
+            _cleanup(
+                self.config,
+                self.spec.name,
+                self.spec.volume,
+                self.spec.uid_base,
+                self.volume_lock,
+            )
 
     def __enter__(self) -> Sandbox:
         return self
@@ -268,11 +283,6 @@ class Process:
         except OSError:
             return b""
 
-    def poll(self) -> int | None:
-        if self.returncode is None and select.select([self.channel], [], [], 0)[0]:
-            self.wait()
-        return self.returncode
-
     def wait(self, timeout: float | None = None) -> int:
         if self.returncode is None:
             news = self._next(timeout)
@@ -286,7 +296,7 @@ class Process:
         self.sandbox.control.send(json.dumps(request).encode())
 
 
-def _read_all(fd: int, timeout: float | None = None) -> str:
+def _read_all(fd: int, timeout: float | None = None) -> bytes:
     """Read until EOF (or the deadline, for output of a process that hangs on)."""
     deadline = None if timeout is None else time.monotonic() + timeout
     chunks = []
@@ -302,7 +312,7 @@ def _read_all(fd: int, timeout: float | None = None) -> str:
             chunks.append(data)
     finally:
         os.close(fd)
-    return b"".join(chunks).decode(errors="replace")
+    return b"".join(chunks)
 
 
 def _reap(pid: int) -> None:
@@ -319,7 +329,7 @@ def _cleanup(
     if volume is not None:
         volumes.volume_release(config.state_dir, volume, volume_lock)
     else:
-        ids.release_ids(config.state_dir, uid_base)
+        ids.release_ids(config.state_dir, uid_base, ids.borrower(name))
     shutil.rmtree(rundir, ignore_errors=True)
 
 
@@ -400,9 +410,13 @@ def _start(
         parent_sock.close()
         os.close(cgroup_ready_w)
         child.run_c(plan, child_sock, cgroup_ready_r)
+    # Only the child keeps them frozen: here they stay collectable.
+    gc.unfreeze()
     child_sock.close()
     os.close(cgroup_ready_r)
     image_fd = usr_fd = userns_fd = -1
+    init_pid = 0
+    creator: int | None = pid
     try:
         parent_sock.settimeout(10)
         _expect(parent_sock, b"userns")
@@ -433,13 +447,15 @@ def _start(
             # If the init failed already, its reason is waiting to be read below.
             os.write(cgroup_ready_w, b"c")
         _reap(pid)
-        startup_in_child = float(_expect(parent_sock, b"ready ").split()[1])
+        creator = None
+        _expect(parent_sock, b"ready")
     except BaseException:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        _reap(pid)
+        # Only processes still ours: a reaped pid may already name someone else.
+        for leftover in (creator, init_pid):
+            if leftover:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(leftover, signal.SIGKILL)
+                _reap(leftover)
         parent_sock.close()
         raise
     finally:
@@ -449,7 +465,6 @@ def _start(
                 os.close(fd)
     pidfd = os.pidfd_open(init_pid)
     startup_ms = (time.perf_counter() - started) * 1000
-    del startup_in_child
     parent_sock.settimeout(None)
     sandbox = Sandbox(spec, config, init_pid, pidfd, parent_sock, cgroup, volume_lock, startup_ms)
     _state_write(sandbox)

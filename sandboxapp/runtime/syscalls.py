@@ -1,7 +1,8 @@
 """Thin ctypes wrappers for the Linux system calls Python 3.11's `os` lacks.
 
 Every wrapper raises OSError with the errno and the arguments, so a failed
-setup step says which call failed and on what path.
+setup step says which call failed and on what path (reset_signal_dispositions, which
+may meet signals the kernel will not change, is the one that does not).
 """
 
 from __future__ import annotations

@@ -51,7 +51,9 @@ def volume_acquire(state_dir: Path, volume: str, size: int, uid_base: int) -> tu
         raise VolumeBusy(f"the files of {volume!r} are in use by another sandbox") from None
     try:
         if not image.exists():
-            with open(image, "wb") as f:
+            # Made under another name and renamed: a failed mkfs leaves no broken layer.
+            fresh = image.with_suffix(".new")
+            with open(fresh, "wb") as f:
                 f.truncate(size)
             # No reserved blocks: the whole quota is the learner's.
             _run(
@@ -62,8 +64,9 @@ def volume_acquire(state_dir: Path, volume: str, size: int, uid_base: int) -> tu
                 "0",
                 "-E",
                 f"root_owner={uid_base}:{uid_base}",
-                str(image),
+                str(fresh),
             )
+            fresh.rename(image)
         mountpoint.mkdir(mode=0o700, exist_ok=True)
         if not os.path.ismount(mountpoint):
             _run("mount", "-o", "loop,nosuid,nodev,noatime", str(image), str(mountpoint))
@@ -82,11 +85,13 @@ def volume_acquire(state_dir: Path, volume: str, size: int, uid_base: int) -> tu
 
 def volume_release(state_dir: Path, learner: str, lock: int | None) -> None:
     _, mountpoint, _ = _paths(state_dir, learner)
-    if os.path.ismount(mountpoint):
-        # Lazy: a process being killed may still hold a file open for a moment.
-        _run("umount", "-l", str(mountpoint))
-    if lock is not None:
-        os.close(lock)
+    try:
+        if os.path.ismount(mountpoint):
+            # Lazy: a process being killed may still hold a file open for a moment.
+            _run("umount", "-l", str(mountpoint))
+    finally:
+        if lock is not None:
+            os.close(lock)
 
 
 def volume_release_if_unused(state_dir: Path, volume: str) -> bool:

@@ -78,7 +78,7 @@ def test_host_at_capacity_refuses_with_a_clear_message(config, make_sandbox):
         with pytest.raises(HostFull, match="maximum of 1 sandboxes"):
             sandbox_create(SandboxSpec(name="one-too-many", uid_base=base), full)
     finally:
-        ids.release_ids(config.state_dir, base)
+        ids.release_ids(config.state_dir, base, ids.borrower("one-too-many"))
 
 
 def test_duplicate_name_is_refused(config, sandbox):

@@ -8,6 +8,7 @@ import re
 import pytest
 
 from sandboxapp.runtime import cgroups
+from sandboxapp.runtime.sandbox import SandboxError
 
 NAMESPACES = ("user", "mnt", "pid", "net", "uts", "ipc", "cgroup")
 
@@ -98,3 +99,10 @@ def test_learner_cgroup_subtree_is_delegated(sandbox, sh):
     code, out = sh(sandbox, "echo -1 > /sys/fs/cgroup/memory/memory.limit_in_bytes")
     assert code != 0
     assert sandbox.cgroup.limits()["memory_bytes"] == sandbox.spec.limits.memory_bytes
+
+
+def test_the_learner_user_has_a_home_of_its_own(sandbox, sh):
+    code, out = sh(sandbox, "id -u; echo $HOME $USER; pwd; touch notes && ls", user="learner")
+    assert out.split() == ["1000", "/home/learner", "learner", "/home/learner", "notes"], out
+    with pytest.raises(SandboxError, match="unknown user"):
+        sandbox.spawn(["/bin/true"], user="admin")

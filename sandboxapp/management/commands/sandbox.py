@@ -1,7 +1,8 @@
 """``manage.py sandbox``: the namespace runtime from the command line, as root, no daemon.
 
-sandbox run [--learner ID] [--memory 256M] [--pids 256] [--cpus 1] [--disk 512M] -- CMD...
-sandbox list | destroy NAME | reconcile | bench
+sandbox run [--learner ID] [--name N] [--memory 256M] [--pids 256] [--cpus 1] [--disk 512M]
+            [--json-status] -- CMD...
+sandbox list | destroy NAME | reconcile | bench | reset --learner ID [--node N]
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import signal
 import sys
 
 from django.conf import settings
@@ -17,7 +17,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from bench import runtime_bench
 from sandboxapp.runtime import console, ids, volumes
-from sandboxapp.runtime.reconcile import reconcile, reconcile_one
+from sandboxapp.runtime.reconcile import kill_recorded, reconcile, reconcile_one
 from sandboxapp.runtime.sandbox import (
     RuntimeConfig,
     SandboxError,
@@ -128,7 +128,7 @@ class Command(BaseCommand):
             sandbox = sandbox_create(spec, config)
         except (SpecError, SandboxError, VolumeError, OSError) as exc:
             if not learner and "uid_base" in locals():
-                ids.release_ids(config.state_dir, uid_base)
+                ids.release_ids(config.state_dir, uid_base, ids.borrower(name))
             raise CommandError(str(exc)) from exc
         with sandbox:
             if json_status:
@@ -144,9 +144,7 @@ class Command(BaseCommand):
         state = state_read(config, name)
         if state is None:
             raise CommandError(f"no sandbox named {name!r}")
-        # Only the very process recorded: a reused pid must never be killed.
-        if process_start_time(state.init_pid) == state.init_start_time:
-            os.kill(state.init_pid, signal.SIGKILL)
+        kill_recorded(state.init_pid, state.init_start_time)
 
     def _list(self, config: RuntimeConfig) -> None:
         base = config.state_dir / "sandboxes"
