@@ -30,6 +30,13 @@ def _copy_size(master: int) -> None:
     set_winsize(master, rows, cols)
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    # A large paste may not fit in one write to a terminal.
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
 def relay(master: int, process: Process) -> int:
     """Pass bytes both ways until the sandboxed program exits; return its status."""
     _copy_size(master)
@@ -45,12 +52,12 @@ def relay(master: int, process: Process) -> int:
                         break
                     if not data:
                         break
-                    os.write(1, data)
+                    _write_all(1, data)
                 if 0 in readable:
                     data = os.read(0, 65536)
                     if not data:
                         break
-                    os.write(master, data)
+                    _write_all(master, data)
     finally:
         signal.signal(signal.SIGWINCH, previous)
     return process.wait()

@@ -51,8 +51,10 @@ def link_nodes(a_pid: int, b_pid: int, a_end: NodeEnd, b_end: NodeEnd) -> None:
                 (index,) = ip.link_lookup(ifname=name)
                 ip.link("set", index=index, net_ns_pid=pid)
         except BaseException:
-            for index in ip.link_lookup(ifname=host_a):
-                ip.link("del", index=index)
+            # Whichever end is still here: deleting one end deletes the pair.
+            for name in (host_a, host_b):
+                for index in ip.link_lookup(ifname=name):
+                    ip.link("del", index=index)
             raise
     for pid, host_name, end in ((a_pid, host_a, a_end), (b_pid, host_b, b_end)):
         in_namespace(pid, CLONE_NEWNET, lambda h=host_name, e=end: _configure(h, e))
