@@ -23,8 +23,9 @@ from .sandbox import (
     RuntimeConfig,
     SandboxState,
     cgroup_backend,
-    process_start_time,
+    is_recorded_process,
     rundir_of,
+    sandbox_names,
     state_read,
 )
 
@@ -41,10 +42,6 @@ class ReconcileReport:
     live: list[str] = field(default_factory=list)
 
 
-def _is_same_process(pid: int, start_time: int) -> bool:
-    return pid > 0 and process_start_time(pid) == start_time
-
-
 def kill_recorded(pid: int, start_time: int) -> None:
     """SIGKILL `pid` only if it is still the process recorded (pinned by a pidfd first,
     so the check and the kill name the same process), and quietly if it just exited."""
@@ -53,7 +50,7 @@ def kill_recorded(pid: int, start_time: int) -> None:
     except ProcessLookupError:
         return
     try:
-        if _is_same_process(pid, start_time):
+        if is_recorded_process(pid, start_time):
             sc.pidfd_send_signal(pidfd, signal.SIGKILL)
     except ProcessLookupError:
         pass
@@ -62,18 +59,17 @@ def kill_recorded(pid: int, start_time: int) -> None:
 
 
 def _live(state: SandboxState) -> bool:
-    return _is_same_process(state.owner_pid, state.owner_start_time) and _is_same_process(
+    return is_recorded_process(state.owner_pid, state.owner_start_time) and is_recorded_process(
         state.init_pid, state.init_start_time
     )
 
 
 def reconcile(config: RuntimeConfig) -> ReconcileReport:
     report = ReconcileReport()
-    base = config.state_dir / "sandboxes"
     live_volumes: set[str] = set()
     known: set[str] = set()
-    for rundir in sorted(base.iterdir()) if base.is_dir() else []:
-        name = rundir.name
+    for name in sandbox_names(config):
+        rundir = rundir_of(config, name)
         known.add(name)
         state = state_read(config, name)
         if state is not None and _live(state):

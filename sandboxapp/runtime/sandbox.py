@@ -333,16 +333,22 @@ def _cleanup(
     shutil.rmtree(rundir, ignore_errors=True)
 
 
-def _count_running(config: RuntimeConfig) -> int:
-    base = config.state_dir / "sandboxes"
-    return sum(1 for _ in base.iterdir()) if base.is_dir() else 0
+def sandbox_names(config: RuntimeConfig) -> list[str]:
+    """Every sandbox directory on this host: running, starting, or left by a crash."""
+    base = rundir_of(config, "")
+    return sorted(p.name for p in base.iterdir()) if base.is_dir() else []
+
+
+def is_recorded_process(pid: int, start_time: int) -> bool:
+    """Whether `pid` is still the process recorded with `start_time` (not a reused pid)."""
+    return pid > 0 and process_start_time(pid) == start_time
 
 
 def sandbox_create(spec: SandboxSpec, config: RuntimeConfig | None = None) -> Sandbox:
     """Build a sandbox from its spec and return it running (its init waiting)."""
     config = config or RuntimeConfig()
     spec.validate()
-    if _count_running(config) >= config.max_sandboxes:
+    if len(sandbox_names(config)) >= config.max_sandboxes:
         raise HostFull(
             f"this host is running its maximum of {config.max_sandboxes} sandboxes; "
             "try again in a minute"

@@ -21,8 +21,9 @@ from sandboxapp.runtime.reconcile import kill_recorded, reconcile, reconcile_one
 from sandboxapp.runtime.sandbox import (
     RuntimeConfig,
     SandboxError,
-    process_start_time,
+    is_recorded_process,
     sandbox_create,
+    sandbox_names,
     state_read,
 )
 from sandboxapp.runtime.spec import ID_BLOCK, Limits, SandboxSpec, SpecError, parse_size
@@ -147,14 +148,13 @@ class Command(BaseCommand):
         kill_recorded(state.init_pid, state.init_start_time)
 
     def _list(self, config: RuntimeConfig) -> None:
-        base = config.state_dir / "sandboxes"
         rows = []
-        for rundir in sorted(base.iterdir()) if base.is_dir() else []:
-            state = state_read(config, rundir.name)
+        for name in sandbox_names(config):
+            state = state_read(config, name)
             if state is None:
-                rows.append((rundir.name, "-", "starting or broken", "-"))
+                rows.append((name, "-", "starting or broken", "-"))
                 continue
-            alive = process_start_time(state.init_pid) == state.init_start_time
+            alive = is_recorded_process(state.init_pid, state.init_start_time)
             rows.append(
                 (
                     state.name,
