@@ -137,6 +137,31 @@ SANDBOX_STATE_DIR = Path(os.environ.get("CONTAINED_STATE_DIR") or "/var/lib/cont
 # Sandbox cgroups are created under this path in every cgroup hierarchy.
 SANDBOX_CGROUP_PARENT = os.environ.get("CONTAINED_CGROUP_PARENT") or "contained"
 SANDBOX_MAX = int(os.environ.get("CONTAINED_MAX_SANDBOXES") or 300)
+# Each learner's sandbox by default; a lesson or classroom may ask for up to the maximum.
+SANDBOX_LIMITS = {
+    "memory": os.environ.get("CONTAINED_SANDBOX_MEMORY") or "256M",
+    "pids": int(os.environ.get("CONTAINED_SANDBOX_PIDS") or 256),
+    "cpus": float(os.environ.get("CONTAINED_SANDBOX_CPUS") or 1.0),
+    "disk": os.environ.get("CONTAINED_SANDBOX_DISK") or "512M",
+}
+SANDBOX_MAX_LIMITS = {"memory": "2G", "pids": 1024, "cpus": 2.0, "disk": "4G"}
+# Who may connect to sandboxd: root and, in production, the web app's own user.
+SANDBOXD_ALLOWED_UIDS = [
+    int(uid) for uid in (os.environ.get("SANDBOXD_ALLOWED_UIDS") or "0").split(",") if uid
+]
+# With a group (name or gid) the socket is 0660 for it; without, root only (0600).
+SANDBOXD_SOCKET_GROUP = os.environ.get("SANDBOXD_SOCKET_GROUP") or None
+SANDBOXD_IDLE_TIMEOUT = float(os.environ.get("SANDBOXD_IDLE_TIMEOUT") or 1800)
+SANDBOXD_MAX_PER_LEARNER = int(os.environ.get("SANDBOXD_MAX_PER_LEARNER") or 4)
+SANDBOXD_CREATES_PER_MINUTE = int(os.environ.get("SANDBOXD_CREATES_PER_MINUTE") or 12)
+# Scrollback kept per terminal, replayed on reconnect (bytes).
+SANDBOXD_RING_BYTES = int(os.environ.get("SANDBOXD_RING_BYTES") or 256 * 1024)
+# Terminal sessions recorded as asciicast v2 files, for instructors to replay.
+SANDBOXD_RECORDINGS_DIR = (
+    Path(os.environ["SANDBOXD_RECORDINGS_DIR"])
+    if os.environ.get("SANDBOXD_RECORDINGS_DIR")
+    else None
+)
 
 LESSONS_CONTENT_DIR = BASE_DIR / "lessons" / "content"
 

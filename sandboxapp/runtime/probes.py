@@ -9,9 +9,9 @@ namespace (hostname, links, addresses) from a short-lived helper that enters it.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from pyroute2 import IPRoute
 
@@ -215,3 +215,30 @@ def _links_here() -> list[dict[str, object]]:
 def links_of(pid: int) -> list[dict[str, object]]:
     """Links, their kinds, state and addresses, read by netlink in the netns of `pid`."""
     return list(in_namespace(pid, sc.CLONE_NEWNET, _links_here))  # type: ignore[arg-type]
+
+
+def _facts_data(facts: ProcessFacts) -> dict[str, object]:
+    data = asdict(facts)
+    data["namespaces"] = {ns: list(ident) for ns, ident in facts.namespaces.items()}
+    return data
+
+
+def _member(sandbox: Sandbox, params: dict[str, object]) -> int:
+    """The host pid named by params["pid"] (default: the init), if it is the sandbox's."""
+    pid = params.get("pid", sandbox.init_pid)
+    if not isinstance(pid, int) or pid not in sandbox.cgroup.procs():
+        raise ValueError(f"process {pid!r} is not in this sandbox")
+    return pid
+
+
+# What sandboxd's `probe` operation can read, by name. Each takes the sandbox and the
+# request's parameters and returns plain data; the checker compares it with what a step
+# expects.
+PROBES: dict[str, Callable[[Sandbox, dict[str, object]], object]] = {
+    "processes": lambda sandbox, _: [_facts_data(f) for f in sandbox_processes(sandbox)],
+    "host_namespaces": lambda _, __: {ns: list(i) for ns, i in host_namespaces().items()},
+    "hostname": lambda sandbox, params: hostname_of(_member(sandbox, params)),
+    "links": lambda sandbox, params: links_of(_member(sandbox, params)),
+    "mounts": lambda sandbox, params: [asdict(m) for m in mountinfo_of(_member(sandbox, params))],
+    "snapshot": lambda sandbox, _: snapshot(sandbox),
+}

@@ -207,8 +207,17 @@ class Sandbox:
         process.started(argv[0])
         return process
 
-    def run(self, argv: list[str], timeout: float = 30.0, **kwargs: object) -> tuple[int, bytes]:
-        """Run argv to completion with its output captured (lesson setup, probes, tests)."""
+    def run(
+        self,
+        argv: list[str],
+        timeout: float = 30.0,
+        max_output: int | None = None,
+        **kwargs: object,
+    ) -> tuple[int, bytes]:
+        """Run argv to completion with its output captured (lesson setup, probes, tests).
+
+        With `max_output`, output past that many bytes is read and dropped: a program in
+        the learner's sandbox cannot make its caller hold more."""
         out_r, out_w = os.pipe2(os.O_CLOEXEC)
         null = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
         try:
@@ -221,7 +230,7 @@ class Sandbox:
             os.close(null)
         deadline = time.monotonic() + timeout
         try:
-            output = _read_all(out_r, timeout=timeout)
+            output = _read_all(out_r, timeout=timeout, limit=max_output)
             return proc.wait(timeout=max(0.0, deadline - time.monotonic())), output
         except TimeoutError:
             proc.kill()
@@ -296,10 +305,12 @@ class Process:
         self.sandbox.control.send(json.dumps(request).encode())
 
 
-def _read_all(fd: int, timeout: float | None = None) -> bytes:
-    """Read until EOF (or the deadline, for output of a process that hangs on)."""
+def _read_all(fd: int, timeout: float | None = None, limit: int | None = None) -> bytes:
+    """Read until EOF (or the deadline, for output of a process that hangs on), keeping
+    the first `limit` bytes."""
     deadline = None if timeout is None else time.monotonic() + timeout
     chunks = []
+    kept = 0
     try:
         while True:
             if deadline is not None:
@@ -309,6 +320,9 @@ def _read_all(fd: int, timeout: float | None = None) -> bytes:
             data = os.read(fd, 65536)
             if not data:
                 break
+            if limit is not None:
+                data = data[: max(0, limit - kept)]
+                kept += len(data)
             chunks.append(data)
     finally:
         os.close(fd)

@@ -136,3 +136,10 @@ def volume_mounted(state_dir: Path) -> list[str]:
     if not base.is_dir():
         return []
     return sorted(p.name for p in base.iterdir() if p.is_dir() and os.path.ismount(p))
+
+
+def volumes_of(state_dir: Path, learner: str) -> list[str]:
+    """The learner's volumes: their own, and one per node ("learner.node")."""
+    base = state_dir / "volumes"
+    names = {p.name.removesuffix(".ext4") for p in base.glob("*.ext4")} if base.is_dir() else set()
+    return sorted(n for n in names if n == learner or n.startswith(f"{learner}."))

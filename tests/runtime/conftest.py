@@ -7,11 +7,16 @@ is missing cannot take the machine down: the guard stops the damage first.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,9 +24,19 @@ import pytest
 
 from sandboxapp.runtime import ids
 from sandboxapp.runtime.cgroups import detect
+from sandboxapp.runtime.client import (
+    Output,
+    SandboxdClient,
+    SandboxdError,
+    Terminal,
+    Unavailable,
+    call_sync,
+)
+from sandboxapp.runtime.daemon import DaemonConfig
 from sandboxapp.runtime.reconcile import reconcile
 from sandboxapp.runtime.sandbox import RuntimeConfig, Sandbox, sandbox_create
 from sandboxapp.runtime.spec import Limits, SandboxSpec
+from sandboxapp.runtime.terminal import FlowLimits
 
 REPO = Path(__file__).resolve().parents[2]
 GUARD_MEMORY = 6 * 1024**3
@@ -153,3 +168,152 @@ def _sh(sandbox: Sandbox, script: str, **kwargs: object) -> tuple[int, str]:
 def sh():
     """sh(sandbox, script, user=...) runs a shell script inside; returns (status, output)."""
     return _sh
+
+
+class RunningDaemon:
+    """A real sandboxd process with this session's runtime settings."""
+
+    def __init__(self, config: DaemonConfig, log: Path) -> None:
+        self.config = config
+        self.log = log
+        self.client = SandboxdClient(config.socket_path)
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        argv = [sys.executable, "-m", "sandboxapp.runtime.daemon", "--config"]
+        with open(self.log, "a") as log:
+            self.process = subprocess.Popen(
+                [*argv, self.config.to_json()], cwd=REPO, stdout=log, stderr=log
+            )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(f"sandboxd exited at start:\n{self.log.read_text()}")
+            try:
+                call_sync(self.config.socket_path, "ping")
+                return
+            except Unavailable:
+                time.sleep(0.05)
+        pytest.fail(f"sandboxd did not answer within 30 s:\n{self.log.read_text()}")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(sig)
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def call(self, op: str, **params: object) -> dict:
+        return call_sync(self.config.socket_path, op, reply_timeout=30, **params)
+
+
+@pytest.fixture
+def start_sandboxd(config: RuntimeConfig, tmp_path: Path) -> Iterator:
+    """start_sandboxd(**DaemonConfig overrides) -> RunningDaemon, stopped after the test."""
+    running: list[RunningDaemon] = []
+    # Under /run, not the 0700 pytest directory: one test connects as another user.
+    socket_dir = Path(tempfile.mkdtemp(prefix="sandboxd-test-", dir="/run"))
+    socket_dir.chmod(0o755)
+
+    def start(**overrides: object) -> RunningDaemon:
+        settings = {
+            "socket_path": socket_dir / "sock" / "sandboxd.sock",
+            "runtime": config,
+            "flow": FlowLimits(ring=64 * 1024, high=16 * 1024, low=4 * 1024),
+            **overrides,
+        }
+        daemon = RunningDaemon(DaemonConfig(**settings), tmp_path / "sandboxd.log")  # type: ignore[arg-type]
+        daemon.start()
+        running.append(daemon)
+        return daemon
+
+    yield start
+    for daemon in running:
+        daemon.stop()
+    shutil.rmtree(socket_dir, ignore_errors=True)
+
+
+class Screen:
+    """What one attached client has drawn, read in the background; acks as it draws
+    unless told not to."""
+
+    def __init__(self, terminal: Terminal, ack: bool = True) -> None:
+        self.terminal = terminal
+        self.ack = ack
+        self.start = int(terminal.info["offset"])
+        self.data = bytearray()
+        self.events: list[dict] = []
+        self.closed = asyncio.Event()
+        self._changed = asyncio.Event()
+        self._task = asyncio.create_task(self._read())
+
+    @property
+    def end(self) -> int:
+        return self.start + len(self.data)
+
+    async def _read(self) -> None:
+        try:
+            while (item := await self.terminal.receive()) is not None:
+                if isinstance(item, Output):
+                    if item.offset != self.end:
+                        # A resync: the daemon skipped what fell out of its ring.
+                        self.data += b"<resync>"
+                        self.start = item.offset - len(self.data)
+                    self.data += item.data
+                    if self.ack:
+                        await self.terminal.ack(item.end)
+                else:
+                    self.events.append(item.message)
+                self._changed.set()
+        except SandboxdError:
+            pass
+        finally:
+            self.closed.set()
+            self._changed.set()
+
+    async def type(self, text: str | bytes) -> None:
+        await self.terminal.send_input(text.encode() if isinstance(text, str) else text)
+
+    async def expect(self, pattern: bytes, since: int = 0, timeout: float = 20) -> int:
+        """Wait until `pattern` is drawn after offset `since`; return the offset after it."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            index = self.data.find(pattern, max(0, since - self.start))
+            if index >= 0:
+                return self.start + index + len(pattern)
+            if self.closed.is_set():
+                raise AssertionError(f"closed before {pattern!r}; saw {bytes(self.data[-500:])!r}")
+            self._changed.clear()
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                raise AssertionError(
+                    f"no {pattern!r} in {timeout} s; saw {bytes(self.data[-500:])!r}"
+                )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), remaining)
+
+    async def event(self, name: str, timeout: float = 20) -> dict:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            for event in self.events:
+                if event.get("event") == name:
+                    return event
+            remaining = deadline - asyncio.get_running_loop().time()
+            if self.closed.is_set() or remaining <= 0:
+                raise AssertionError(f"no {name!r} event; events: {self.events}")
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), remaining)
+
+    async def close(self) -> None:
+        await self.terminal.close()
+        await self.closed.wait()
+
+
+@pytest.fixture
+def screen():
+    """screen(terminal, ack=True): a Screen reading that attached terminal."""
+    return Screen

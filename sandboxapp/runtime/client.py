@@ -1,0 +1,215 @@
+"""The web tier's way to sandboxd: one short connection per request, one per terminal.
+
+Every failure is one of the exceptions below, with a message fit for a log; `Refused`
+carries the daemon's code and a message fit for the learner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import wire
+
+DEFAULT_TIMEOUT = 10.0
+# Creating a sandbox can wait behind others being created: attach allows longer.
+ATTACH_TIMEOUT = 30.0
+
+
+class SandboxdError(Exception):
+    """Talking to sandboxd failed."""
+
+
+class Unavailable(SandboxdError):
+    """sandboxd is not running, or not answering."""
+
+
+class Refused(SandboxdError):
+    """sandboxd answered with a refusal: `code` for programs, `message` for people."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Output:
+    offset: int
+    data: bytes
+
+    @property
+    def end(self) -> int:
+        return self.offset + len(self.data)
+
+
+@dataclass(frozen=True)
+class Event:
+    """A terminal event: resync, exit, stopped, detached or error (see the protocol doc)."""
+
+    message: dict
+
+    @property
+    def name(self) -> str:
+        return str(self.message.get("event"))
+
+
+def _reply(message: dict) -> dict:
+    if not message.get("ok"):
+        raise Refused(str(message.get("error", "failed")), str(message.get("message", "")))
+    return message
+
+
+async def _open(path: Path, timeout: float) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    try:
+        return await asyncio.wait_for(asyncio.open_unix_connection(str(path)), timeout)
+    except (OSError, TimeoutError) as exc:
+        raise Unavailable(f"cannot reach sandboxd at {path}: {exc}") from exc
+
+
+async def _read_reply(reader: asyncio.StreamReader, timeout: float, what: str) -> dict:
+    try:
+        frame = await asyncio.wait_for(wire.read_frame(reader, wire.MAX_REPLY), timeout)
+    except TimeoutError:
+        raise Unavailable(f"sandboxd did not answer {what} within {timeout} s") from None
+    except (wire.ProtocolError, ConnectionError) as exc:
+        raise SandboxdError(f"sandboxd broke off {what}: {exc}") from exc
+    if frame is None:
+        raise SandboxdError(f"sandboxd closed the connection during {what}")
+    try:
+        return _reply(frame.json())
+    except wire.ProtocolError as exc:
+        raise SandboxdError(f"sandboxd answered {what} with a bad frame: {exc}") from exc
+
+
+class SandboxdClient:
+    def __init__(self, path: str | Path, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.path = Path(path)
+        self.timeout = timeout
+
+    async def call(self, op: str, reply_timeout: float | None = None, **params: object) -> dict:
+        """One request and its reply; raises Refused when the daemon says no."""
+        timeout = reply_timeout or self.timeout
+        reader, writer = await _open(self.path, timeout)
+        try:
+            writer.write(wire.encode_json({"op": op, **params}))
+            return await _read_reply(reader, timeout, op)
+        finally:
+            writer.close()
+
+    async def exec(self, learner: str, argv: list[str], **params: object) -> tuple[int, bytes]:
+        reply = await self.call("exec", learner=learner, argv=argv, **params)
+        return int(reply["code"]), base64.b64decode(reply["output"])
+
+    async def attach(
+        self,
+        learner: str,
+        *,
+        role: str = "writer",
+        session: str | None = None,
+        offset: int = 0,
+        rows: int = 24,
+        cols: int = 80,
+        **params: object,
+    ) -> Terminal:
+        reader, writer = await _open(self.path, self.timeout)
+        request = {
+            "op": "attach",
+            "learner": learner,
+            "role": role,
+            "session": session,
+            "offset": offset,
+            "rows": rows,
+            "cols": cols,
+            **params,
+        }
+        try:
+            writer.write(wire.encode_json(request))
+            info = await _read_reply(reader, ATTACH_TIMEOUT, "attach")
+        except BaseException:
+            writer.close()
+            raise
+        return Terminal(reader, writer, info)
+
+
+class Terminal:
+    """An attached terminal. `info` is the attach reply: session id, offset, reset, sandbox."""
+
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, info: dict
+    ) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.info = info
+
+    @property
+    def session(self) -> str:
+        return str(self.info["session"])
+
+    async def _send(self, frame: bytes) -> None:
+        try:
+            self.writer.write(frame)
+            await self.writer.drain()
+        except ConnectionError as exc:
+            raise SandboxdError(f"the terminal connection closed: {exc}") from exc
+
+    async def send_input(self, data: bytes) -> None:
+        """Send input, however large; waits while sandboxd applies backpressure."""
+        view = memoryview(data)
+        for start in range(0, len(view), wire.MAX_FRAME):
+            await self._send(wire.encode(wire.INPUT, bytes(view[start : start + wire.MAX_FRAME])))
+
+    async def resize(self, rows: int, cols: int) -> None:
+        await self._send(wire.encode(wire.RESIZE, wire.SIZE.pack(rows, cols)))
+
+    async def ack(self, offset: int) -> None:
+        await self._send(wire.encode(wire.ACK, wire.OFFSET.pack(offset)))
+
+    async def receive(self) -> Output | Event | None:
+        """The next output or event; None when sandboxd closed the terminal."""
+        try:
+            frame = await wire.read_frame(self.reader, wire.MAX_REPLY)
+        except (wire.ProtocolError, ConnectionError) as exc:
+            raise SandboxdError(f"the terminal connection broke: {exc}") from exc
+        if frame is None:
+            return None
+        if frame.kind == wire.OUTPUT:
+            (offset,) = wire.OFFSET.unpack_from(frame.payload)
+            return Output(offset, frame.payload[wire.OFFSET.size :])
+        return Event(frame.json())
+
+    async def close(self) -> None:
+        self.writer.close()
+        try:
+            await self.writer.wait_closed()
+        except ConnectionError:
+            pass
+
+
+def call_sync(path: str | Path, op: str, reply_timeout: float = 2.0, **params: object) -> dict:
+    """A blocking request, for management commands and the health check."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(reply_timeout)
+        try:
+            sock.connect(str(path))
+            sock.sendall(wire.encode_json({"op": op, **params}))
+            header = _recv_exactly(sock, wire.HEADER.size)
+            length, kind = wire.HEADER.unpack(header)
+            if kind != wire.JSON or length > wire.MAX_REPLY:
+                raise SandboxdError("sandboxd answered with a bad frame")
+            return _reply(wire.Frame(kind, _recv_exactly(sock, length)).json())
+        except (OSError, wire.ProtocolError) as exc:
+            raise Unavailable(f"cannot reach sandboxd at {path}: {exc}") from exc
+
+
+def _recv_exactly(sock: socket.socket, n: int) -> bytes:
+    data = bytearray()
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise ConnectionError("sandboxd closed the connection")
+        data += chunk
+    return bytes(data)

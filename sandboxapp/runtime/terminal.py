@@ -1,0 +1,318 @@
+"""Terminal sessions: one PTY master held by sandboxd, its scrollback and its clients.
+
+Output is read from the PTY into a ring buffer addressed by absolute byte offsets, so a
+client that comes back with the last offset it drew gets exactly what it missed. The PTY
+is read at most `high` bytes ahead of what the writer (the learner) has acknowledged as
+drawn: past that the program blocks on its write, as in a real terminal, and memory stays
+bounded whatever it prints. Viewers (instructors) never hold the learner back: a viewer
+that falls out of the ring is resynced from its tail, one that stalls is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import contextlib
+import errno
+import fcntl
+import json
+import logging
+import os
+import secrets
+import struct
+import termios
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import wire
+
+log = logging.getLogger("contained.sandboxd")
+
+READ_CHUNK = 64 * 1024
+# Input waiting for the program to read it; past this the client's socket is not read.
+INPUT_HIGH = 256 * 1024
+# Resizes closer together than this are merged (dragging a window sends dozens).
+RESIZE_INTERVAL = 0.05
+# A viewer whose socket accepts nothing for this long is dropped.
+STALL_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class FlowLimits:
+    ring: int = 256 * 1024
+    high: int = 128 * 1024
+    low: int = 32 * 1024
+
+    def validate(self) -> None:
+        if not 0 < self.low < self.high <= self.ring:
+            raise ValueError("flow limits need 0 < low < high <= ring")
+
+
+class Recorder:
+    """Writes the session as asciicast v2 (one JSON line per event), up to `max_bytes`."""
+
+    def __init__(self, path: Path, rows: int, cols: int, max_bytes: int) -> None:
+        self.path = path
+        self.started = time.monotonic()
+        self.max_bytes = max_bytes
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.file = open(path, "w", encoding="utf-8")  # noqa: SIM115 (closed in close())
+        header = {"version": 2, "width": cols, "height": rows, "timestamp": int(time.time())}
+        self._line(header)
+
+    def _line(self, event: object) -> None:
+        if self.file.closed:
+            return
+        line = json.dumps(event, ensure_ascii=False) + "\n"
+        if self.file.tell() + len(line) > self.max_bytes:
+            self.file.write(json.dumps([self._now(), "o", "\r\n[recording size limit]\r\n"]))
+            self.file.close()
+            return
+        self.file.write(line)
+
+    def _now(self) -> float:
+        return round(time.monotonic() - self.started, 6)
+
+    def output(self, data: bytes) -> None:
+        text = self.decoder.decode(data)
+        if text:
+            self._line([self._now(), "o", text])
+
+    def resize(self, rows: int, cols: int) -> None:
+        self._line([self._now(), "r", f"{cols}x{rows}"])
+
+    def close(self) -> None:
+        if not self.file.closed:
+            self.file.close()
+
+
+def set_winsize(fd: int, rows: int, cols: int) -> None:
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
+@dataclass(eq=False)
+class Client:
+    """One attached connection: its role, what has been sent to it, and its socket."""
+
+    writer: asyncio.StreamWriter
+    role: str  # "writer" or "viewer"
+    sent: int
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    closed: bool = False
+
+    def send(self, frame: bytes) -> None:
+        if not self.closed and not self.writer.is_closing():
+            self.writer.write(frame)
+
+    def event(self, message: dict) -> None:
+        self.send(wire.encode_json(message))
+
+
+class TerminalSession:
+    """A shell on a PTY in a sandbox, shared by one writer and any number of viewers."""
+
+    def __init__(
+        self,
+        master: int,
+        *,
+        flow: FlowLimits,
+        on_end: Callable[[TerminalSession], None],
+        recorder: Recorder | None = None,
+    ) -> None:
+        self.id = secrets.token_hex(8)
+        self.master = master
+        self.flow = flow
+        self.ring = bytearray()
+        self.end = 0  # absolute offset just past the newest output byte
+        self.acked = 0  # how far the writer has drawn: the PTY is read up to acked + high
+        self.clients: set[Client] = set()
+        self.ended = False
+        self.reading = False
+        self.input = bytearray()
+        self.input_room = asyncio.Event()
+        self.input_room.set()
+        self.recorder = recorder
+        self._on_end = on_end
+        self._loop = asyncio.get_running_loop()
+        self._size: tuple[int, int] | None = None
+        self._last_resize = 0.0
+        self._resize_pending: asyncio.TimerHandle | None = None
+        os.set_blocking(master, False)
+        self._resume()
+
+    @property
+    def start(self) -> int:
+        """Offset of the oldest byte still in the ring."""
+        return self.end - len(self.ring)
+
+    # -- output ------------------------------------------------------------------------
+
+    def _resume(self) -> None:
+        if not self.reading and not self.ended:
+            self._loop.add_reader(self.master, self._readable)
+            self.reading = True
+
+    def _pause(self) -> None:
+        if self.reading:
+            self._loop.remove_reader(self.master)
+            self.reading = False
+
+    def _readable(self) -> None:
+        try:
+            data = os.read(self.master, READ_CHUNK)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            # EIO: every slave fd is closed, the shell and its jobs are gone.
+            if exc.errno != errno.EIO:
+                log.warning("terminal %s: reading the pty failed: %s", self.id, exc)
+            data = b""
+        if not data:
+            self.close()
+            return
+        self.append(data)
+        if self.end - self.acked > self.flow.high:
+            self._pause()
+
+    def append(self, data: bytes) -> None:
+        """Add output (from the PTY, or a notice from the daemon) and wake the clients."""
+        self.ring += data
+        self.end += len(data)
+        if len(self.ring) > self.flow.ring:
+            # bytearray drops its head without copying the rest.
+            del self.ring[: len(self.ring) - self.flow.ring]
+        if self.recorder is not None:
+            self.recorder.output(data)
+        for client in self.clients:
+            client.wake.set()
+
+    def ack(self, offset: int) -> None:
+        """The writer drew everything before `offset`."""
+        self.acked = max(self.acked, min(offset, self.end))
+        if self.end - self.acked <= self.flow.low:
+            self._resume()
+
+    def tail_from(self, offset: int) -> int:
+        """Where a client that drew up to `offset` resumes: there if the ring still holds
+        it, else at the first line start of the ring (after a reset of its screen)."""
+        if self.start <= offset <= self.end:
+            return offset
+        newline = self.ring.find(b"\n")
+        return self.start + newline + 1 if 0 <= newline < len(self.ring) - 1 else self.start
+
+    # -- clients -----------------------------------------------------------------------
+
+    def attach(self, client: Client) -> None:
+        if client.role == "writer":
+            for other in [c for c in self.clients if c.role == "writer"]:
+                other.event({"event": "detached", "reason": "replaced"})
+                self.detach(other)
+            # The new writer resumes where it has drawn: flow control restarts from there.
+            self.acked = max(self.start, min(client.sent, self.end))
+            if self.end - self.acked <= self.flow.low:
+                self._resume()
+        self.clients.add(client)
+        client.wake.set()
+
+    def detach(self, client: Client) -> None:
+        client.closed = True
+        client.wake.set()
+        self.clients.discard(client)
+        with contextlib.suppress(Exception):
+            client.writer.close()
+
+    async def pump(self, client: Client) -> None:
+        """Send `client` everything it has not seen, as fast as its socket takes it."""
+        while not client.closed:
+            await client.wake.wait()
+            client.wake.clear()
+            while not client.closed and client.sent < self.end:
+                if client.sent < self.start:
+                    client.sent = self.tail_from(client.sent)
+                    client.event({"event": "resync", "offset": client.sent})
+                begin = client.sent - self.start
+                chunk = memoryview(self.ring)[begin : begin + READ_CHUNK]
+                client.send(wire.encode_output(client.sent, chunk))
+                client.sent += len(chunk)
+                chunk.release()
+                try:
+                    await asyncio.wait_for(client.writer.drain(), STALL_TIMEOUT)
+                except (TimeoutError, ConnectionError):
+                    log.info("terminal %s: dropped a %s that stopped reading", self.id, client.role)
+                    self.detach(client)
+                    return
+            if self.ended and client.sent >= self.end:
+                client.event({"event": "exit"})
+                self.detach(client)
+
+    # -- input -------------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        """Queue input for the program; the caller waits on `input_room` before more."""
+        if self.ended:
+            return
+        was_empty = not self.input
+        self.input += data
+        if was_empty:
+            self._flush_input()
+        if len(self.input) > INPUT_HIGH:
+            self.input_room.clear()
+
+    def _flush_input(self) -> None:
+        try:
+            written = os.write(self.master, self.input)
+        except BlockingIOError:
+            written = 0
+        except OSError:
+            self.input.clear()
+            return
+        del self.input[:written]
+        if self.input:
+            self._loop.add_writer(self.master, self._writable)
+        if len(self.input) <= INPUT_HIGH:
+            self.input_room.set()
+
+    def _writable(self) -> None:
+        self._loop.remove_writer(self.master)
+        self._flush_input()
+
+    def resize(self, rows: int, cols: int) -> None:
+        self._size = (max(1, min(rows, 1000)), max(1, min(cols, 1000)))
+        wait = self._last_resize + RESIZE_INTERVAL - time.monotonic()
+        if wait <= 0:
+            self._apply_size()
+        elif self._resize_pending is None:
+            self._resize_pending = self._loop.call_later(wait, self._apply_size)
+
+    def _apply_size(self) -> None:
+        self._resize_pending = None
+        if self._size is None or self.ended:
+            return
+        self._last_resize = time.monotonic()
+        with contextlib.suppress(OSError):
+            set_winsize(self.master, *self._size)
+        if self.recorder is not None:
+            self.recorder.resize(*self._size)
+
+    # -- end ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """End the session: the shell exited, or the sandbox is going away."""
+        if self.ended:
+            return
+        self.ended = True
+        self._pause()
+        with contextlib.suppress(Exception):
+            self._loop.remove_writer(self.master)
+        if self._resize_pending is not None:
+            self._resize_pending.cancel()
+        os.close(self.master)
+        self.input.clear()
+        self.input_room.set()
+        if self.recorder is not None:
+            self.recorder.close()
+        for client in self.clients:
+            client.wake.set()
+        self._on_end(self)

@@ -1,0 +1,263 @@
+"""sandboxd as a real process: requests, admission, isolation between learners, restarts."""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+import signal
+import socket
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from sandboxapp.runtime import network, wire
+from sandboxapp.runtime.client import Refused, call_sync
+from sandboxapp.runtime.sandbox import cgroup_backend, state_read
+
+
+def learner() -> str:
+    return f"l{secrets.token_hex(4)}"
+
+
+def raw_request(path: Path, payload: bytes) -> dict:
+    """Send raw bytes as a request; return the daemon's JSON reply."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(10)
+        sock.connect(str(path))
+        sock.sendall(payload)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    length, kind = wire.HEADER.unpack_from(data)
+    assert kind == wire.JSON
+    return wire.Frame(kind, data[wire.HEADER.size : wire.HEADER.size + length]).json()
+
+
+def test_ensure_creates_once_and_reports_the_sandbox(start_sandboxd):
+    daemon = start_sandboxd()
+    name = learner()
+    first = daemon.call("ensure", learner=name)
+    again = daemon.call("ensure", learner=name)
+    assert first["created"] and not again["created"]
+    assert first["sandbox"]["init_pid"] == again["sandbox"]["init_pid"]
+    assert first["sandbox"]["namespaces"]["pid"] != os.stat("/proc/self/ns/pid").st_ino
+    listed = daemon.call("list")["sandboxes"]
+    assert [s["learner"] for s in listed] == [name]
+
+
+def test_exec_returns_status_and_exact_output(start_sandboxd):
+    daemon = start_sandboxd()
+    name = learner()
+    daemon.call("ensure", learner=name)
+    reply = daemon.call("exec", learner=name, argv=["sh", "-c", "printf 'a\\0b'; exit 3"])
+    assert reply["code"] == 3
+    assert base64.b64decode(reply["output"]) == b"a\0b"
+    as_learner = daemon.call("exec", learner=name, argv=["id", "-u"], user="learner")
+    assert base64.b64decode(as_learner["output"]).strip() == b"1000"
+
+
+def test_exec_output_is_bounded_and_a_hang_times_out(start_sandboxd):
+    daemon = start_sandboxd()
+    name = learner()
+    daemon.call("ensure", learner=name)
+    flood = daemon.call("exec", learner=name, argv=["head", "-c", "3000000", "/dev/zero"])
+    assert flood["truncated"] and flood["code"] == 0
+    with pytest.raises(Refused) as refused:
+        daemon.call("exec", learner=name, argv=["sleep", "30"], timeout=0.5)
+    assert refused.value.code == "timeout"
+
+
+@pytest.mark.parametrize(
+    ("request_", "code"),
+    [
+        ({"op": "ensure", "learner": "../../etc"}, "bad_request"),
+        ({"op": "ensure", "learner": "a--b"}, "bad_request"),
+        ({"op": "ensure", "learner": "x" * 41}, "bad_request"),
+        ({"op": "ensure", "learner": ["a"]}, "bad_request"),
+        ({"op": "ensure", "learner": "ok", "node": "Web/1"}, "bad_request"),
+        ({"op": "ensure", "learner": "ok", "limits": {"memory": 64 * 1024**3}}, "bad_request"),
+        ({"op": "ensure", "learner": "ok", "limits": {"swap": 1}}, "bad_request"),
+        ({"op": "exec", "learner": "ok", "argv": "id"}, "bad_request"),
+        ({"op": "exec", "learner": "nobody-here", "argv": ["id"]}, "not_running"),
+        ({"op": "probe", "learner": "ok", "probe": "../../x"}, "bad_request"),
+        ({"op": "attach", "learner": "ok", "role": "admin"}, "bad_request"),
+        ({"op": "attach", "learner": "nobody-here", "role": "viewer"}, "not_running"),
+        ({"op": "format-disk"}, "bad_request"),
+    ],
+)
+def test_invalid_requests_are_refused_with_a_reason(start_sandboxd, request_, code):
+    daemon = start_sandboxd()
+    with pytest.raises(Refused) as refused:
+        daemon.call(**request_)
+    assert refused.value.code == code
+    assert refused.value.message
+    assert daemon.call("list")["sandboxes"] == []
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        wire.HEADER.pack(5, 99) + b"hello",  # unknown kind
+        wire.HEADER.pack(10 * 1024 * 1024, wire.JSON),  # oversized
+        wire.encode(wire.JSON, b"{not json"),
+        wire.encode(wire.JSON, b"[1, 2]"),
+        b"GET / HTTP/1.1\r\n\r\n",
+    ],
+)
+def test_malformed_frames_get_an_error_and_the_daemon_serves_on(start_sandboxd, payload):
+    daemon = start_sandboxd()
+    reply = raw_request(daemon.config.socket_path, payload)
+    assert reply["ok"] is False and reply["error"] == "bad_request"
+    assert daemon.call("ping")["ok"]
+
+
+def test_admission_per_learner_and_host(start_sandboxd, config):
+    daemon = start_sandboxd(
+        runtime=replace(config, max_sandboxes=2), max_nodes_per_learner=1, creates_per_minute=1
+    )
+    name = learner()
+    daemon.call("ensure", learner=name)
+    with pytest.raises(Refused) as per_learner:
+        daemon.call("ensure", learner=name, node="web")
+    assert per_learner.value.code == "learner_limit"
+    daemon.call("ensure", learner=learner())
+    with pytest.raises(Refused) as full:
+        daemon.call("ensure", learner=learner())
+    assert full.value.code == "host_full"
+    assert "maximum of 2" in full.value.message
+    # Starting, stopping and starting again is rate-limited per learner.
+    daemon.call("destroy", learner=name)
+    with pytest.raises(Refused) as rate:
+        daemon.call("ensure", learner=name)
+    assert rate.value.code == "rate_limited" and "try again in" in rate.value.message
+
+
+def test_an_unknown_peer_uid_is_refused(start_sandboxd):
+    daemon = start_sandboxd()
+    path = daemon.config.socket_path
+    # By default neither the directory nor the socket lets anyone else in.
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert path.parent.stat().st_mode & 0o777 == 0o700
+    # Open both up to reach the daemon's own check: SO_PEERCRED against the allowlist.
+    os.chmod(path.parent, 0o755)
+    os.chmod(path, 0o666)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(read)
+            os.setgid(65534)
+            os.setuid(65534)
+            try:
+                reply = call_sync(path, "list")
+                message = f"answered {reply}"
+            except Refused as refused:
+                message = refused.code
+            except Exception as exc:
+                message = repr(exc)
+            os.write(write, message.encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    with os.fdopen(read) as f:
+        assert f.read() == "forbidden"
+
+
+def test_probe_reads_kernel_state_from_the_host(start_sandboxd):
+    daemon = start_sandboxd()
+    name = learner()
+    daemon.call("ensure", learner=name)
+    assert daemon.call("probe", learner=name, probe="hostname")["result"] == name
+    processes = daemon.call("probe", learner=name, probe="processes")["result"]
+    assert processes and all(len(p["nspid"]) == 2 for p in processes)
+    with pytest.raises(Refused) as foreign:
+        daemon.call("probe", learner=name, probe="hostname", params={"pid": os.getpid()})
+    assert foreign.value.code == "failed" and "not in this sandbox" in foreign.value.message
+
+
+def _leftovers(config, names: list[str]) -> list[str]:
+    """Anything on the host that still belongs to the sandboxes `names`."""
+    found = []
+    mounts = Path("/proc/self/mountinfo").read_text()
+    for name in names:
+        if f"/sandboxes/{name}/" in mounts:
+            found.append(f"mount of {name}")
+        for h in cgroup_backend().hierarchies:
+            if (h.mountpoint / config.cgroup_parent / name).exists():
+                found.append(f"cgroup {h.mountpoint}/{name}")
+        if state_read(config, name) is not None:
+            found.append(f"state of {name}")
+    found += [f"veth {link}" for link in network.leftover_veths()]
+    return found
+
+
+def test_sigkill_then_restart_leaks_nothing_and_keeps_files(start_sandboxd, config):
+    daemon = start_sandboxd()
+    name = learner()
+    first = daemon.call("ensure", learner=name)["sandbox"]
+    daemon.call("exec", learner=name, argv=["sh", "-c", "echo kept > /root/notes"])
+    daemon.stop(signal.SIGKILL)
+    # Each init ends when the daemon's end of its control socket closes.
+    deadline = time.monotonic() + 10
+    while os.path.exists(f"/proc/{first['init_pid']}/ns") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    daemon.start()
+    assert _leftovers(config, [name]) == []
+    again = daemon.call("ensure", learner=name)["sandbox"]
+    assert again["init_pid"] != first["init_pid"]
+    notes = daemon.call("exec", learner=name, argv=["cat", "/root/notes"])
+    assert base64.b64decode(notes["output"]) == b"kept\n"
+
+
+def test_sigterm_stops_every_sandbox(start_sandboxd, config):
+    daemon = start_sandboxd()
+    names = [learner(), learner()]
+    for name in names:
+        daemon.call("ensure", learner=name)
+    daemon.stop(signal.SIGTERM)
+    assert daemon.process.returncode == 0
+    assert _leftovers(config, names) == []
+    assert not daemon.config.socket_path.exists()
+
+
+def test_reset_keeps_or_deletes_the_learners_files(start_sandboxd):
+    daemon = start_sandboxd()
+    name = learner()
+    daemon.call("ensure", learner=name)
+    daemon.call("exec", learner=name, argv=["sh", "-c", "echo mine > /root/f"])
+    kept = daemon.call("reset", learner=name, keep_files=True)
+    assert kept["stopped"] == [name] and kept["deleted_volumes"] == []
+    daemon.call("ensure", learner=name)
+    out = daemon.call("exec", learner=name, argv=["cat", "/root/f"])["output"]
+    assert base64.b64decode(out) == b"mine\n"
+    wiped = daemon.call("reset", learner=name, keep_files=False)
+    assert wiped["deleted_volumes"] == [name]
+    daemon.call("ensure", learner=name)
+    assert daemon.call("exec", learner=name, argv=["test", "-e", "/root/f"])["code"] == 1
+
+
+def test_a_sandbox_whose_init_dies_is_cleaned_up(start_sandboxd, config):
+    daemon = start_sandboxd()
+    name = learner()
+    init = daemon.call("ensure", learner=name)["sandbox"]["init_pid"]
+    os.kill(init, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while daemon.call("list")["sandboxes"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert daemon.call("list")["sandboxes"] == []
+    assert _leftovers(config, [name]) == []
+
+
+def test_idle_sandboxes_are_stopped(start_sandboxd):
+    daemon = start_sandboxd(idle_timeout=1.0)
+    name = learner()
+    daemon.call("ensure", learner=name)
+    deadline = time.monotonic() + 10
+    while daemon.call("list")["sandboxes"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert daemon.call("list")["sandboxes"] == []
+    assert daemon.call("stats")["counters"]["reaped_idle"] == 1
