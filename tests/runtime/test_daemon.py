@@ -261,3 +261,14 @@ def test_idle_sandboxes_are_stopped(start_sandboxd):
         time.sleep(0.1)
     assert daemon.call("list")["sandboxes"] == []
     assert daemon.call("stats")["counters"]["reaped_idle"] == 1
+
+
+def test_healthz_probe_reports_a_real_daemon(start_sandboxd):
+    from sandboxapp import health
+
+    daemon = start_sandboxd()
+    daemon.call("ensure", learner=learner())
+    assert health.probe_sandboxd(daemon.config.socket_path) == {
+        "ok": True,
+        "detail": f"1 of {daemon.config.runtime.max_sandboxes} sandboxes",
+    }

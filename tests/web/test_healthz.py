@@ -49,19 +49,20 @@ def closed_port() -> int:
 
 
 @pytest.mark.django_db
-def test_healthz_is_ok_with_the_default_settings(client):
+def test_healthz_without_sandboxd_is_degraded_and_says_why(client, settings, tmp_path):
+    settings.SANDBOXD_SOCKET = tmp_path / "sandboxd.sock"
     response = client.get("/healthz")
 
-    assert response.status_code == 200
+    assert response.status_code == 503
     assert response["Content-Type"] == "application/json"
     assert "no-cache" in response["Cache-Control"]
     body = response.json()
-    assert body["status"] == "ok"
+    assert body["status"] == "degraded"
     assert set(body["checks"]) == {"web", "database", "channel_layer", "sandboxd"}
     for name in ("web", "database", "channel_layer"):
         assert body["checks"][name]["ok"] is True, body
     assert body["checks"]["database"]["detail"] == "sqlite answered"
-    assert body["checks"]["sandboxd"] == {"ok": False, "detail": "not built yet"}
+    assert body["checks"]["sandboxd"] == {"ok": False, "detail": "not running"}
 
 
 def test_healthz_is_degraded_when_the_channel_layer_is_unreachable(ask_healthz):
@@ -90,8 +91,11 @@ def test_healthz_is_degraded_when_the_database_is_unreachable(ask_healthz):
 
 
 def test_healthz_is_not_redirected_to_https(ask_healthz):
-    # Production settings redirect to HTTPS, but health probes come over plain HTTP.
-    assert ask_healthz()["status_code"] == 200
+    # Production settings redirect to HTTPS, but health probes come over plain HTTP: the
+    # answer is the report itself (degraded here, with no sandboxd), not a 301.
+    answer = ask_healthz()
+    assert answer["status_code"] == 503
+    assert answer["json"]["checks"]["web"]["ok"] is True
 
 
 @pytest.mark.services
@@ -100,13 +104,12 @@ def test_healthz_against_real_postgres_and_redis(ask_healthz, service_urls):
 
     assert answer["engine"] == "django.db.backends.postgresql"
     assert answer["layer"] == "channels_redis.core.RedisChannelLayer"
-    assert answer["status_code"] == 200, answer
     assert answer["json"]["checks"]["database"] == {"ok": True, "detail": "postgresql answered"}
     assert answer["json"]["checks"]["channel_layer"]["ok"] is True
 
 
 def test_sandboxd_probe_reports_a_missing_socket_as_not_running(tmp_path):
-    assert health.probe_socket(tmp_path / "sandboxd.sock") == {
+    assert health.probe_sandboxd(tmp_path / "sandboxd.sock") == {
         "ok": False,
         "detail": "not running",
     }
@@ -117,13 +120,16 @@ def test_sandboxd_probe_reports_a_stale_socket_as_not_answering(tmp_path):
     with socket.socket(socket.AF_UNIX) as sock:
         sock.bind(str(path))  # bound, never listening: what a crashed daemon leaves behind
 
-        assert health.probe_socket(path) == {"ok": False, "detail": "not answering"}
+        assert health.probe_sandboxd(path) == {"ok": False, "detail": "not answering"}
 
 
-def test_sandboxd_probe_accepts_a_listening_socket(tmp_path):
+def test_sandboxd_probe_wants_an_answer_not_just_a_connection(tmp_path):
     path = tmp_path / "sandboxd.sock"
     with socket.socket(socket.AF_UNIX) as sock:
         sock.bind(str(path))
-        sock.listen()
+        sock.listen()  # accepts, never answers
 
-        assert health.probe_socket(path) == {"ok": True, "detail": "accepting connections"}
+        assert health.probe_sandboxd(path, timeout=0.2) == {
+            "ok": False,
+            "detail": "not answering",
+        }

@@ -1,5 +1,6 @@
 """``manage.py runlab`` serves the app through Daphne and stops its children on a signal."""
 
+import json
 import os
 import re
 import signal
@@ -45,10 +46,18 @@ def gone(pid: int) -> bool:
     return state == "Z"
 
 
+@pytest.mark.root
 @pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
-def test_runlab_serves_and_stops_daphne_cleanly(fresh_env, stop_signal):
+def test_runlab_serves_and_stops_sandboxd_and_daphne_cleanly(fresh_env, tmp_path, stop_signal):
     port = free_port()
-    env = fresh_env(CONTAINED_DEBUG="1", HOST="127.0.0.1", PORT=str(port))
+    env = fresh_env(
+        CONTAINED_DEBUG="1",
+        HOST="127.0.0.1",
+        PORT=str(port),
+        # Its own state: the daemon reconciles this directory (empty) at start.
+        CONTAINED_STATE_DIR=str(tmp_path / "state"),
+        CONTAINED_CGROUP_PARENT=f"contained-runlab-test-{os.getpid()}",
+    )
     process = subprocess.Popen(
         [sys.executable, "manage.py", "runlab"],
         cwd=REPO,
@@ -60,14 +69,16 @@ def test_runlab_serves_and_stops_daphne_cleanly(fresh_env, stop_signal):
     try:
         output = read_until(process, r"Press Ctrl-C")
         daphne_pid = int(re.search(r"Started daphne \(pid (\d+)\)", output)[1])
-        assert "sandboxd is not built yet: starting the web app alone" in output
+        sandboxd_pid = int(re.search(r"Started sandboxd \(pid (\d+)\)", output)[1])
         assert f"Contained is running at http://127.0.0.1:{port}/" in output
         # Its own process group: a terminal's Ctrl-C reaches runlab alone, which stops it.
         assert os.getpgid(daphne_pid) == daphne_pid
 
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as response:
             assert response.status == 200
-            assert b'"status": "ok"' in response.read()
+            body = json.loads(response.read())
+        assert body["status"] == "ok"
+        assert body["checks"]["sandboxd"]["ok"] is True
 
         process.send_signal(stop_signal)
         rest, _ = process.communicate(timeout=30)
@@ -77,8 +88,8 @@ def test_runlab_serves_and_stops_daphne_cleanly(fresh_env, stop_signal):
             process.wait()
 
     assert process.returncode == 0, output + rest
-    assert "Stopping daphne" in rest
-    assert gone(daphne_pid)
+    assert rest.index("Stopping daphne") < rest.index("Stopping sandboxd")
+    assert gone(daphne_pid) and gone(sandboxd_pid)
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
 

@@ -1,7 +1,8 @@
 """``manage.py runlab``: run the whole lab on one machine, as ``make run`` does.
 
-Starts sandboxd (once it exists) and Daphne as child processes, prints where to go, and on
-Ctrl-C or SIGTERM stops them in reverse order: terminate, wait, then kill what is left.
+Starts sandboxd and Daphne as child processes, waits until both answer, prints where to go,
+and on Ctrl-C or SIGTERM stops them in reverse order: terminate, wait, then kill what is
+left (sandboxd ends every sandbox on its way out; learners' files stay).
 """
 
 import contextlib
@@ -16,8 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
-from django.core.management import get_commands
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from sandboxapp.runtime.client import SandboxdError, call_sync
 
 STOP_TIMEOUT = 10.0
 START_TIMEOUT = 30.0
@@ -51,7 +53,7 @@ class Child:
 
 
 class Command(BaseCommand):
-    help = "Start sandboxd (when built) and Daphne; Ctrl-C stops both."
+    help = "Start sandboxd and Daphne; Ctrl-C stops both."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--host", default=os.environ.get("HOST") or "127.0.0.1")
@@ -66,14 +68,19 @@ class Command(BaseCommand):
         _check_port_free(host, port)
         children: list[Child] = []
         try:
-            if "sandboxd" in get_commands():
+            if os.geteuid() == 0:
                 manage = str(Path(settings.BASE_DIR) / "manage.py")
                 children.append(self._start("sandboxd", [sys.executable, manage, "sandboxd"]))
             else:
-                self._say("sandboxd is not built yet: starting the web app alone")
+                self._say(
+                    "sandboxd needs root (namespaces, cgroups, mounts): starting the web app "
+                    "alone, without terminals. Run `make run` as root for the whole lab."
+                )
             daphne = [_daphne(), "-b", host, "-p", str(port), "sandboxapp.asgi:application"]
             children.append(self._start("daphne", daphne))
-            if self._wait_until_listening(children, host, port):
+            if self._wait_until_listening(children, host, port) and self._wait_for_sandboxd(
+                children
+            ):
                 self._print_welcome(host, port)
                 self._watch(children)
         finally:
@@ -107,10 +114,8 @@ class Command(BaseCommand):
         deadline = time.monotonic() + START_TIMEOUT
         probe_host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
         while not self.stop_requested and time.monotonic() < deadline:
-            for child in children:
-                if child.process.poll() is not None:
-                    self.failure = f"{child.name} exited with {child.process.returncode}"
-                    return False
+            if self._exited(children):
+                return False
             try:
                 with socket.create_connection((probe_host, port), timeout=0.5):
                     return True
@@ -120,12 +125,31 @@ class Command(BaseCommand):
             self.failure = f"daphne did not listen on {host}:{port} within {START_TIMEOUT:.0f}s"
         return False
 
+    def _wait_for_sandboxd(self, children: list[Child]) -> bool:
+        if not any(child.name == "sandboxd" for child in children):
+            return True
+        deadline = time.monotonic() + START_TIMEOUT
+        while not self.stop_requested and time.monotonic() < deadline:
+            if self._exited(children):
+                return False
+            try:
+                call_sync(settings.SANDBOXD_SOCKET, "ping", reply_timeout=1)
+                return True
+            except SandboxdError:
+                time.sleep(0.1)
+        if not self.stop_requested:
+            self.failure = f"sandboxd did not answer within {START_TIMEOUT:.0f}s"
+        return False
+
+    def _exited(self, children: list[Child]) -> bool:
+        for child in children:
+            if child.process.poll() is not None:
+                self.failure = f"{child.name} exited with {child.process.returncode}"
+                return True
+        return False
+
     def _watch(self, children: list[Child]) -> None:
-        while not self.stop_requested:
-            for child in children:
-                if child.process.poll() is not None:
-                    self.failure = f"{child.name} exited with {child.process.returncode}"
-                    return
+        while not self.stop_requested and not self._exited(children):
             time.sleep(0.2)
 
     def _print_welcome(self, host: str, port: int) -> None:

@@ -1,0 +1,108 @@
+"""TerminalSession on a plain pty (no sandbox): the ring, flow control and the recorder."""
+
+import asyncio
+import json
+import os
+
+import pytest
+
+from sandboxapp.runtime.terminal import FlowLimits, Recorder, TerminalSession
+
+FLOW = FlowLimits(ring=1024, high=512, low=128)
+
+
+async def session_on_pty() -> tuple[TerminalSession, int, list[TerminalSession]]:
+    master, slave = os.openpty()
+    ended: list[TerminalSession] = []
+    return TerminalSession(master, flow=FLOW, on_end=ended.append), slave, ended
+
+
+def test_flow_limits_must_be_ordered():
+    FLOW.validate()
+    for bad in (FlowLimits(1024, 128, 512), FlowLimits(256, 512, 128), FlowLimits(1024, 512, 0)):
+        with pytest.raises(ValueError):
+            bad.validate()
+
+
+def test_the_ring_keeps_the_newest_bytes_at_absolute_offsets():
+    async def go() -> None:
+        session, slave, _ = await session_on_pty()
+        line = b"%03d" + b"-" * 56 + b"\n"
+        for i in range(30):
+            session.append(line % i)
+        assert len(session.ring) == FLOW.ring
+        assert session.end == 30 * 60 and session.start == session.end - FLOW.ring
+        # Still in the ring: resume exactly there. Scrolled out: at the first whole line.
+        assert session.tail_from(session.end - 10) == session.end - 10
+        tail = session.tail_from(0)
+        assert session.ring[tail - session.start - 1 : tail - session.start] == b"\n"
+        assert session.tail_from(session.end + 5) > session.start
+        session.close()
+        os.close(slave)
+
+    asyncio.run(go())
+
+
+def test_reading_pauses_past_high_and_resumes_below_low():
+    async def go() -> None:
+        session, slave, _ = await session_on_pty()
+        os.write(slave, b"y" * 2000)
+        for _ in range(50):
+            await asyncio.sleep(0.01)
+            if not session.reading:
+                break
+        assert not session.reading
+        assert FLOW.high < session.end <= FLOW.high + 2000
+        session.ack(session.end - FLOW.low - 1)
+        assert not session.reading
+        session.ack(session.end)
+        assert session.reading
+        session.close()
+        os.close(slave)
+
+    asyncio.run(go())
+
+
+def test_the_end_of_the_program_ends_the_session():
+    async def go() -> None:
+        session, slave, ended = await session_on_pty()
+        os.close(slave)
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if ended:
+                break
+        assert ended == [session] and session.ended
+
+    asyncio.run(go())
+
+
+def test_input_reaches_the_program_whole():
+    async def go() -> None:
+        session, slave, _ = await session_on_pty()
+        os.set_blocking(slave, False)
+        session.write(b"hello\n")
+        await asyncio.sleep(0.05)
+        assert os.read(slave, 100) == b"hello\n"
+        session.close()
+        os.close(slave)
+
+    asyncio.run(go())
+
+
+def test_the_recorder_writes_asciicast_and_stops_at_its_limit(tmp_path):
+    path = tmp_path / "s.cast"
+    recorder = Recorder(path, rows=24, cols=80, max_bytes=400)
+    # A character split across two reads is joined, not mangled.
+    recorder.output("é".encode()[:1])
+    recorder.output("é".encode()[1:] + b" ok\r\n")
+    recorder.resize(30, 100)
+    for _ in range(20):
+        recorder.output(b"x" * 40)
+    recorder.close()
+    lines = path.read_text().splitlines()
+    header = json.loads(lines[0])
+    assert header["version"] == 2 and header["width"] == 80 and header["height"] == 24
+    assert json.loads(lines[1])[1:] == ["o", "é ok\r\n"]
+    assert json.loads(lines[2])[1:] == ["r", "100x30"]
+    assert "recording size limit" in lines[-1]
+    assert path.stat().st_size <= 400 + 100
