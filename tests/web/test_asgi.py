@@ -15,8 +15,9 @@ async def test_http_is_served_by_django():
 
     response = await communicator.get_response(timeout=10)
 
-    assert response["status"] == 200
-    assert b'"status": "ok"' in response["body"]
+    # Django's own report (no sandboxd runs in this test, hence degraded).
+    assert response["status"] == 503
+    assert b'"channel_layer": {"ok": true' in response["body"]
 
 
 @pytest.mark.asyncio

@@ -2,7 +2,7 @@
 
 sandbox run [--learner ID] [--name N] [--memory 256M] [--pids 256] [--cpus 1] [--disk 512M]
             [--json-status] -- CMD...
-sandbox list | destroy NAME | reconcile | bench | reset --learner ID [--node N]
+sandbox list | destroy NAME | reconcile | bench | bench-sandboxd | reset --learner ID [--node N]
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ import sys
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from bench import runtime_bench
+from bench import runtime_bench, sandboxd_bench
 from sandboxapp.runtime import console, ids, volumes
+from sandboxapp.runtime.client import SandboxdError
 from sandboxapp.runtime.reconcile import kill_recorded, reconcile, reconcile_one
 from sandboxapp.runtime.sandbox import (
     RuntimeConfig,
@@ -69,6 +70,13 @@ class Command(BaseCommand):
             "--idle", type=int, default=100, help="sandboxes up for the memory figure"
         )
         bench.add_argument("--json", action="store_true")
+        daemon_bench = sub.add_parser(
+            "bench-sandboxd", help="attach-to-prompt, echo and memory against a local pty"
+        )
+        daemon_bench.add_argument("--runs", type=int, default=20)
+        daemon_bench.add_argument("--terminals", type=int, default=200)
+        daemon_bench.add_argument("--seconds", type=float, default=10.0)
+        daemon_bench.add_argument("--json", action="store_true")
 
     def handle(self, *args: object, action: str, **options: object) -> None:
         if os.geteuid() != 0:
@@ -83,6 +91,21 @@ class Command(BaseCommand):
                 raise CommandError(str(exc)) from exc
             self.stdout.write(
                 json.dumps(results) if options["json"] else runtime_bench.table(results)
+            )
+        elif action == "bench-sandboxd":
+            from .sandboxd import daemon_config
+
+            try:
+                results = sandboxd_bench.run(
+                    daemon_config(),
+                    runs=options["runs"],
+                    terminals=options["terminals"],
+                    seconds=options["seconds"],
+                )
+            except SandboxdError as exc:
+                raise CommandError(str(exc)) from exc
+            self.stdout.write(
+                json.dumps(results) if options["json"] else sandboxd_bench.table(results)
             )
         elif action == "list":
             self._list(config)
