@@ -659,6 +659,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     if os.geteuid() != 0:
         raise SystemExit("sandboxd needs root: it creates namespaces, cgroups and mounts")
+    # Each sandbox holds a few fds here (pidfd, control socket, PTY, clients): 1024 is ~200.
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     asyncio.run(Daemon(DaemonConfig.from_json(args.config)).run())
 
 

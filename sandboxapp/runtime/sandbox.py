@@ -151,7 +151,7 @@ class Sandbox:
                 socket.send_fds(self.control, [b'{"op": "pty"}'], [theirs.fileno()])
             finally:
                 theirs.close()
-            if select.select([ours], [], [], 10)[0]:
+            if _readable(ours.fileno(), 10):
                 _, fds, _, _ = socket.recv_fds(ours, 16, 1)
                 if fds:
                     os.set_inheritable(fds[0], False)
@@ -245,7 +245,7 @@ class Sandbox:
             with contextlib.suppress(OSError):
                 sc.pidfd_send_signal(self.pidfd, signal.SIGKILL)
             # Killing pid 1 kills its whole pid namespace; its exit comes once all are gone.
-            if select.select([self.pidfd], [], [], 10)[0]:
+            if _readable(self.pidfd, 10):
                 _reap(self.init_pid)
             self.cgroup.destroy()  # and any survivor with it
         finally:
@@ -285,7 +285,7 @@ class Process:
         raise SandboxError(f"could not start {what!r} in {self.sandbox.name}: {detail}")
 
     def _next(self, timeout: float | None) -> bytes:
-        if not select.select([self.channel], [], [], timeout)[0]:
+        if not _readable(self.channel.fileno(), timeout):
             raise TimeoutError(f"process {self.pid} still running after {timeout}s")
         try:
             return self.channel.recv(8192)
@@ -315,7 +315,7 @@ def _read_all(fd: int, timeout: float | None = None, limit: int | None = None) -
         while True:
             if deadline is not None:
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+                if remaining <= 0 or not _readable(fd, remaining):
                     raise TimeoutError(f"no end of output after {timeout}s")
             data = os.read(fd, 65536)
             if not data:
@@ -327,6 +327,13 @@ def _read_all(fd: int, timeout: float | None = None, limit: int | None = None) -
     finally:
         os.close(fd)
     return b"".join(chunks)
+
+
+def _readable(fd: int, timeout: float | None) -> bool:
+    """Wait for `fd` to be readable. poll, not select: sandboxd holds fds past 1024."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(None if timeout is None else timeout * 1000))
 
 
 def _reap(pid: int) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import resource
 import signal
 import subprocess
 import time
@@ -156,3 +157,23 @@ def test_signals_from_inside_cannot_kill_init(sandbox, sh):
     assert sandbox.alive()
     os.kill(sandbox.init_pid, 0)
     assert signal.SIGKILL  # the host still can: destroy() uses it
+
+
+def test_a_sandbox_works_when_its_fds_are_numbered_past_1024(make_sandbox, sh):
+    # sandboxd holds several fds per sandbox: with 200 up, new ones are numbered past 1024,
+    # where select() cannot go.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), max(hard, 1200)))
+    low = [os.open("/dev/null", os.O_RDONLY) for _ in range(1100)]
+    try:
+        sandbox = make_sandbox()
+        assert sandbox.pidfd > 1024 and sandbox.control.fileno() > 1024
+        assert sh(sandbox, "echo high") == (0, "high\n")
+        master = sandbox.open_pty()
+        os.close(master)
+        sandbox.destroy()
+        assert not sandbox.alive()
+    finally:
+        for fd in low:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
