@@ -35,6 +35,8 @@ READ_CHUNK = 64 * 1024
 INPUT_HIGH = 256 * 1024
 # Resizes closer together than this are merged (dragging a window sends dozens).
 RESIZE_INTERVAL = 0.05
+# Output goes straight to a client's socket while less than this waits in it.
+PUSH_LIMIT = 64 * 1024
 # A viewer whose socket accepts nothing for this long is dropped.
 STALL_TIMEOUT = 30.0
 
@@ -186,6 +188,21 @@ class TerminalSession:
         if self.recorder is not None:
             self.recorder.output(data)
         for client in self.clients:
+            self._push(client, data)
+
+    def _push(self, client: Client, data: bytes) -> None:
+        """A client that is caught up, on a socket that keeps up, gets `data` at once:
+        a keystroke's echo then costs no task switch. Any other is woken to catch up."""
+        transport = client.writer.transport
+        if (
+            client.sent == self.end - len(data)
+            and not client.closed
+            and not transport.is_closing()
+            and transport.get_write_buffer_size() < PUSH_LIMIT
+        ):
+            client.send(wire.encode_output(client.sent, data))
+            client.sent = self.end
+        else:
             client.wake.set()
 
     def ack(self, offset: int) -> None:
