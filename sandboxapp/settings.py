@@ -82,6 +82,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "sandboxapp.middleware.ContentSecurityPolicyMiddleware",
 ]
 
 ROOT_URLCONF = "sandboxapp.urls"
@@ -164,6 +165,9 @@ SANDBOXD_RECORDINGS_DIR = (
 )
 
 LESSONS_CONTENT_DIR = BASE_DIR / "lessons" / "content"
+# Websocket (re)connections a learner may open per minute, whichever worker they reach when
+# the cache is shared.
+TERMINAL_CONNECTS_PER_MINUTE = int(os.environ.get("CONTAINED_TERMINAL_CONNECTS_PER_MINUTE") or 30)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

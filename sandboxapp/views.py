@@ -1,14 +1,37 @@
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_POST
 
 from lessons.models import Lesson
 from sandboxapp.health import run_checks
+from sandboxapp.learners import LearnerError, learner_of, learner_start_guest
 
 
 def home(request: HttpRequest) -> HttpResponse:
     lessons = Lesson.objects.order_by("number", "slug")
     return render(request, "home.html", {"lessons": lessons})
+
+
+def playground(request: HttpRequest) -> HttpResponse:
+    return render(
+        request, "playground.html", {"learner": learner_of(request.session, request.user)}
+    )
+
+
+@require_POST
+def guest_start(request: HttpRequest) -> HttpResponse:
+    target = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(target, {request.get_host()}, request.is_secure()):
+        target = "/terminal/"
+    try:
+        learner_start_guest(request, request.POST.get("display_name", ""))
+    except LearnerError as error:
+        # The page the form came from, with the form again and what to fix.
+        context = {"start_error": str(error), "display_name": request.POST.get("display_name")}
+        return render(request, "playground.html", context, status=400)
+    return redirect(target)
 
 
 @never_cache

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # What `make test` needs beyond `make run`: the real Redis and PostgreSQL the services tests use,
-# and bubblewrap, a peer the runtime benchmark measures against.
+# bubblewrap (a peer the runtime benchmark measures against) and Debian's Chromium, which the
+# browser tests drive through Playwright.
 set -euo pipefail
-exec "$(dirname "$0")/apt-ensure.sh" redis-server postgresql bubblewrap
+exec "$(dirname "$0")/apt-ensure.sh" redis-server postgresql bubblewrap chromium

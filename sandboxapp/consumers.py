@@ -1,0 +1,172 @@
+"""The websocket side of a learner's terminal: browser <-> TerminalConsumer <-> sandboxd.
+
+Thin on purpose: the learner is read from the session once, at connect; every frame after
+that is relayed without touching the database. The frames are in docs/terminal-protocol.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import struct
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from sandboxapp.learners import learner_of
+from sandboxapp.ratelimit import allow
+from sandboxapp.runtime.client import (
+    Output,
+    Refused,
+    SandboxdClient,
+    SandboxdError,
+    Terminal,
+    Unavailable,
+)
+
+log = logging.getLogger(__name__)
+
+# Browser -> server opcodes (first byte of a binary frame).
+OP_INPUT = 0
+OP_RESIZE = 1
+OP_ACK = 2
+# Server -> browser: the one binary frame, output at an absolute offset.
+OP_OUTPUT = 0
+OFFSET = struct.Struct(">Q")
+SIZE = struct.Struct(">HH")
+
+# Close codes (4000-4999 are the application's own).
+CLOSE_NO_LEARNER = 4401
+CLOSE_RATE_LIMITED = 4429
+CLOSE_BAD_FRAME = 4400
+CLOSE_REFUSED = 4409
+CLOSE_UNAVAILABLE = 4503
+CLOSE_ENDED = 4000
+
+# Refusals by sandboxd that the learner can act on get their own close code.
+REFUSAL_CLOSE = {"rate_limited": CLOSE_RATE_LIMITED}
+SESSION_RE_MAX = 32
+
+
+def _query(scope: dict) -> dict[str, str]:
+    raw = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    return {key: values[-1] for key, values in raw.items()}
+
+
+def _int(value: str | None, default: int, low: int, high: int) -> int:
+    try:
+        number = int(value) if value is not None else default
+    except ValueError:
+        return default
+    return max(low, min(high, number))
+
+
+class TerminalConsumer(AsyncWebsocketConsumer):
+    terminal: Terminal | None = None
+    relay: asyncio.Task | None = None
+
+    async def connect(self) -> None:
+        learner = await database_sync_to_async(learner_of)(
+            self.scope["session"], self.scope.get("user")
+        )
+        if learner is None:
+            await self.close(CLOSE_NO_LEARNER)
+            return
+        await self.accept()
+        if not allow(f"ws:{learner.sandbox_id}", settings.TERMINAL_CONNECTS_PER_MINUTE, 60):
+            await self._fail(
+                CLOSE_RATE_LIMITED,
+                "rate_limited",
+                "Too many reconnects in a minute: wait a moment, then reload the page.",
+            )
+            return
+        query = _query(self.scope)
+        session = query.get("session") or None
+        if session is not None and (len(session) > SESSION_RE_MAX or not session.isalnum()):
+            session = None
+        client = SandboxdClient(settings.SANDBOXD_SOCKET)
+        try:
+            self.terminal = await client.attach(
+                learner.sandbox_id,
+                session=session,
+                offset=_int(query.get("offset"), 0, 0, 2**62),
+                rows=_int(query.get("rows"), 24, 1, 1000),
+                cols=_int(query.get("cols"), 80, 1, 1000),
+            )
+        except Refused as refusal:
+            code = REFUSAL_CLOSE.get(refusal.code, CLOSE_REFUSED)
+            await self._fail(code, refusal.code, refusal.message)
+            return
+        except SandboxdError as exc:
+            log.error("terminal of %s: %s", learner.sandbox_id, exc)
+            await self._fail(
+                CLOSE_UNAVAILABLE,
+                "unavailable",
+                "The sandbox service is not answering. Trying again in a moment.",
+            )
+            return
+        info = self.terminal.info
+        sandbox = info.get("sandbox", {})
+        await self.send(
+            text_data=json.dumps(
+                {
+                    "type": "hello",
+                    "session": info["session"],
+                    "offset": info["offset"],
+                    "reset": info["reset"],
+                    "created": info.get("created", False),
+                    "hostname": sandbox.get("name"),
+                    "startup_ms": sandbox.get("startup_ms"),
+                }
+            )
+        )
+        self.relay = asyncio.create_task(self._relay_output(self.terminal))
+
+    async def _fail(self, close_code: int, code: str, message: str) -> None:
+        await self.send(text_data=json.dumps({"type": "error", "code": code, "message": message}))
+        await self.close(close_code)
+
+    async def _relay_output(self, terminal: Terminal) -> None:
+        try:
+            while (item := await terminal.receive()) is not None:
+                if isinstance(item, Output):
+                    header = bytes([OP_OUTPUT]) + OFFSET.pack(item.offset)
+                    await self.send(bytes_data=header + item.data)
+                else:
+                    await self.send(text_data=json.dumps({"type": "event", **item.message}))
+        except SandboxdError as exc:
+            log.warning("terminal relay ended: %s", exc)
+        await self.close(CLOSE_ENDED)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.terminal is None:
+            return
+        if not bytes_data:
+            await self._fail(CLOSE_BAD_FRAME, "bad_frame", "expected a binary frame")
+            return
+        op, payload = bytes_data[0], bytes_data[1:]
+        try:
+            if op == OP_INPUT:
+                await self.terminal.send_input(payload)
+            elif op == OP_RESIZE and len(payload) == SIZE.size:
+                await self.terminal.resize(*SIZE.unpack(payload))
+            elif op == OP_ACK and len(payload) == OFFSET.size:
+                await self.terminal.ack(*OFFSET.unpack(payload))
+            else:
+                await self._fail(CLOSE_BAD_FRAME, "bad_frame", f"unknown or malformed op {op}")
+        except Unavailable:
+            await self.close(CLOSE_UNAVAILABLE)
+        except SandboxdError:
+            await self.close(CLOSE_ENDED)
+
+    async def disconnect(self, code: int) -> None:
+        if self.relay is not None:
+            self.relay.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.relay
+        if self.terminal is not None:
+            await self.terminal.close()

@@ -1,0 +1,247 @@
+/* The learner's terminal: xterm.js on a websocket to their sandbox (docs/terminal-protocol.md).
+ *
+ * Output arrives with its absolute offset; each chunk is acknowledged once xterm has drawn it,
+ * so a program that floods output is held back at the sandbox, not buffered in the browser.
+ * A dropped connection comes back with the session and offset, and gets exactly what it missed.
+ */
+(function () {
+  "use strict";
+
+  var panel = document.querySelector("[data-terminal]");
+  if (!panel) return;
+
+  var OP_INPUT = 0, OP_RESIZE = 1, OP_ACK = 2;
+  var FINAL_CLOSES = { 4401: true, 4409: true, 4429: true };
+  var screenEl = panel.querySelector("[data-terminal-screen]");
+  var statusEl = panel.querySelector("[data-terminal-status]");
+  var encoder = new TextEncoder();
+  var store = window.localStorage;
+
+  var THEMES = {
+    dark: { background: "#101418", foreground: "#e6edf3", cursor: "#7ee787", selectionBackground: "#264f78" },
+    light: { background: "#fbfbf8", foreground: "#1f2328", cursor: "#0969da", selectionBackground: "#b6d7ff" }
+  };
+
+  function preferredTheme() {
+    var saved = store.getItem("contained.theme");
+    if (saved === "dark" || saved === "light") return saved;
+    return window.matchMedia("(prefers-color-scheme: dark)").matches ? "dark" : "light";
+  }
+
+  var theme = preferredTheme();
+  var term = new Terminal({
+    allowProposedApi: true, // the unicode11 addon needs it
+    cursorBlink: true,
+    fontFamily: "ui-monospace, 'DejaVu Sans Mono', Menlo, Consolas, monospace",
+    fontSize: Number(store.getItem("contained.fontSize")) || 15,
+    scrollback: 5000,
+    theme: THEMES[theme]
+  });
+  var fit = new FitAddon.FitAddon();
+  var search = new SearchAddon.SearchAddon();
+  var unicode = new Unicode11Addon.Unicode11Addon();
+  term.loadAddon(fit);
+  term.loadAddon(search);
+  term.loadAddon(unicode);
+  term.loadAddon(new WebLinksAddon.WebLinksAddon());
+  term.unicode.activeVersion = "11";
+  term.open(screenEl);
+  panel.dataset.renderer = "dom";
+  try {
+    var webgl = new WebglAddon.WebglAddon();
+    webgl.onContextLoss(function () { webgl.dispose(); panel.dataset.renderer = "dom"; });
+    term.loadAddon(webgl);
+    panel.dataset.renderer = "webgl";
+  } catch (e) {
+    // No WebGL here (old GPU, headless browser): the DOM renderer draws instead.
+  }
+  fit.fit();
+
+  var ws = null;
+  var session = null;
+  var offset = 0;
+  var attempts = 0;
+  var everConnected = false;
+
+  function setStatus(text, state) {
+    statusEl.textContent = text;
+    panel.dataset.state = state;
+  }
+
+  function send(op, payload) {
+    if (!ws || ws.readyState !== WebSocket.OPEN) return false;
+    var frame = new Uint8Array(1 + payload.length);
+    frame[0] = op;
+    frame.set(payload, 1);
+    ws.send(frame);
+    return true;
+  }
+
+  function u64(value) {
+    var bytes = new Uint8Array(8);
+    new DataView(bytes.buffer).setBigUint64(0, BigInt(value));
+    return bytes;
+  }
+
+  function sendResize() {
+    var bytes = new Uint8Array(4);
+    var view = new DataView(bytes.buffer);
+    view.setUint16(0, term.rows);
+    view.setUint16(2, term.cols);
+    send(OP_RESIZE, bytes);
+  }
+
+  function socketUrl() {
+    var scheme = location.protocol === "https:" ? "wss:" : "ws:";
+    var params = new URLSearchParams({ rows: term.rows, cols: term.cols, offset: offset });
+    if (session) params.set("session", session);
+    return scheme + "//" + location.host + panel.dataset.wsPath + "?" + params.toString();
+  }
+
+  function onText(message) {
+    if (message.type === "hello") {
+      if (message.reset) term.reset();
+      session = message.session;
+      offset = message.offset;
+      attempts = 0;
+      var text = "Connected to " + message.hostname;
+      if (message.created && message.startup_ms) {
+        text += " · your container started in " + Math.round(message.startup_ms) + " ms";
+      }
+      setStatus(text, "connected");
+      panel.dataset.hostname = message.hostname || "";
+      everConnected = true;
+    } else if (message.type === "event") {
+      if (message.event === "stopped") {
+        setStatus("Your sandbox stopped (" + message.reason + "); starting a new one…", "restarting");
+      } else if (message.event === "exit") {
+        setStatus("The shell ended; starting a new one…", "restarting");
+        session = null;
+      } else if (message.event === "detached") {
+        setStatus("This terminal is open in another window. Reload to use it here.", "closed");
+        attempts = -1;
+      }
+    } else if (message.type === "error") {
+      setStatus(message.message, "error");
+    }
+  }
+
+  function onOutput(buffer) {
+    var view = new DataView(buffer);
+    var at = Number(view.getBigUint64(1));
+    var data = new Uint8Array(buffer, 9);
+    var end = at + data.length;
+    offset = end;
+    term.write(data, function () { send(OP_ACK, u64(end)); });
+  }
+
+  function connect() {
+    setStatus(everConnected ? "Reconnecting…" : "Starting your sandbox…", "connecting");
+    ws = new WebSocket(socketUrl());
+    ws.binaryType = "arraybuffer";
+    ws.onmessage = function (event) {
+      if (typeof event.data === "string") onText(JSON.parse(event.data));
+      else onOutput(event.data);
+    };
+    ws.onclose = function (event) {
+      ws = null;
+      if (FINAL_CLOSES[event.code] || attempts < 0) {
+        if (event.code === 4401) setStatus("Please start as a learner first.", "closed");
+        else if (panel.dataset.state !== "error" && attempts >= 0) setStatus("Disconnected.", "closed");
+        return;
+      }
+      attempts += 1;
+      var delay = Math.min(10000, 250 * Math.pow(2, Math.min(attempts, 6)));
+      if (panel.dataset.state !== "restarting") setStatus("Reconnecting…", "connecting");
+      window.setTimeout(connect, delay);
+    };
+  }
+
+  term.onData(function (data) { send(OP_INPUT, encoder.encode(data)); });
+  term.onBinary(function (data) {
+    var bytes = new Uint8Array(data.length);
+    for (var i = 0; i < data.length; i++) bytes[i] = data.charCodeAt(i) & 255;
+    send(OP_INPUT, bytes);
+  });
+  term.onResize(sendResize);
+
+  // Ctrl+Shift+C / Ctrl+Shift+V copy and paste, as in desktop terminals; Ctrl+C with a
+  // selection copies it, without one it interrupts the program.
+  term.attachCustomKeyEventHandler(function (event) {
+    if (event.type !== "keydown") return true;
+    var key = event.key.toLowerCase();
+    if (event.ctrlKey && (event.shiftKey || term.hasSelection()) && key === "c") {
+      if (term.hasSelection() && navigator.clipboard) navigator.clipboard.writeText(term.getSelection());
+      event.preventDefault();
+      return false;
+    }
+    if (event.ctrlKey && event.shiftKey && key === "v") {
+      if (navigator.clipboard) navigator.clipboard.readText().then(function (text) { term.paste(text); });
+      event.preventDefault();
+      return false;
+    }
+    return true;
+  });
+
+  var refit = null;
+  new ResizeObserver(function () {
+    window.clearTimeout(refit);
+    refit = window.setTimeout(function () { fit.fit(); }, 50);
+  }).observe(screenEl);
+
+  function setFontSize(size) {
+    size = Math.max(9, Math.min(32, size));
+    term.options.fontSize = size;
+    store.setItem("contained.fontSize", String(size));
+    fit.fit();
+  }
+
+  panel.addEventListener("click", function (event) {
+    var button = event.target.closest("[data-terminal-action]");
+    if (!button) return;
+    var action = button.dataset.terminalAction;
+    if (action === "smaller") setFontSize(term.options.fontSize - 1);
+    if (action === "larger") setFontSize(term.options.fontSize + 1);
+    if (action === "theme") {
+      theme = theme === "dark" ? "light" : "dark";
+      store.setItem("contained.theme", theme);
+      term.options.theme = THEMES[theme];
+      panel.dataset.theme = theme;
+    }
+    if (action === "search") {
+      var needle = window.prompt("Find in the terminal:");
+      if (needle) search.findNext(needle);
+    }
+    term.focus();
+  });
+  panel.dataset.theme = theme;
+
+  /* "Run in terminal" on every code block of the lesson beside it. */
+  function typeCommand(text) {
+    send(OP_INPUT, encoder.encode(text.replace(/\n+$/, "") + "\r"));
+    term.focus();
+  }
+  document.querySelectorAll("[data-lesson] pre > code").forEach(function (code) {
+    var button = document.createElement("button");
+    button.type = "button";
+    button.className = "button button-small run-in-terminal";
+    button.textContent = "Run in terminal";
+    button.addEventListener("click", function () { typeCommand(code.textContent); });
+    code.parentElement.appendChild(button);
+  });
+
+  // For the browser tests and for anyone curious in the console.
+  window.contained = {
+    term: term,
+    type: typeCommand,
+    text: function () {
+      var lines = [];
+      var buffer = term.buffer.active;
+      for (var i = 0; i < buffer.length; i++) lines.push(buffer.getLine(i).translateToString(true));
+      return lines.join("\n");
+    }
+  };
+
+  connect();
+  term.focus();
+})();
