@@ -18,6 +18,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
+# The guard cgroup, the runtime config and a real sandboxd, for any test that needs them.
+pytest_plugins = ["tests.sandboxes"]
+
 
 def require_root() -> None:
     """Fail the calling test, clearly, unless it runs as root."""
@@ -66,6 +69,12 @@ def _plain_static_storage(settings) -> None:
         **settings.STORAGES,
         "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
     }
+
+
+@pytest.fixture(autouse=True)
+def _no_sandboxd_of_the_host(settings, tmp_path: Path) -> None:
+    # A sandboxd the developer runs must not answer the tests: those that need one start it.
+    settings.SANDBOXD_SOCKET = tmp_path / "no-sandboxd.sock"
 
 
 @pytest.fixture

@@ -32,11 +32,12 @@ async def test_websocket_from_a_foreign_origin_is_refused():
 
 
 @pytest.mark.asyncio
-async def test_websocket_routes_are_still_empty():
-    # The terminal issue adds the first route; until then every path is unknown.
+@pytest.mark.django_db(transaction=True)
+async def test_a_websocket_without_a_learner_is_closed_with_4401():
     communicator = WebsocketCommunicator(
-        application, "/ws/terminal/", headers=[HOST, (b"origin", b"http://localhost:8000")]
+        application, "/ws/terminal/", headers=[HOST, (b"origin", b"http://localhost")]
     )
 
-    with pytest.raises(ValueError, match="No route found"):
-        await communicator.connect()
+    connected, code = await communicator.connect()
+
+    assert connected is False and code == 4401

@@ -1,0 +1,105 @@
+"""Guest learners, the playground and lesson pages, and the headers every page carries."""
+
+from __future__ import annotations
+
+import pytest
+
+from lessons.models import Lesson
+from sandboxapp.learners import SESSION_KEY
+from sandboxapp.models import Learner
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _no_https_redirect(settings) -> None:
+    # Production redirects plain HTTP to HTTPS; these tests are about the pages behind it.
+    settings.SECURE_SSL_REDIRECT = False
+
+
+def test_a_visitor_is_asked_for_a_name_before_a_terminal(client):
+    page = client.get("/terminal/")
+    assert page.status_code == 200
+    assert b'name="display_name"' in page.content
+    assert b"data-terminal" not in page.content
+
+
+def test_starting_as_a_guest_opens_the_terminal_and_cycles_the_session(client):
+    client.get("/terminal/")
+    before = client.session.session_key
+    response = client.post("/start/", {"display_name": "  Ada   Lovelace ", "next": "/terminal/"})
+    assert response.status_code == 302 and response["Location"] == "/terminal/"
+    learner = Learner.objects.get()
+    assert learner.display_name == "Ada Lovelace" and learner.user is None
+    assert learner.sandbox_id.startswith("g") and len(learner.sandbox_id) == 13
+    assert client.session[SESSION_KEY] == learner.pk
+    assert client.session.session_key != before
+    page = client.get("/terminal/")
+    assert b"data-terminal" in page.content and b"terminal.js" in page.content
+
+
+def test_the_same_browser_stays_the_same_learner(client):
+    client.post("/start/", {"display_name": "Ada"})
+    client.post("/start/", {"display_name": "Ada L."})
+    assert Learner.objects.count() == 1
+    assert Learner.objects.get().display_name == "Ada L."
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [("", b"what to call you"), ("x" * 41, b"under 40"), ("a\x07b", b"printable")],
+)
+def test_a_bad_name_is_explained_and_nothing_is_created(client, name, message):
+    response = client.post("/start/", {"display_name": name})
+    assert response.status_code == 400
+    assert message in response.content
+    assert b'aria-invalid="true"' in response.content
+    assert Learner.objects.count() == 0
+
+
+def test_next_never_leaves_the_site(client):
+    response = client.post("/start/", {"display_name": "Ada", "next": "https://evil.example/"})
+    assert response["Location"] == "/terminal/"
+
+
+def test_starting_needs_the_csrf_token():
+    from django.test import Client
+
+    strict = Client(enforce_csrf_checks=True)
+    assert strict.post("/start/", {"display_name": "Ada"}).status_code == 403
+    assert Learner.objects.count() == 0
+
+
+def test_an_account_is_a_learner_too(client, django_user_model):
+    user = django_user_model.objects.create_user("teacher", password="pw-long-enough-1")
+    client.force_login(user)
+    page = client.get("/terminal/")
+    assert b"data-terminal" in page.content
+    assert Learner.objects.get(user=user).sandbox_id.startswith("u")
+
+
+def test_a_lesson_page_puts_the_text_beside_the_terminal(client):
+    Lesson.objects.create(
+        slug="pid",
+        number=2,
+        title="PID namespaces",
+        summary="Become PID 1.",
+        minutes=10,
+        body_markdown="Run this:\n\n```\nunshare -pf --mount-proc sh\n```\n",
+    )
+    visitor = client.get("/lessons/pid/")
+    assert b"Become PID 1." in visitor.content and b'name="display_name"' in visitor.content
+    client.post("/start/", {"display_name": "Ada"})
+    page = client.get("/lessons/pid/")
+    assert b"data-lesson" in page.content and b"data-terminal" in page.content
+    assert b"<code>unshare -pf --mount-proc sh" in page.content
+    assert client.get("/lessons/nope/").status_code == 404
+
+
+def test_every_page_allows_only_our_own_scripts(client):
+    policy = client.get("/terminal/")["Content-Security-Policy"]
+    assert "script-src 'self'" in policy and "unsafe-eval" not in policy
+    assert "frame-ancestors 'none'" in policy and "object-src 'none'" in policy
+    home = client.get("/")
+    assert "Content-Security-Policy" in home
+    assert b"<script>" not in home.content
