@@ -1,0 +1,116 @@
+"""A live site (Daphne + a real sandboxd) and Debian's Chromium driven by Playwright."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
+
+REPO = Path(__file__).resolve().parents[2]
+CHROMIUM = "/usr/bin/chromium"
+# As root, on a machine with no network: no sandbox of Chromium's own (we are in a VM),
+# and none of the background connections that would only be refused.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(item.fspath).parents:
+            item.add_marker(pytest.mark.root)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def live_site(start_sandboxd, fresh_env, tmp_path: Path) -> Iterator[str]:
+    """The whole lab on a free port: its URL (host `localhost`, the only allowed host)."""
+    daemon = start_sandboxd()
+    port = _free_port()
+    env = fresh_env(
+        CONTAINED_DEBUG="1",
+        ALLOWED_HOSTS="localhost",
+        SANDBOXD_SOCKET=str(daemon.config.socket_path),
+    )
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
+        cwd=REPO,
+        env=env,
+        check=True,
+        timeout=120,
+    )
+    log = open(tmp_path / "daphne.log", "w")  # noqa: SIM115 (closed below)
+    daphne = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "daphne"),
+            "-b",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "sandboxapp.asgi:application",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=log,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                if daphne.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"daphne did not start:\n{(tmp_path / 'daphne.log').read_text()}")
+                time.sleep(0.1)
+        yield f"http://localhost:{port}"
+    finally:
+        daphne.terminate()
+        daphne.wait(30)
+        log.close()
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    if not os.path.exists(CHROMIUM):
+        pytest.fail(f"{CHROMIUM} is missing: `make test` installs Debian's chromium")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def new_page(browser: Browser) -> Iterator:
+    """new_page(width=1200, height=800): a page in a fresh context (its own cookies)."""
+    contexts = []
+
+    def make(width: int = 1200, height: int = 800) -> Page:
+        # The site's CSP forbids eval, which Playwright's waiting on expressions uses.
+        context = browser.new_context(viewport={"width": width, "height": height}, bypass_csp=True)
+        contexts.append(context)
+        return context.new_page()
+
+    yield make
+    for context in contexts:
+        context.close()

@@ -1,0 +1,115 @@
+"""A learner's first minute, in a real Chromium: start as a guest, type, resize, reload."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+
+from playwright.sync_api import Page
+
+
+def start_as_guest(page: Page, site: str, name: str = "Ada") -> str:
+    """Open the playground, give a name, wait for the prompt; return the sandbox hostname."""
+    page.goto(f"{site}/terminal/")
+    page.fill("#display-name", name)
+    page.click("text=Open my terminal")
+    page.wait_for_function("window.contained && window.contained.text().includes('# ')")
+    return page.locator("[data-terminal]").get_attribute("data-hostname")
+
+
+def run(page: Page, command: str, expect: str, timeout: float = 15000) -> str:
+    page.evaluate("command => window.contained.type(command)", command)
+    page.wait_for_function(
+        "text => window.contained.text().includes(text)", arg=expect, timeout=timeout
+    )
+    return page.evaluate("window.contained.text()")
+
+
+def test_a_guest_types_and_sees_their_own_sandbox(live_site, new_page):
+    page = new_page()
+    hostname = start_as_guest(page, live_site)
+    assert hostname
+    assert "started in" in page.locator("[data-terminal-status]").inner_text()
+    run(page, "hostname", f"\n{hostname}\n")
+    run(page, "echo $((6*7))", "\n42\n")
+    # Typed keys, not only injected commands, reach the shell.
+    page.locator("[data-terminal-screen]").click()
+    page.keyboard.type("echo typed-$((5+5))")
+    page.keyboard.press("Enter")
+    page.wait_for_function("window.contained.text().includes('typed-10')")
+
+
+def test_resizing_the_window_changes_stty_size(live_site, new_page):
+    page = new_page(1200, 800)
+    start_as_guest(page, live_site)
+    before = run(page, "echo size-$(stty size | tr ' ' x)", "size-").split("size-")[-1].split()[0]
+    page.set_viewport_size({"width": 800, "height": 600})
+    page.wait_for_timeout(400)
+    after = run(page, "echo again-$(stty size | tr ' ' x)", "again-").split("again-")[-1].split()[0]
+    assert before != after
+    rows, cols = (int(n) for n in after.split("x"))
+    assert (rows, cols) == tuple(
+        page.evaluate("[window.contained.term.rows, window.contained.term.cols]")
+    )
+
+
+def test_a_reload_restores_the_earlier_output(live_site, new_page):
+    page = new_page()
+    start_as_guest(page, live_site)
+    run(page, "echo remember-$((40+2))", "remember-42")
+    page.reload()
+    page.wait_for_function("window.contained && window.contained.text().includes('remember-42')")
+
+
+def test_another_learner_cannot_reach_the_first_ones_terminal(live_site, new_page):
+    ada, bob = new_page(), new_page()
+    ada_host = start_as_guest(ada, live_site, "Ada")
+    run(ada, "echo ada-only-$((3*3)) > /root/mine; cat /root/mine", "ada-only-9")
+    bob_host = start_as_guest(bob, live_site, "Bob")
+    assert bob_host != ada_host
+    text = run(bob, "cat /root/mine; hostname", f"\n{bob_host}\n")
+    assert "ada-only-9" not in text
+    # Even a websocket naming Ada's session lands in Bob's own sandbox.
+    result = bob.evaluate(
+        """host => new Promise(resolve => {
+            const ws = new WebSocket(`ws://${location.host}/ws/terminal/?learner=${host}`);
+            ws.onmessage = e => {
+                if (typeof e.data === 'string') { resolve(JSON.parse(e.data)); ws.close(); }
+            };
+            ws.onclose = e => resolve({closed: e.code});
+        })""",
+        ada_host,
+    )
+    assert result.get("hostname") == bob_host
+
+
+def test_a_page_from_another_origin_cannot_open_the_websocket(live_site, new_page):
+    page = new_page()
+    start_as_guest(page, live_site)  # the browser holds a valid session cookie for the site
+
+    class Evil(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(b"<!doctype html><title>evil</title>")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Evil)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        page.goto(f"http://127.0.0.1:{server.server_port}/")
+        target = live_site.replace("http://", "ws://") + "/ws/terminal/"
+        outcome = page.evaluate(
+            """url => new Promise(resolve => {
+                const ws = new WebSocket(url);
+                ws.onopen = () => resolve('opened');
+                ws.onclose = () => resolve('refused');
+            })""",
+            target,
+        )
+    finally:
+        server.shutdown()
+    assert outcome == "refused"
