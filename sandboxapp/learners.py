@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import secrets
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.contrib.sessions.backends.base import SessionBase
 from django.http import HttpRequest
@@ -55,6 +56,8 @@ def learner_of(
 
 def learner_start_guest(request: HttpRequest, display_name: str) -> Learner:
     """A new guest learner for this browser (or the one it already is, renamed)."""
+    if not settings.GUESTS_ALLOWED and not request.user.is_authenticated:
+        raise LearnerError("This site asks you to log in before you start.")
     name = clean_display_name(display_name)
     learner = learner_of(request.session, request.user)
     if learner is not None:

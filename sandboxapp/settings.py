@@ -97,6 +97,7 @@ TEMPLATES = [
             "context_processors": [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
+                "sandboxapp.context_processors.site",
             ],
         },
     },
@@ -165,6 +166,8 @@ SANDBOXD_RECORDINGS_DIR = (
 )
 
 LESSONS_CONTENT_DIR = BASE_DIR / "lessons" / "content"
+# Anyone may start as a guest with a display name; 0 requires an account instead.
+GUESTS_ALLOWED = env_flag("CONTAINED_GUESTS", default=True)
 # Websocket (re)connections a learner may open per minute, whichever worker they reach when
 # the cache is shared.
 TERMINAL_CONNECTS_PER_MINUTE = int(os.environ.get("CONTAINED_TERMINAL_CONNECTS_PER_MINUTE") or 30)

@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -30,7 +31,8 @@ def guest_start(request: HttpRequest) -> HttpResponse:
     except LearnerError as error:
         # The page the form came from, with the form again and what to fix.
         context = {"start_error": str(error), "display_name": request.POST.get("display_name")}
-        return render(request, "playground.html", context, status=400)
+        status = 400 if settings.GUESTS_ALLOWED else 403
+        return render(request, "playground.html", context, status=status)
     return redirect(target)
 
 

@@ -27,15 +27,6 @@ class Unavailable(SandboxdError):
     """sandboxd is not running, or not answering."""
 
 
-class Refused(SandboxdError):
-    """sandboxd answered with a refusal: `code` for programs, `message` for people."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-
-
 @dataclass(frozen=True)
 class Output:
     offset: int
@@ -55,6 +46,10 @@ class Event:
     @property
     def name(self) -> str:
         return str(self.message.get("event"))
+
+
+class Refused(wire.Refused, SandboxdError):
+    """sandboxd answered with a refusal (see wire.Refused)."""
 
 
 def _reply(message: dict) -> dict:

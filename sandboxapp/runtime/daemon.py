@@ -37,6 +37,7 @@ from .sandbox import USERS, RuntimeConfig, Sandbox, SandboxError, sandbox_create
 from .spec import Limits, SandboxSpec, SpecError
 from .terminal import Client, FlowLimits, Recorder, TerminalSession, set_winsize
 from .volumes import VolumeError
+from .wire import Refused
 
 log = logging.getLogger("contained.sandboxd")
 
@@ -51,15 +52,6 @@ EXEC_OUTPUT_MAX = 1024 * 1024
 EXEC_ARGS_MAX = 64
 SHELL = ["/bin/bash", "--login"]
 NOTICE = "\r\n\x1b[33m[contained] {}\x1b[0m\r\n"
-
-
-class Refused(Exception):
-    """A request the daemon will not carry out; `message` is shown to the user."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,15 @@ MAX_JSON = 64 * 1024
 MAX_REPLY = 4 * 1024 * 1024
 
 
+class Refused(Exception):
+    """A request sandboxd will not carry out: `code` for programs, `message` for people."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
 class ProtocolError(Exception):
     """The peer broke the framing; the message says how. The connection cannot go on."""
 

@@ -103,3 +103,12 @@ def test_every_page_allows_only_our_own_scripts(client):
     home = client.get("/")
     assert "Content-Security-Policy" in home
     assert b"<script>" not in home.content
+
+
+def test_an_instructor_can_require_accounts(client, settings):
+    settings.GUESTS_ALLOWED = False
+    page = client.get("/terminal/")
+    assert b"Log in to start" in page.content and b'name="display_name"' not in page.content
+    refused = client.post("/start/", {"display_name": "Ada"})
+    assert refused.status_code == 403 and b"log in before you start" in refused.content
+    assert Learner.objects.count() == 0

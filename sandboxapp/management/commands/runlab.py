@@ -78,9 +78,7 @@ class Command(BaseCommand):
                 )
             daphne = [_daphne(), "-b", host, "-p", str(port), "sandboxapp.asgi:application"]
             children.append(self._start("daphne", daphne))
-            if self._wait_until_listening(children, host, port) and self._wait_for_sandboxd(
-                children
-            ):
+            if self._wait_until_ready(children, host, port):
                 self._print_welcome(host, port)
                 self._watch(children)
         finally:
@@ -110,36 +108,33 @@ class Command(BaseCommand):
         self._say(f"Started {name} (pid {process.pid})")
         return Child(name, process)
 
-    def _wait_until_listening(self, children: list[Child], host: str, port: int) -> bool:
-        deadline = time.monotonic() + START_TIMEOUT
+    def _wait_until_ready(self, children: list[Child], host: str, port: int) -> bool:
+        """Until Daphne listens and sandboxd (if started) answers, or a child exits."""
         probe_host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
-        while not self.stop_requested and time.monotonic() < deadline:
-            if self._exited(children):
-                return False
-            try:
-                with socket.create_connection((probe_host, port), timeout=0.5):
-                    return True
-            except OSError:
-                time.sleep(0.1)
-        if not self.stop_requested:
-            self.failure = f"daphne did not listen on {host}:{port} within {START_TIMEOUT:.0f}s"
-        return False
 
-    def _wait_for_sandboxd(self, children: list[Child]) -> bool:
-        if not any(child.name == "sandboxd" for child in children):
-            return True
+        def daphne_listens() -> None:
+            socket.create_connection((probe_host, port), timeout=0.5).close()
+
+        def sandboxd_answers() -> None:
+            call_sync(settings.SANDBOXD_SOCKET, "ping", reply_timeout=1)
+
+        waits = [(daphne_listens, f"daphne did not listen on {host}:{port}")]
+        if any(child.name == "sandboxd" for child in children):
+            waits.append((sandboxd_answers, "sandboxd did not answer"))
         deadline = time.monotonic() + START_TIMEOUT
-        while not self.stop_requested and time.monotonic() < deadline:
-            if self._exited(children):
-                return False
-            try:
-                call_sync(settings.SANDBOXD_SOCKET, "ping", reply_timeout=1)
-                return True
-            except SandboxdError:
-                time.sleep(0.1)
-        if not self.stop_requested:
-            self.failure = f"sandboxd did not answer within {START_TIMEOUT:.0f}s"
-        return False
+        for probe, failure in waits:
+            while True:
+                if self.stop_requested or self._exited(children):
+                    return False
+                try:
+                    probe()
+                    break
+                except (OSError, SandboxdError):
+                    if time.monotonic() > deadline:
+                        self.failure = f"{failure} within {START_TIMEOUT:.0f}s"
+                        return False
+                    time.sleep(0.1)
+        return True
 
     def _exited(self, children: list[Child]) -> bool:
         for child in children:
