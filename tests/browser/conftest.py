@@ -90,8 +90,10 @@ def live_site(start_sandboxd, fresh_env, tmp_path: Path) -> Iterator[str]:
         log.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    # Module scope, not session: Playwright's sync API runs an event loop in this thread
+    # while it is open, and the asyncio tests of later modules need the thread's loop free.
     if not os.path.exists(CHROMIUM):
         pytest.fail(f"{CHROMIUM} is missing: `make test` installs Debian's chromium")
     with sync_playwright() as playwright:

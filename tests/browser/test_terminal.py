@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.server
+import re
 import threading
 
 from playwright.sync_api import Page
@@ -39,18 +40,25 @@ def test_a_guest_types_and_sees_their_own_sandbox(live_site, new_page):
     page.wait_for_function("window.contained.text().includes('typed-10')")
 
 
+def stty_size(page: Page) -> tuple[int, int]:
+    """Ask the shell for its size; the answer is told apart from the echoed command by `=`."""
+    page.evaluate("window.contained.type('stty size | sed s/^/SIZE=/')")
+    page.wait_for_function(r"/SIZE=\d+ \d+/.test(window.contained.text())")
+    text = page.evaluate("window.contained.text()")
+    rows, cols = re.findall(r"SIZE=(\d+) (\d+)", text)[-1]
+    page.evaluate("window.contained.term.clear()")
+    return int(rows), int(cols)
+
+
 def test_resizing_the_window_changes_stty_size(live_site, new_page):
     page = new_page(1200, 800)
     start_as_guest(page, live_site)
-    before = run(page, "echo size-$(stty size | tr ' ' x)", "size-").split("size-")[-1].split()[0]
+    before = stty_size(page)
     page.set_viewport_size({"width": 800, "height": 600})
     page.wait_for_timeout(400)
-    after = run(page, "echo again-$(stty size | tr ' ' x)", "again-").split("again-")[-1].split()[0]
-    assert before != after
-    rows, cols = (int(n) for n in after.split("x"))
-    assert (rows, cols) == tuple(
-        page.evaluate("[window.contained.term.rows, window.contained.term.cols]")
-    )
+    after = stty_size(page)
+    assert after != before
+    assert after == tuple(page.evaluate("[window.contained.term.rows, window.contained.term.cols]"))
 
 
 def test_a_reload_restores_the_earlier_output(live_site, new_page):
