@@ -190,7 +190,10 @@ def call_sync(path: str | Path, op: str, reply_timeout: float = 2.0, **params: o
         sock.settimeout(reply_timeout)
         try:
             sock.connect(str(path))
-            sock.sendall(wire.encode_json({"op": op, **params}))
+            try:
+                sock.sendall(wire.encode_json({"op": op, **params}))
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # refused before our request was read: the reply says why
             header = _recv_exactly(sock, wire.HEADER.size)
             length, kind = wire.HEADER.unpack(header)
             if kind != wire.JSON or length > wire.MAX_REPLY:
