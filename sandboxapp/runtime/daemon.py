@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from . import ids, volumes, wire
+from .checks import CheckError, check_problems, check_run
 from .probes import PROBES
 from .reconcile import reconcile
 from .sandbox import USERS, RuntimeConfig, Sandbox, SandboxError, sandbox_create
@@ -164,6 +165,7 @@ class Daemon:
             "ensure": self.op_ensure,
             "exec": self.op_exec,
             "probe": self.op_probe,
+            "check": self.op_check,
             "reset": self.op_reset,
             "destroy": self.op_destroy,
             "list": self.op_list,
@@ -442,6 +444,19 @@ class Daemon:
         except (ValueError, OSError) as exc:
             raise Refused("failed", f"probe {message['probe']}: {exc}") from None
         return {"result": result}
+
+    async def op_check(self, message: dict) -> dict:
+        """One exercise's outcome, read from the host side (sandboxapp/runtime/checks.py)."""
+        params = message.get("params") or {}
+        problems = check_problems(message.get("check"), params)
+        if problems:
+            raise Refused("bad_request", "; ".join(problems))
+        node = self._running(message)
+        try:
+            outcome = await asyncio.to_thread(check_run, node.sandbox, message["check"], params)
+        except (CheckError, OSError) as exc:
+            raise Refused("failed", f"check {message['check']}: {exc}") from None
+        return asdict(outcome)
 
     async def op_reset(self, message: dict) -> dict:
         """Stop every node of the learner; with keep_files false, delete their files too."""

@@ -272,3 +272,16 @@ def test_healthz_probe_reports_a_real_daemon(start_sandboxd):
         "ok": True,
         "detail": f"1 of {daemon.config.runtime.max_sandboxes} sandboxes",
     }
+
+
+def test_check_reads_the_outcome_from_the_host(start_sandboxd):
+    daemon = start_sandboxd()
+    name = learner()
+    daemon.call("ensure", learner=name)
+    before = daemon.call("check", learner=name, check="nested_pid_namespace")
+    assert before["passed"] is False and before["expected"]
+    daemon.call("exec", learner=name, argv=["sh", "-c", "echo PASS"])
+    assert daemon.call("check", learner=name, check="nested_pid_namespace")["passed"] is False
+    with pytest.raises(Refused) as bad:
+        daemon.call("check", learner=name, check="hostname_in_own_uts", params={})
+    assert bad.value.code == "bad_request" and "hostname" in bad.value.message

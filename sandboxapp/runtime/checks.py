@@ -1,0 +1,199 @@
+"""The checker's outcomes: did the learner's sandbox reach the state an exercise asks for?
+
+Each check reads kernel state from the host side through probes.py, following the rules of
+the curriculum: processes are found through the sandbox's cgroup, never by name; each is
+read through its pinned /proc directory; namespaces are compared by (st_dev, st_ino);
+state that exists only inside a namespace is read by a helper that enters it. Nothing the
+learner prints or names can make a check pass.
+
+A check returns what it observed and what it expected, in words a learner can act on.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from . import probes
+from . import syscalls as sc
+from .nsexec import in_namespace
+from .probes import ProcessFacts
+from .sandbox import Sandbox, process_start_time
+
+
+@dataclass(frozen=True)
+class Outcome:
+    passed: bool
+    observed: str
+    expected: str
+
+
+@dataclass(frozen=True)
+class CheckKind:
+    """One kind of check: its parameters (name -> type) and how it reads the sandbox."""
+
+    params: dict[str, type]
+    run: Callable[[Sandbox, dict], Outcome]
+    optional: tuple[str, ...] = ()
+
+
+class CheckError(ValueError):
+    """A check asked for in a way that cannot work (unknown kind, bad parameters)."""
+
+
+def _processes(sandbox: Sandbox) -> tuple[ProcessFacts, list[ProcessFacts]]:
+    """The sandbox's init and every other process of it."""
+    processes = probes.sandbox_processes(sandbox)
+    init = next((p for p in processes if p.pid == sandbox.init_pid), None)
+    if init is None:
+        raise CheckError("the sandbox is not running")
+    return init, [p for p in processes if p.pid != sandbox.init_pid]
+
+
+def _who(p: ProcessFacts) -> str:
+    inner = " → ".join(str(n) for n in p.nspid[1:])
+    return f"{p.comm} (pid {inner} in your sandbox, {p.pid} on the host)"
+
+
+def _age_seconds(pid: int) -> float | None:
+    """Seconds since `pid` started: its start time is in clock ticks since boot."""
+    start = process_start_time(pid)
+    if start is None:
+        return None
+    return time.clock_gettime(time.CLOCK_BOOTTIME) - start / os.sysconf("SC_CLK_TCK")
+
+
+def long_running_process(sandbox: Sandbox, params: dict) -> Outcome:
+    """A process the learner started (not the init, not a terminal's shell) that has been
+    alive at least `min_seconds`. Shells are the init's direct children; a learner's
+    process is started from one of them."""
+    min_seconds = float(params.get("min_seconds", 5))
+    init, others = _processes(sandbox)
+    expected = f"a process you started, running for at least {min_seconds:g} s"
+    candidates = []
+    for p in others:
+        age = _age_seconds(p.pid)
+        if p.ppid != init.pid and age is not None:
+            candidates.append((age, p))
+    if not candidates:
+        return Outcome(False, "no process of yours besides your shell", expected)
+    age, oldest = max(candidates, key=lambda c: c[0])
+    observed = f"{_who(oldest)} has run for {age:.0f} s"
+    return Outcome(age >= min_seconds, observed, expected)
+
+
+def _nested_pid_inits(init: ProcessFacts, others: list[ProcessFacts]) -> list[ProcessFacts]:
+    return [p for p in others if p.depth_below(init) >= 1 and p.nspid[-1] == 1]
+
+
+def nested_pid_namespace(sandbox: Sandbox, params: dict) -> Outcome:
+    """A process that is PID 1 of a pid namespace below the sandbox's own."""
+    init, others = _processes(sandbox)
+    expected = "a process that is PID 1 of a new pid namespace inside your sandbox"
+    found = _nested_pid_inits(init, others)
+    if not found:
+        deepest = max((p.depth_below(init) for p in others), default=0)
+        observed = (
+            "every process is in your sandbox's own pid namespace"
+            if deepest == 0
+            else "processes in a new pid namespace, but none of them is its PID 1"
+        )
+        return Outcome(False, observed, expected)
+    return Outcome(True, f"{_who(found[0])} is PID 1 of its own pid namespace", expected)
+
+
+def nested_pid_namespace_with_own_proc(sandbox: Sandbox, params: dict) -> Outcome:
+    """PID 1 of a nested pid namespace, in a mount namespace of its own with a proc mounted
+    on /proc that shows that pid namespace (so `ps` there sees only its own processes)."""
+    init, others = _processes(sandbox)
+    expected = "PID 1 of a new pid namespace whose /proc is a proc of that namespace"
+    found = _nested_pid_inits(init, others)
+    if not found:
+        return Outcome(False, "no process is PID 1 of a new pid namespace", expected)
+    for p in found:
+        if p.namespaces["mnt"] == init.namespaces["mnt"]:
+            continue
+        mounts = [m for m in probes.mountinfo_of(p.pid) if m.mountpoint == "/proc"]
+        if mounts and mounts[-1].fstype == "proc" and _proc_shows_own_pid(p):
+            return Outcome(True, f"{_who(p)} has its own /proc", expected)
+    return Outcome(
+        False,
+        f"{_who(found[0])} still sees the /proc of your sandbox's pid namespace",
+        expected,
+    )
+
+
+def _stat_proc_1_pid_ns() -> list[int]:
+    st = os.stat("/proc/1/ns/pid")
+    return [st.st_dev, st.st_ino]
+
+
+def _proc_shows_own_pid(p: ProcessFacts) -> bool:
+    """Whether /proc, as `p` sees it, is a proc of p's pid namespace (there, p is pid 1).
+    Read by a helper inside p's mount namespace: no path of the learner's is ever
+    resolved from the host's root."""
+    try:
+        seen = in_namespace(p.pid, sc.CLONE_NEWNS, _stat_proc_1_pid_ns)
+    except OSError:
+        return False
+    return tuple(seen) == p.namespaces["pid"]  # type: ignore[arg-type]
+
+
+def hostname_in_own_uts(sandbox: Sandbox, params: dict) -> Outcome:
+    """A process in a UTS namespace of its own whose hostname is `hostname`, while the
+    sandbox's hostname is unchanged."""
+    wanted = str(params["hostname"])
+    init, others = _processes(sandbox)
+    mine = sandbox.spec.effective_hostname
+    expected = f"hostname {wanted!r} in a new UTS namespace, yours still {mine!r}"
+    own = probes.hostname_of(init.pid)
+    if own != mine:
+        return Outcome(False, f"your sandbox's own hostname was changed to {own!r}", expected)
+    seen = []
+    for p in others:
+        if p.namespaces["uts"] != init.namespaces["uts"]:
+            name = probes.hostname_of(p.pid)
+            if name == wanted:
+                return Outcome(True, f"{_who(p)} sees hostname {name!r}", expected)
+            seen.append(name)
+    if seen:
+        return Outcome(False, f"a new UTS namespace with hostname {seen[0]!r}", expected)
+    return Outcome(False, "no process in a UTS namespace of its own", expected)
+
+
+CHECKS: dict[str, CheckKind] = {
+    "long_running_process": CheckKind(
+        {"min_seconds": float}, long_running_process, optional=("min_seconds",)
+    ),
+    "nested_pid_namespace": CheckKind({}, nested_pid_namespace),
+    "nested_pid_namespace_with_own_proc": CheckKind({}, nested_pid_namespace_with_own_proc),
+    "hostname_in_own_uts": CheckKind({"hostname": str}, hostname_in_own_uts),
+}
+
+
+def check_problems(name: object, params: object) -> list[str]:
+    """What is wrong with asking for check `name` with `params` (empty when nothing)."""
+    kind = CHECKS.get(name) if isinstance(name, str) else None
+    if kind is None:
+        return [f"unknown check {name!r}; known: {', '.join(sorted(CHECKS))}"]
+    if not isinstance(params, dict):
+        return ["params must be a mapping"]
+    problems = [f"unknown parameter {key!r}" for key in params if key not in kind.params]
+    for key, kind_type in kind.params.items():
+        if key not in params:
+            if key not in kind.optional:
+                problems.append(f"missing parameter {key!r} ({kind_type.__name__})")
+        elif not isinstance(params[key], kind_type) and not (
+            kind_type is float and isinstance(params[key], int)
+        ):
+            problems.append(f"parameter {key!r} must be a {kind_type.__name__}")
+    return problems
+
+
+def check_run(sandbox: Sandbox, name: str, params: dict) -> Outcome:
+    problems = check_problems(name, params)
+    if problems:
+        raise CheckError("; ".join(problems))
+    return CHECKS[name].run(sandbox, params)

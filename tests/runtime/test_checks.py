@@ -1,0 +1,103 @@
+"""Each check passes on the real thing and fails on nothing and on the obvious fakes."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from sandboxapp.runtime.checks import CheckError, check_problems, check_run
+
+FAKES = [
+    "echo PASS",
+    "echo 'PID 1'; echo 'hostname inner'",
+    "exec -a unshare sleep 0.5",  # a short-lived process named like the answer
+    "mkdir -p /proc-fake; echo 1 > /tmp/answer; hostname",
+]
+
+
+def start(sandbox, script: str) -> None:
+    """Run a learner's command line from a shell that stays, as their terminal would."""
+    sandbox.spawn(["/bin/bash", "-c", f"{script}\nwait"])
+
+
+def eventually(sandbox, name: str, params: dict, timeout: float = 8.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        outcome = check_run(sandbox, name, params)
+        if outcome.passed or time.monotonic() > deadline:
+            return outcome
+        time.sleep(0.1)
+
+
+def never(sandbox, name: str, params: dict, seconds: float = 1.5):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        outcome = check_run(sandbox, name, params)
+        assert not outcome.passed, outcome
+        time.sleep(0.1)
+    return outcome
+
+
+CASES = {
+    "long_running_process": ({"min_seconds": 1}, "sleep 600"),
+    "nested_pid_namespace": ({}, "unshare -pf sleep 600"),
+    "nested_pid_namespace_with_own_proc": ({}, "unshare -pf --mount-proc sleep 600"),
+    "hostname_in_own_uts": ({"hostname": "inner"}, "unshare -u sh -c 'hostname inner; sleep 600'"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_the_reference_solution_passes(make_sandbox, name):
+    params, solution = CASES[name]
+    sandbox = make_sandbox()
+    start(sandbox, solution)
+    outcome = eventually(sandbox, name, params)
+    assert outcome.passed, outcome
+    assert outcome.observed and outcome.expected
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_nothing_and_the_fakes_fail(make_sandbox, name):
+    params, _ = CASES[name]
+    sandbox = make_sandbox()
+    outcome = never(sandbox, name, params, seconds=0.3)
+    assert outcome.observed
+    for fake in FAKES:
+        start(sandbox, fake)
+    never(sandbox, name, params)
+
+
+def test_a_pid_namespace_without_its_own_proc_is_told_apart(make_sandbox):
+    sandbox = make_sandbox()
+    start(sandbox, "unshare -pf sleep 600")
+    assert eventually(sandbox, "nested_pid_namespace", {}).passed
+    outcome = never(sandbox, "nested_pid_namespace_with_own_proc", {}, seconds=0.5)
+    assert "still sees the /proc of your sandbox" in outcome.observed
+
+
+def test_changing_the_sandboxs_own_hostname_does_not_count(make_sandbox):
+    sandbox = make_sandbox()
+    sandbox.run(["hostname", "inner"])
+    outcome = never(sandbox, "hostname_in_own_uts", {"hostname": "inner"}, seconds=0.3)
+    assert "own hostname was changed" in outcome.observed
+
+
+def test_a_young_process_is_not_yet_long_running(make_sandbox):
+    sandbox = make_sandbox()
+    start(sandbox, "sleep 600")
+    time.sleep(0.3)
+    outcome = check_run(sandbox, "long_running_process", {"min_seconds": 30})
+    assert not outcome.passed and "sleep" in outcome.observed and "on the host" in outcome.observed
+
+
+def test_check_requests_are_validated():
+    assert check_problems("nope", {}) and "unknown check" in check_problems("nope", {})[0]
+    assert check_problems("hostname_in_own_uts", {}) == ["missing parameter 'hostname' (str)"]
+    assert check_problems("hostname_in_own_uts", {"hostname": 3}) == [
+        "parameter 'hostname' must be a str"
+    ]
+    assert check_problems("long_running_process", {"min_seconds": 2}) == []
+    assert check_problems("nested_pid_namespace", {"x": 1}) == ["unknown parameter 'x'"]
+    with pytest.raises(CheckError):
+        check_run(None, "nope", {})  # type: ignore[arg-type]
