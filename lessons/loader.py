@@ -1,9 +1,10 @@
 """Read lessons from their folders and check them before anything reaches the database.
 
 Each lesson is ``<content dir>/NN-slug/lesson.md``: YAML front matter between two ``---`` lines
-(title, summary, minutes), then the Markdown body. Every problem is reported as
-``path:line: message`` so an editor can jump to it, and a lesson with any problem is refused as
-a whole while the others load.
+(title, summary, minutes), then the Markdown body. Its steps are ``steps/NN-slug.md`` beside
+it, each with front matter (title, checks, hints, solution) and the step's text. Every
+problem is reported as ``path:line: message`` so an editor can jump to it, and a lesson with
+any problem is refused as a whole while the others load.
 """
 
 import re
@@ -15,11 +16,14 @@ import frontmatter
 import yaml
 from django.db import transaction
 
-from lessons.models import Lesson
+from lessons.models import Lesson, Step
+from sandboxapp.runtime.checks import check_problems
 
 LESSON_FILE = "lesson.md"
 FOLDER_PATTERN = re.compile(r"^(?P<number>\d{2})-(?P<slug>[a-z0-9]+(?:-[a-z0-9]+)*)$")
 FIELDS = ("title", "summary", "minutes")
+STEP_FIELDS = ("title", "checks", "hints", "solution")
+STEPS_DIR = "steps"
 MAX_MINUTES = 600
 
 
@@ -35,6 +39,18 @@ class Problem:
 
 
 @dataclass(frozen=True)
+class StepSource:
+    number: int
+    slug: str
+    title: str
+    body_markdown: str
+    checks: list[dict]
+    hints: list[str]
+    solution: str
+    path: Path
+
+
+@dataclass(frozen=True)
 class LessonSource:
     number: int
     slug: str
@@ -43,6 +59,7 @@ class LessonSource:
     minutes: int
     body_markdown: str
     path: Path
+    steps: tuple[StepSource, ...] = ()
 
 
 @dataclass
@@ -101,6 +118,16 @@ def read_lesson(folder: Path) -> LessonSource:
     problems = _check_fields(path, metadata, key_lines)
     if not body.strip():
         problems.append(Problem(path, body_line, "the lesson has no body after its front matter"))
+    steps = []
+    for step_path in sorted((folder / STEPS_DIR).glob("*.md")):
+        try:
+            steps.append(read_step(step_path))
+        except LessonError as error:
+            problems.extend(error.problems)
+    slugs = [step.slug for step in steps]
+    for step in steps:
+        if slugs.count(step.slug) > 1 or [s.number for s in steps].count(step.number) > 1:
+            problems.append(Problem(step.path, None, "another step has the same number or slug"))
     if problems:
         raise LessonError(problems)
     return LessonSource(
@@ -110,6 +137,75 @@ def read_lesson(folder: Path) -> LessonSource:
         summary=metadata["summary"].strip(),
         minutes=metadata["minutes"],
         body_markdown=body.strip() + "\n",
+        path=path,
+        steps=tuple(steps),
+    )
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise LessonError([Problem(path, None, f"not UTF-8 text ({error.reason})")]) from None
+
+
+def read_step(path: Path) -> StepSource:
+    """Parse and check one step file; raise LessonError listing every problem found."""
+    match = FOLDER_PATTERN.match(path.stem)
+    if not match:
+        raise LessonError(
+            [Problem(path, None, "a step file is named NN-slug.md (e.g. 01-find-your-shell.md)")]
+        )
+    metadata, key_lines, body, body_line = _split_front_matter(path, _read_text(path))
+    problems = [
+        Problem(
+            path,
+            key_lines.get(str(key)),
+            f"unknown field {key!r}; the fields are {', '.join(STEP_FIELDS)}",
+        )
+        for key in metadata
+        if key not in STEP_FIELDS
+    ]
+    title = metadata.get("title")
+    if not isinstance(title, str) or not title.strip():
+        problems.append(Problem(path, key_lines.get("title", 2), "title must be non-empty text"))
+    checks = metadata.get("checks") or []
+    if not isinstance(checks, list):
+        problems.append(Problem(path, key_lines.get("checks"), "checks must be a list"))
+        checks = []
+    for index, check in enumerate(checks, 1):
+        line = key_lines.get("checks")
+        if not isinstance(check, dict) or set(check) - {"check", "params"}:
+            problems.append(
+                Problem(path, line, f"check {index}: a mapping of 'check' and 'params'")
+            )
+            continue
+        for message in check_problems(check.get("check"), check.get("params", {})):
+            problems.append(Problem(path, line, f"check {index}: {message}"))
+    hints = metadata.get("hints") or []
+    if not isinstance(hints, list) or not all(isinstance(h, str) and h.strip() for h in hints):
+        problems.append(Problem(path, key_lines.get("hints"), "hints must be a list of text"))
+        hints = []
+    solution = metadata.get("solution") or ""
+    if not isinstance(solution, str):
+        problems.append(Problem(path, key_lines.get("solution"), "solution must be text"))
+        solution = ""
+    if checks and not solution.strip():
+        problems.append(
+            Problem(path, key_lines.get("checks"), "a step with checks needs a solution")
+        )
+    if not body.strip():
+        problems.append(Problem(path, body_line, "the step has no text after its front matter"))
+    if problems:
+        raise LessonError(problems)
+    return StepSource(
+        number=int(match["number"]),
+        slug=match["slug"],
+        title=title.strip(),
+        body_markdown=body.strip() + "\n",
+        checks=[{"check": c["check"], "params": c.get("params") or {}} for c in checks],
+        hints=[h.strip() for h in hints],
+        solution=solution.strip() + "\n" if solution.strip() else "",
         path=path,
     )
 
@@ -244,13 +340,41 @@ def save(lessons: Iterable[LessonSource]) -> SaveResult:
             }
             lesson = Lesson.objects.filter(slug=source.slug).first()
             if lesson is None:
-                Lesson.objects.create(slug=source.slug, **values)
+                lesson = Lesson.objects.create(slug=source.slug, **values)
+                _save_steps(lesson, source.steps)
                 created += 1
-            elif any(getattr(lesson, name) != value for name, value in values.items()):
+                continue
+            changed = any(getattr(lesson, name) != value for name, value in values.items())
+            if changed:
                 for name, value in values.items():
                     setattr(lesson, name, value)
                 lesson.save()
+            if _save_steps(lesson, source.steps) or changed:
                 updated += 1
             else:
                 unchanged += 1
     return SaveResult(created, updated, unchanged)
+
+
+def _save_steps(lesson: Lesson, steps: Iterable[StepSource]) -> bool:
+    """Make the lesson's steps those of its files, by slug (progress follows a step's slug);
+    return whether anything changed."""
+    changed = False
+    kept = []
+    for source in steps:
+        values = {
+            "number": source.number,
+            "title": source.title,
+            "body_markdown": source.body_markdown,
+            "checks": source.checks,
+            "hints": source.hints,
+            "solution": source.solution,
+        }
+        step, created = Step.objects.get_or_create(lesson=lesson, slug=source.slug, defaults=values)
+        if not created and any(getattr(step, k) != v for k, v in values.items()):
+            Step.objects.filter(pk=step.pk).update(**values)
+            changed = True
+        changed = changed or created
+        kept.append(step.pk)
+    removed, _ = lesson.steps.exclude(pk__in=kept).delete()
+    return changed or bool(removed)

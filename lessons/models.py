@@ -17,3 +17,49 @@ class Lesson(models.Model):
 
     def __str__(self) -> str:
         return f"{self.number:02d} {self.title}"
+
+
+class Step(models.Model):
+    """One step of a lesson, from ``steps/NN-slug.md``: its text, checks, hints, solution."""
+
+    lesson = models.ForeignKey(Lesson, on_delete=models.CASCADE, related_name="steps")
+    number = models.PositiveIntegerField()
+    slug = models.SlugField()
+    title = models.CharField(max_length=200)
+    body_markdown = models.TextField()
+    # [{"check": name, "params": {...}}]: evaluated by sandboxd from the host side.
+    checks = models.JSONField(default=list)
+    hints = models.JSONField(default=list)
+    solution = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["lesson", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["lesson", "slug"], name="step_slug_unique_in_lesson")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.lesson.slug}/{self.slug}"
+
+
+class StepProgress(models.Model):
+    """How far one learner is with one step. Written on a check or a hint, never per key."""
+
+    learner = models.ForeignKey("sandboxapp.Learner", on_delete=models.CASCADE)
+    step = models.ForeignKey(Step, on_delete=models.CASCADE)
+    passed_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    hints_used = models.PositiveIntegerField(default=0)
+    # The checks passed at the last attempt, for partial credit.
+    checks_passed = models.PositiveIntegerField(default=0)
+    last_observed = models.TextField(blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["learner", "step"], name="one_progress_per_step")
+        ]
+
+    def __str__(self) -> str:
+        state = "passed" if self.passed_at else f"{self.attempts} attempt(s)"
+        return f"{self.learner} on {self.step}: {state}"
