@@ -1,14 +1,71 @@
 import markdown
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
+from django.views.decorators.http import require_POST
 
-from lessons.models import Lesson
+from lessons.checking import CheckUnavailable, hint_next, step_check
+from lessons.models import Lesson, Step, StepProgress
 from sandboxapp.learners import learner_of
+
+
+def _markdown(text: str) -> str:
+    # Lesson files are reviewed like code: their Markdown (and its HTML) is trusted.
+    return markdown.markdown(text, extensions=["fenced_code", "tables"])
 
 
 def lesson_detail(request: HttpRequest, slug: str) -> HttpResponse:
     lesson = get_object_or_404(Lesson, slug=slug)
-    # Lesson files are reviewed like code: their Markdown (and its HTML) is trusted.
-    body = markdown.markdown(lesson.body_markdown, extensions=["fenced_code", "tables"])
-    context = {"lesson": lesson, "body": body, "learner": learner_of(request.session, request.user)}
+    learner = learner_of(request.session, request.user)
+    progress = {}
+    if learner is not None:
+        progress = {
+            p.step_id: p for p in StepProgress.objects.filter(learner=learner, step__lesson=lesson)
+        }
+    steps = [
+        {"step": step, "body": _markdown(step.body_markdown), "progress": progress.get(step.pk)}
+        for step in lesson.steps.all()
+    ]
+    context = {
+        "lesson": lesson,
+        "body": _markdown(lesson.body_markdown),
+        "steps": steps,
+        "learner": learner,
+    }
     return render(request, "lessons/lesson.html", context)
+
+
+def _step_of(request: HttpRequest, slug: str, step_slug: str):
+    step = get_object_or_404(Step, lesson__slug=slug, slug=step_slug)
+    return learner_of(request.session, request.user), step
+
+
+@require_POST
+def check(request: HttpRequest, slug: str, step_slug: str) -> JsonResponse:
+    learner, step = _step_of(request, slug, step_slug)
+    if learner is None:
+        return JsonResponse({"error": "Start as a learner first."}, status=403)
+    if not step.checks:
+        return JsonResponse({"error": "This step has nothing to check."}, status=400)
+    try:
+        outcome = step_check(learner, step, counted=request.POST.get("auto") != "1")
+    except CheckUnavailable as reason:
+        return JsonResponse({"error": str(reason)}, status=409)
+    return JsonResponse(
+        {
+            "passed": outcome.passed,
+            "results": outcome.results,
+            "attempts": outcome.progress.attempts,
+            "hints_left": len(step.hints) - outcome.progress.hints_used,
+        }
+    )
+
+
+@require_POST
+def hint(request: HttpRequest, slug: str, step_slug: str) -> JsonResponse:
+    learner, step = _step_of(request, slug, step_slug)
+    if learner is None:
+        return JsonResponse({"error": "Start as a learner first."}, status=403)
+    text, used = hint_next(learner, step)
+    return JsonResponse(
+        {"hint": text and _markdown(text), "used": used, "left": len(step.hints) - used}
+    )

@@ -110,6 +110,8 @@ class Node:
     terminal: TerminalSession | None = None
     # Shown at the top of the next terminal session, once.
     notice: str | None = None
+    # Two attaches at once must find one terminal, not open two.
+    terminal_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 def sandbox_name(learner: str, node: str | None) -> str:
@@ -543,7 +545,8 @@ class Daemon:
                 raise Refused("not_running", "this learner has no terminal open")
         else:
             node, created = await self.ensure(message)
-        terminal = node.terminal or await self._open_terminal(node, rows, cols)
+        async with node.terminal_lock:
+            terminal = node.terminal or await self._open_terminal(node, rows, cols)
         same = session == terminal.id
         start = terminal.tail_from(offset if same else terminal.start)
         client = Client(writer, role, sent=start)

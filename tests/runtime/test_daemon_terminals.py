@@ -254,3 +254,15 @@ async def test_sessions_are_recorded_as_asciicast(start_sandboxd, screen, tmp_pa
     assert header["version"] == 2 and (header["width"], header["height"]) == (70, 20)
     assert "rec-25" in "".join(e[2] for e in events if e[1] == "o")
     assert all(later[0] >= earlier[0] for earlier, later in zip(events, events[1:], strict=False))
+
+
+async def test_attaches_at_once_share_one_terminal(start_sandboxd):
+    daemon = start_sandboxd()
+    name = learner()
+    # Three tabs open at the same moment on a learner with no sandbox yet.
+    terminals = await asyncio.gather(*(daemon.client.attach(name) for _ in range(3)))
+    assert len({t.session for t in terminals}) == 1
+    listed = (await daemon.client.call("list"))["sandboxes"]
+    assert [s["writers"] for s in listed] == [1]
+    for terminal in terminals:
+        await terminal.close()

@@ -1,0 +1,85 @@
+"""Checking a learner's step: ask sandboxd for each check's outcome, record the progress.
+
+The outcome is read by sandboxd from the host side (sandboxapp/runtime/checks.py); this
+module only relays it and stores how far the learner got. Nothing here reads what the
+learner typed or printed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.utils import timezone
+
+from lessons.models import Step, StepProgress
+from sandboxapp.models import Learner
+from sandboxapp.runtime.client import Refused, SandboxdError, call_sync
+
+CHECK_TIMEOUT = 10.0
+
+
+class CheckUnavailable(Exception):
+    """The step cannot be checked now; the message says why, for the learner."""
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    passed: bool
+    results: list[dict]
+    progress: StepProgress
+
+
+def step_check(learner: Learner, step: Step, *, counted: bool = True) -> StepOutcome:
+    """Run every check of `step` in the learner's sandbox. A counted check is an attempt
+    (the learner pressed Check); the page's own background checks are not."""
+    results = []
+    for check in step.checks:
+        try:
+            reply = call_sync(
+                settings.SANDBOXD_SOCKET,
+                "check",
+                reply_timeout=CHECK_TIMEOUT,
+                learner=learner.sandbox_id,
+                check=check["check"],
+                params=check["params"],
+            )
+        except Refused as refusal:
+            if refusal.code == "not_running":
+                raise CheckUnavailable(
+                    "Your sandbox is not running: open the terminal, then check again."
+                ) from None
+            raise CheckUnavailable(refusal.message) from None
+        except SandboxdError:
+            raise CheckUnavailable("The sandbox service is not answering; try again.") from None
+        results.append(
+            {
+                "passed": reply["passed"],
+                "observed": reply["observed"],
+                "expected": reply["expected"],
+            }
+        )
+    passed = bool(results) and all(r["passed"] for r in results)
+    progress, _ = StepProgress.objects.get_or_create(learner=learner, step=step)
+    changed = counted or (passed and progress.passed_at is None)
+    if counted:
+        progress.attempts += 1
+    if passed and progress.passed_at is None:
+        progress.passed_at = timezone.now()
+    progress.checks_passed = sum(r["passed"] for r in results)
+    progress.last_observed = "; ".join(r["observed"] for r in results)
+    if changed:
+        progress.save()
+    return StepOutcome(passed, results, progress)
+
+
+def hint_next(learner: Learner, step: Step) -> tuple[str | None, int]:
+    """The next hint of `step` for this learner (None when all are shown), and how many
+    they have now seen."""
+    progress, _ = StepProgress.objects.get_or_create(learner=learner, step=step)
+    if progress.hints_used >= len(step.hints):
+        return None, progress.hints_used
+    hint = step.hints[progress.hints_used]
+    progress.hints_used += 1
+    progress.save(update_fields=["hints_used", "updated_at"])
+    return hint, progress.hints_used

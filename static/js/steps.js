@@ -1,0 +1,85 @@
+/* Steps of a lesson: Check asks the server, which asks sandboxd to read the sandbox from the
+ * host side; hints come one at a time. While a step is open (the first one not passed), it is
+ * checked quietly every few seconds, so passing it needs no click. */
+(function () {
+  "use strict";
+  var list = document.querySelector("[data-steps]");
+  if (!list) return;
+  var token = list.querySelector("input[name=csrfmiddlewaretoken]").value;
+  var AUTO_EVERY = 5000;
+
+  function post(url, fields) {
+    var body = new URLSearchParams(fields || {});
+    return fetch(url, {
+      method: "POST",
+      headers: { "X-CSRFToken": token },
+      body: body,
+      credentials: "same-origin"
+    }).then(function (response) {
+      return response.json().then(function (data) { data.status = response.status; return data; });
+    });
+  }
+
+  function render(step, data) {
+    var box = step.querySelector("[data-step-result]");
+    box.textContent = "";
+    if (data.error) {
+      var p = document.createElement("p");
+      p.className = "error";
+      p.textContent = data.error;
+      box.appendChild(p);
+      return;
+    }
+    if (data.passed) {
+      step.classList.add("step-passed");
+      step.dataset.passed = "1";
+    }
+    var heading = document.createElement("p");
+    heading.className = data.passed ? "passed" : "not-yet";
+    heading.textContent = data.passed ? "Passed." : "Not yet.";
+    box.appendChild(heading);
+    data.results.forEach(function (result) {
+      var dl = document.createElement("dl");
+      [["Seen", result.observed], ["Expected", result.expected]].forEach(function (pair) {
+        var dt = document.createElement("dt");
+        dt.textContent = pair[0];
+        var dd = document.createElement("dd");
+        dd.textContent = pair[1];
+        dl.appendChild(dt);
+        dl.appendChild(dd);
+      });
+      box.appendChild(dl);
+    });
+  }
+
+  list.addEventListener("click", function (event) {
+    var step = event.target.closest("[data-step]");
+    if (!step) return;
+    if (event.target.closest("[data-step-check]")) {
+      post(step.dataset.checkUrl).then(function (data) { render(step, data); });
+    } else if (event.target.closest("[data-step-hint]")) {
+      post(step.dataset.hintUrl).then(function (data) {
+        var hints = step.querySelector("[data-step-hints]");
+        if (data.hint) {
+          var div = document.createElement("div");
+          div.className = "hint";
+          div.innerHTML = data.hint; // Markdown of the lesson's own file, rendered by the server
+          hints.appendChild(div);
+        }
+        if (!data.left) event.target.closest("[data-step-hint]").disabled = true;
+      });
+    }
+  });
+
+  function openStep() {
+    return list.querySelector("[data-step][data-has-checks='1'][data-passed='0']");
+  }
+
+  window.setInterval(function () {
+    var step = openStep();
+    if (!step || document.hidden) return;
+    post(step.dataset.checkUrl, { auto: "1" }).then(function (data) {
+      if (data.passed) render(step, data);
+    });
+  }, AUTO_EVERY);
+})();

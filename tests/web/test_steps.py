@@ -1,0 +1,74 @@
+"""Checking a step from the lesson page, against a real sandboxd, and its hints."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from lessons.loader import read_lesson, save
+from lessons.models import Step, StepProgress
+from sandboxapp.models import Learner
+
+pytestmark = [pytest.mark.root, pytest.mark.django_db]
+
+
+@pytest.fixture
+def lesson(settings):
+    settings.SECURE_SSL_REDIRECT = False
+    save([read_lesson(settings.LESSONS_CONTENT_DIR / "02-pid-namespaces")])
+    return Step.objects.get(slug="become-pid-1")
+
+
+@pytest.fixture
+def sandboxd(start_sandboxd, settings):
+    daemon = start_sandboxd()
+    settings.SANDBOXD_SOCKET = daemon.config.socket_path
+    return daemon
+
+
+def start(client) -> Learner:
+    client.post("/start/", {"display_name": "Ada"})
+    return Learner.objects.get()
+
+
+URL = "/lessons/pid-namespaces/steps/become-pid-1/"
+
+
+def test_a_step_fails_then_passes_when_the_sandbox_really_changed(client, lesson, sandboxd):
+    learner = start(client)
+    assert client.post(URL + "check").status_code == 409  # no sandbox yet: open the terminal
+    sandboxd.call("ensure", learner=learner.sandbox_id)
+    sandboxd.call("exec", learner=learner.sandbox_id, argv=["sh", "-c", "echo PASS"])
+    first = client.post(URL + "check").json()
+    assert first["passed"] is False and first["attempts"] == 1
+    assert "pid namespace" in first["results"][0]["expected"]
+    sandboxd.call(
+        "exec",
+        learner=learner.sandbox_id,
+        argv=["sh", "-c", "unshare -pf sleep 600 >/dev/null 2>&1 &"],
+    )
+    deadline = time.monotonic() + 10
+    while not (answer := client.post(URL + "check", {"auto": "1"}).json())["passed"]:
+        assert time.monotonic() < deadline, answer
+        time.sleep(0.2)
+    progress = StepProgress.objects.get(learner=learner, step=lesson)
+    assert progress.passed_at is not None
+    assert progress.attempts == 1  # the page's own background checks are not attempts
+    page = client.get("/lessons/pid-namespaces/")
+    assert b"step-passed" in page.content
+
+
+def test_hints_come_one_at_a_time(client, lesson):
+    start(client)
+    first = client.post(URL + "hint").json()
+    second = client.post(URL + "hint").json()
+    third = client.post(URL + "hint").json()
+    assert "unshare -p" in first["hint"] and second["used"] == 2
+    assert third["hint"] is None and third["left"] == 0
+
+
+def test_a_visitor_cannot_check_or_take_hints(client, lesson):
+    assert client.post(URL + "check").status_code == 403
+    assert client.post(URL + "hint").status_code == 403
+    assert client.get(URL + "check").status_code == 405
