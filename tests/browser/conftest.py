@@ -51,13 +51,16 @@ def live_site(start_sandboxd, fresh_env, tmp_path: Path) -> Iterator[str]:
         ALLOWED_HOSTS="localhost",
         SANDBOXD_SOCKET=str(daemon.config.socket_path),
     )
-    subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
-        cwd=REPO,
-        env=env,
-        check=True,
-        timeout=120,
-    )
+    # As `make run` does: the database, then the lessons.
+    for command in (["migrate", "--noinput", "-v", "0"], ["lessons", "load"]):
+        subprocess.run(
+            [sys.executable, "manage.py", *command],
+            cwd=REPO,
+            env=env,
+            check=True,
+            timeout=120,
+            capture_output=True,
+        )
     log = open(tmp_path / "daphne.log", "w")  # noqa: SIM115 (closed below)
     daphne = subprocess.Popen(
         [

@@ -121,3 +121,20 @@ def test_a_page_from_another_origin_cannot_open_the_websocket(live_site, new_pag
     finally:
         server.shutdown()
     assert outcome == "refused"
+
+
+def test_run_in_terminal_then_the_step_turns_green_by_itself(live_site, new_page):
+    page = new_page(1400, 900)
+    response = page.goto(f"{live_site}/lessons/pid-namespaces/")
+    assert response.status == 200, page.content()[:2000]
+    page.fill("#display-name", "Ada")
+    page.click("text=Open my terminal")
+    page.wait_for_function("window.contained && window.contained.text().includes('# ')")
+    step = page.locator("#step-become-pid-1")
+    step.locator("[data-step-check]").click()
+    step.locator(".not-yet").wait_for()
+    assert "PID 1 of a new pid namespace" in step.locator("[data-step-result]").inner_text()
+    step.locator("pre button", has_text="Run in terminal").click()
+    # No click on Check: the page checks the open step every few seconds.
+    page.locator("#step-become-pid-1.step-passed").wait_for(timeout=20000)
+    assert "is PID 1 of its own pid namespace" in step.locator("[data-step-result]").inner_text()
