@@ -8,6 +8,7 @@ urlpatterns = [
     path("", views.home, name="home"),
     path("terminal/", views.playground, name="playground"),
     path("start/", views.guest_start, name="guest_start"),
+    path("explorer.json", views.explorer, name="explorer"),
     path("lessons/<slug:slug>/", lesson_views.lesson_detail, name="lesson"),
     path(
         "lessons/<slug:slug>/steps/<slug:step_slug>/check",

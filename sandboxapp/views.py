@@ -8,6 +8,7 @@ from django.views.decorators.http import require_POST
 from lessons.models import Lesson
 from sandboxapp.health import run_checks
 from sandboxapp.learners import LearnerError, learner_of, learner_start_guest
+from sandboxapp.runtime.client import Refused, SandboxdError, call_sync
 
 
 def home(request: HttpRequest) -> HttpResponse:
@@ -34,6 +35,30 @@ def guest_start(request: HttpRequest) -> HttpResponse:
         status = 400 if settings.GUESTS_ALLOWED else 403
         return render(request, "playground.html", context, status=status)
     return redirect(target)
+
+
+@never_cache
+def explorer(request: HttpRequest) -> JsonResponse:
+    """The learner's process tree with each process's namespaces, read by sandboxd."""
+    learner = learner_of(request.session, request.user)
+    if learner is None:
+        return JsonResponse({"error": "Start as a learner first."}, status=403)
+    try:
+        reply = call_sync(
+            settings.SANDBOXD_SOCKET,
+            "probe",
+            reply_timeout=5,
+            learner=learner.sandbox_id,
+            probe="snapshot",
+        )
+    except Refused as refusal:
+        message = (
+            "Your sandbox is not running yet." if refusal.code == "not_running" else refusal.message
+        )
+        return JsonResponse({"error": message}, status=409)
+    except SandboxdError:
+        return JsonResponse({"error": "The sandbox service is not answering."}, status=503)
+    return JsonResponse(reply["result"])
 
 
 @never_cache

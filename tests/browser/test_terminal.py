@@ -138,3 +138,15 @@ def test_run_in_terminal_then_the_step_turns_green_by_itself(live_site, new_page
     # No click on Check: the page checks the open step every few seconds.
     page.locator("#step-become-pid-1.step-passed").wait_for(timeout=20000)
     assert "is PID 1 of its own pid namespace" in step.locator("[data-step-result]").inner_text()
+
+
+def test_the_namespace_explorer_draws_a_new_box_for_unshare(live_site, new_page):
+    page = new_page(1280, 1000)
+    start_as_guest(page, live_site)
+    page.click("[data-explorer] summary")
+    page.locator("[data-pidns='sandbox']").wait_for()
+    assert page.locator("[data-pidns^='new']").count() == 0
+    page.evaluate("window.contained.type('unshare -pf --mount-proc -u sh')")
+    box = page.locator("[data-pidns^='new']")
+    box.wait_for(timeout=10000)
+    assert "uts: new" in box.inner_text() and "sh" in box.inner_text()
