@@ -163,6 +163,57 @@ def hostname_in_own_uts(sandbox: Sandbox, params: dict) -> Outcome:
     return Outcome(False, "no process in a UTS namespace of its own", expected)
 
 
+def tmpfs_in_own_mount_namespace(sandbox: Sandbox, params: dict) -> Outcome:
+    """A tmpfs on `path` in a mount namespace of its own, which the sandbox's does not see."""
+    path = str(params["path"])
+    init, others = _processes(sandbox)
+    expected = f"a tmpfs on {path} in a new mount namespace, invisible to your sandbox's"
+
+    def tmpfs_at(pid: int) -> bool:
+        return any(m.mountpoint == path and m.fstype == "tmpfs" for m in probes.mountinfo_of(pid))
+
+    if tmpfs_at(init.pid):
+        return Outcome(
+            False, f"a tmpfs on {path} in your sandbox's own mount namespace: all see it", expected
+        )
+    private = [p for p in others if p.namespaces["mnt"] != init.namespaces["mnt"]]
+    for p in private:
+        if tmpfs_at(p.pid):
+            return Outcome(
+                True, f"{_who(p)} sees a tmpfs on {path}; your sandbox does not", expected
+            )
+    if private:
+        return Outcome(
+            False, f"{_who(private[0])} has its own mounts, but no tmpfs on {path}", expected
+        )
+    return Outcome(False, "every process shares your sandbox's mount namespace", expected)
+
+
+def root_in_own_user_namespace(sandbox: Sandbox, params: dict) -> Outcome:
+    """A process in a user namespace below the sandbox's, where it is uid 0 mapped to one
+    id outside, with capabilities there."""
+    init, others = _processes(sandbox)
+    expected = "a process that is root (uid 0, one id mapped) in a new user namespace"
+    nested = [p for p in others if p.namespaces["user"] != init.namespaces["user"]]
+    for p in nested:
+        fields = p.uid_map.split()
+        if len(fields) == 3 and fields[0] == "0" and fields[2] == "1" and p.cap_eff:
+            outside = int(fields[1]) - sandbox.spec.uid_base
+            return Outcome(
+                True,
+                f"{_who(p)} is root in a new user namespace; outside it is uid {outside} "
+                f"of your sandbox ({fields[1]} on the host)",
+                expected,
+            )
+    if nested:
+        p = nested[0]
+        shown = p.uid_map or "nothing"
+        return Outcome(
+            False, f"{_who(p)} is in a new user namespace whose uid_map is {shown}", expected
+        )
+    return Outcome(False, "every process shares your sandbox's user namespace", expected)
+
+
 CHECKS: dict[str, CheckKind] = {
     "long_running_process": CheckKind(
         {"min_seconds": float}, long_running_process, optional=("min_seconds",)
@@ -170,6 +221,8 @@ CHECKS: dict[str, CheckKind] = {
     "nested_pid_namespace": CheckKind({}, nested_pid_namespace),
     "nested_pid_namespace_with_own_proc": CheckKind({}, nested_pid_namespace_with_own_proc),
     "hostname_in_own_uts": CheckKind({"hostname": str}, hostname_in_own_uts),
+    "tmpfs_in_own_mount_namespace": CheckKind({"path": str}, tmpfs_in_own_mount_namespace),
+    "root_in_own_user_namespace": CheckKind({}, root_in_own_user_namespace),
 }
 
 

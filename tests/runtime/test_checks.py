@@ -44,6 +44,11 @@ CASES = {
     "nested_pid_namespace": ({}, "unshare -pf sleep 600"),
     "nested_pid_namespace_with_own_proc": ({}, "unshare -pf --mount-proc sleep 600"),
     "hostname_in_own_uts": ({"hostname": "inner"}, "unshare -u sh -c 'hostname inner; sleep 600'"),
+    "tmpfs_in_own_mount_namespace": (
+        {"path": "/mnt"},
+        "unshare -m sh -c 'mount -t tmpfs scratch /mnt; exec sleep 600'",
+    ),
+    "root_in_own_user_namespace": ({}, "unshare -Ur sleep 600"),
 }
 
 
@@ -101,3 +106,17 @@ def test_check_requests_are_validated():
     assert check_problems("nested_pid_namespace", {"x": 1}) == ["unknown parameter 'x'"]
     with pytest.raises(CheckError):
         check_run(None, "nope", {})  # type: ignore[arg-type]
+
+
+def test_a_tmpfs_in_the_sandboxs_own_namespace_is_not_private(make_sandbox):
+    sandbox = make_sandbox()
+    sandbox.run(["mount", "-t", "tmpfs", "shared", "/mnt"])
+    outcome = never(sandbox, "tmpfs_in_own_mount_namespace", {"path": "/mnt"}, seconds=0.3)
+    assert "all see it" in outcome.observed
+
+
+def test_a_user_namespace_without_a_map_is_not_root(make_sandbox):
+    sandbox = make_sandbox()
+    start(sandbox, "unshare -U sleep 600")
+    outcome = never(sandbox, "root_in_own_user_namespace", {}, seconds=1.0)
+    assert "uid_map is" in outcome.observed
