@@ -6,6 +6,8 @@
   sending a key to seeing it echoed. The peer is N bash shells on local PTYs read by the
   same event loop, so the ratio is what the daemon and the sandbox add.
 * memory: the daemon's RSS added per attached idle terminal.
+* check: a lesson check through the daemon (request, host-side read of the sandbox, reply),
+  with a nested pid namespace running; the figure the lessons' goal is about (p95).
 """
 
 from __future__ import annotations
@@ -149,6 +151,19 @@ async def echo_latencies(shells: list[Shell], seconds: float) -> list[float]:
     return samples
 
 
+async def check_latency(client: SandboxdClient, learner: str, samples: int) -> dict:
+    await client.call("ensure", learner=learner)
+    script = "unshare -pf --mount-proc sleep 600 >/dev/null 2>&1 &"
+    await client.exec(learner, ["sh", "-c", script])
+    times = []
+    for _ in range(samples):
+        began = time.perf_counter()
+        await client.call("check", learner=learner, check="nested_pid_namespace_with_own_proc")
+        times.append((time.perf_counter() - began) * 1000)
+    await client.call("reset", learner=learner, keep_files=False)
+    return {**summary(times), "p95_ms": round(percentile(times, 95), 3)}
+
+
 async def measure(client: SandboxdClient, runs: int, terminals: int, seconds: float) -> dict:
     prefix = f"bench{secrets.token_hex(2)}"
     ours, peer = [], []
@@ -158,6 +173,7 @@ async def measure(client: SandboxdClient, runs: int, terminals: int, seconds: fl
         await client.call("reset", learner=learner, keep_files=False)
         peer.append(await time_to_prompt(local_shell))
     results: dict = {"attach_to_prompt": {"contained": summary(ours), "local_pty": summary(peer)}}
+    results["check"] = await check_latency(client, f"{prefix}-c", runs * 10)
 
     before = (await client.call("stats"))["rss_bytes"]
     opened = []
@@ -236,4 +252,9 @@ def table(results: dict) -> str:
             )
         lines.append(f"  ratio p50 contained/local_pty: {f['ratio_p50']}")
     lines.append(f"daemon memory per idle terminal: {results['memory_per_idle_terminal_kib']} KiB")
+    check = results["check"]
+    lines.append(
+        f"lesson check through sandboxd: p50 {check['p50_ms']} ms, p95 {check['p95_ms']} ms, "
+        f"p99 {check['p99_ms']} ms ({check['samples']} samples)"
+    )
     return "\n".join(lines)

@@ -17,3 +17,18 @@ def test_bench_reports_every_runtime_side_by_side(config, manage):
     # Every sandbox the bench made is gone again.
     assert not any((config.state_dir / "sandboxes").glob("bench-*"))
     assert not any((config.state_dir / "sandboxes").glob("idle-*"))
+
+
+def test_sandboxd_bench_reports_ours_beside_a_local_pty(manage):
+    result = manage(
+        "sandbox", "bench-sandboxd", "--runs", "2", "--terminals", "3", "--seconds", "0.5", "--json"
+    )
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout)
+    for figure in ("attach_to_prompt", "echo"):
+        for who in ("contained", "local_pty"):
+            assert figures[figure][who]["samples"] > 0
+            assert 0 < figures[figure][who]["p50_ms"] <= figures[figure][who]["p99_ms"]
+    assert figures["echo"]["terminals"] == 3
+    assert figures["check"]["samples"] == 20 and figures["check"]["p95_ms"] > 0
+    assert figures["memory_per_idle_terminal_kib"] is not None
