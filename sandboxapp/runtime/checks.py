@@ -11,7 +11,10 @@ A check returns what it observed and what it expected, in words a learner can ac
 
 from __future__ import annotations
 
+import ipaddress
+import itertools
 import os
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -214,6 +217,85 @@ def root_in_own_user_namespace(sandbox: Sandbox, params: dict) -> Outcome:
     return Outcome(False, "every process shares your sandbox's user namespace", expected)
 
 
+def _network_namespaces(sandbox: Sandbox) -> tuple[ProcessFacts, dict[tuple, ProcessFacts]]:
+    """The sandbox's init, and one process for each network namespace of the sandbox."""
+    init, others = _processes(sandbox)
+    spaces = {init.namespaces["net"]: init}
+    for p in others:
+        spaces.setdefault(p.namespaces["net"], p)
+    return init, spaces
+
+
+def loopback_only_namespace(sandbox: Sandbox, params: dict) -> Outcome:
+    """A network namespace of its own with nothing but `lo`, and `lo` up."""
+    init, spaces = _network_namespaces(sandbox)
+    expected = "a new network namespace with only lo, and lo up"
+    new = [p for ident, p in spaces.items() if ident != init.namespaces["net"]]
+    if not new:
+        return Outcome(False, "every process shares your sandbox's network namespace", expected)
+    seen = ""
+    for p in new:
+        links = probes.links_of(p.pid)
+        names = ", ".join(f"{link['name']} ({'up' if link['up'] else 'down'})" for link in links)
+        if len(links) == 1 and links[0]["name"] == "lo" and links[0]["up"]:
+            return Outcome(True, f"{_who(p)} has a network namespace with {names}", expected)
+        seen = seen or f"{_who(p)} has a network namespace with {names}"
+    return Outcome(False, seen, expected)
+
+
+def _ipv4(link: dict) -> list[str]:
+    return [a for a in link["addresses"] if ":" not in a]
+
+
+def veth_between_namespaces(sandbox: Sandbox, params: dict) -> Outcome:
+    """Two network namespaces of the sandbox joined by a veth pair, both ends up with IPv4
+    addresses in one subnet, and a packet really crossing: the checker connects from one
+    namespace to the other's address (a refused TCP connection proves the route)."""
+    init, spaces = _network_namespaces(sandbox)
+    expected = "two network namespaces joined by a veth pair, both ends up, addresses in one subnet"
+    ends = []
+    for p in spaces.values():
+        for link in probes.links_of(p.pid):
+            if link["kind"] == "veth" and link["up"] and _ipv4(link):
+                ends.append((p, link))
+    if len(ends) < 2:
+        found = ", ".join(f"{link['name']} in {_who(p)}" for p, link in ends) or "none"
+        return Outcome(False, f"veth ends that are up with an address: {found}", expected)
+    for (pa, a), (pb, b) in itertools.combinations(ends, 2):
+        if pa.namespaces["net"] == pb.namespaces["net"]:
+            continue
+        net_a = ipaddress.ip_interface(_ipv4(a)[0]).network
+        b_addr = ipaddress.ip_interface(_ipv4(b)[0])
+        if b_addr.ip in net_a and _reaches(pa.pid, str(b_addr.ip)):
+            return Outcome(
+                True,
+                f"{a['name']} ({_ipv4(a)[0]}) and {b['name']} ({_ipv4(b)[0]}) in two "
+                "namespaces; the checker reached one from the other",
+                expected,
+            )
+    return Outcome(
+        False, "veth ends are up, but no two in different namespaces reach each other", expected
+    )
+
+
+def _reaches(pid: int, address: str) -> bool:
+    """From the network namespace of `pid`, does a TCP handshake to `address` get an answer
+    (accepted or refused)? Silence means no route or no link."""
+
+    def attempt() -> bool:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.settimeout(1.0)
+            try:
+                sock.connect((address, 9))
+            except ConnectionRefusedError:
+                return True
+            except OSError:
+                return False
+            return True
+
+    return bool(in_namespace(pid, sc.CLONE_NEWNET, attempt))
+
+
 CHECKS: dict[str, CheckKind] = {
     "long_running_process": CheckKind(
         {"min_seconds": float}, long_running_process, optional=("min_seconds",)
@@ -223,6 +305,8 @@ CHECKS: dict[str, CheckKind] = {
     "hostname_in_own_uts": CheckKind({"hostname": str}, hostname_in_own_uts),
     "tmpfs_in_own_mount_namespace": CheckKind({"path": str}, tmpfs_in_own_mount_namespace),
     "root_in_own_user_namespace": CheckKind({}, root_in_own_user_namespace),
+    "loopback_only_namespace": CheckKind({}, loopback_only_namespace),
+    "veth_between_namespaces": CheckKind({}, veth_between_namespaces),
 }
 
 

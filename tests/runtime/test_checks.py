@@ -39,6 +39,16 @@ def never(sandbox, name: str, params: dict, seconds: float = 1.5):
     return outcome
 
 
+VETH_SOLUTION = """
+unshare -n sleep 600 &
+other=$!
+sleep 0.2
+ip link add v0 type veth peer name v1 netns $other
+ip addr add 10.9.0.1/24 dev v0
+ip link set v0 up
+nsenter -t $other -n sh -c 'ip addr add 10.9.0.2/24 dev v1; ip link set v1 up'
+"""
+
 CASES = {
     "long_running_process": ({"min_seconds": 1}, "sleep 600"),
     "nested_pid_namespace": ({}, "unshare -pf sleep 600"),
@@ -49,6 +59,8 @@ CASES = {
         "unshare -m sh -c 'mount -t tmpfs scratch /mnt; exec sleep 600'",
     ),
     "root_in_own_user_namespace": ({}, "unshare -Ur sleep 600"),
+    "loopback_only_namespace": ({}, "unshare -n sh -c 'ip link set lo up; exec sleep 600'"),
+    "veth_between_namespaces": ({}, VETH_SOLUTION),
 }
 
 
@@ -120,3 +132,15 @@ def test_a_user_namespace_without_a_map_is_not_root(make_sandbox):
     start(sandbox, "unshare -U sleep 600")
     outcome = never(sandbox, "root_in_own_user_namespace", {}, seconds=1.0)
     assert "uid_map is" in outcome.observed
+
+
+def test_a_veth_pair_inside_one_namespace_does_not_count(make_sandbox):
+    sandbox = make_sandbox()
+    script = (
+        "ip link add v0 type veth peer name v1; ip addr add 10.9.0.1/24 dev v0; "
+        "ip addr add 10.9.0.2/24 dev v1; ip link set v0 up; ip link set v1 up"
+    )
+    code, out = sandbox.run(["sh", "-c", script])
+    assert code == 0, out
+    outcome = never(sandbox, "veth_between_namespaces", {}, seconds=0.3)
+    assert "no two in different namespaces" in outcome.observed
