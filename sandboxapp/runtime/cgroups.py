@@ -84,6 +84,21 @@ class CgroupBackend:
     def limits(self, dirs: list[Path]) -> dict[str, int | None]:
         raise NotImplementedError
 
+    def memory_children(self, inner: list[Path]) -> list[MemoryChild]:
+        """Each cgroup the learner made below `inner`: its memory limit and OOM kills."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class MemoryChild:
+    path: str  # relative to the learner's own cgroup, as the learner sees it
+    limit_bytes: int | None
+    oom_kills: int
+
+
+def _children(top: Path) -> list[Path]:
+    return [Path(sub) for sub, _, _ in os.walk(top) if Path(sub) != top]
+
 
 class V1Backend(CgroupBackend):
     version = 1
@@ -152,6 +167,17 @@ class V1Backend(CgroupBackend):
             "cpu_quota_us": None if quota < 0 else quota,
         }
 
+    def memory_children(self, inner: list[Path]) -> list[MemoryChild]:
+        top = self._find(inner, "memory")
+        found = []
+        for d in _children(top):
+            limit = int((d / "memory.limit_in_bytes").read_text())
+            kills = _read_kv(d / "memory.oom_control").get("oom_kill", 0)
+            found.append(
+                MemoryChild(str(d.relative_to(top)), None if limit >= 2**62 else limit, kills)
+            )
+        return found
+
 
 class V2Backend(CgroupBackend):
     version = 2
@@ -210,6 +236,19 @@ class V2Backend(CgroupBackend):
             "pids": number("pids.max"),
             "cpu_quota_us": number("cpu.max"),
         }
+
+    def memory_children(self, inner: list[Path]) -> list[MemoryChild]:
+        (top,) = inner
+        found = []
+        for d in _children(top):
+            if not (d / "memory.max").exists():
+                continue  # the memory controller is not enabled for this child
+            text = (d / "memory.max").read_text().strip()
+            kills = _read_kv(d / "memory.events").get("oom_kill", 0)
+            found.append(
+                MemoryChild(str(d.relative_to(top)), None if text == "max" else int(text), kills)
+            )
+        return found
 
 
 def procs(dirs: list[Path]) -> list[int]:
@@ -289,6 +328,9 @@ class SandboxCgroup:
 
     def limits(self) -> dict[str, int | None]:
         return self.backend.limits(self.outer)
+
+    def memory_children(self) -> list[MemoryChild]:
+        return self.backend.memory_children(self.inner)
 
     def destroy(self) -> None:
         existing = [d for d in self.outer if d.exists()]

@@ -296,6 +296,38 @@ def _reaches(pid: int, address: str) -> bool:
     return bool(in_namespace(pid, sc.CLONE_NEWNET, attempt))
 
 
+def oom_kill_in_child_cgroup(sandbox: Sandbox, params: dict) -> Outcome:
+    """A cgroup the learner made under their own, with a memory limit, in which the kernel
+    OOM-killed a process; the sandbox's own limit untouched. Evidence of enforcement (the
+    kill counter), not of configuration."""
+    expected = "a cgroup of yours with a memory limit, where the kernel OOM-killed a process"
+    own = sandbox.cgroup.limits()["memory_bytes"]
+    if own != sandbox.spec.limits.memory_bytes:
+        return Outcome(False, f"your sandbox's own memory limit is {own}, not its own", expected)
+    children = sandbox.cgroup.memory_children()
+    for child in children:
+        if child.limit_bytes is not None and child.oom_kills:
+            mib = child.limit_bytes / 2**20
+            return Outcome(
+                True,
+                f"cgroup {child.path} (limit {mib:g} MiB): {child.oom_kills} process(es) "
+                "OOM-killed by the kernel",
+                expected,
+            )
+    limited = [c for c in children if c.limit_bytes is not None]
+    if limited:
+        c = limited[0]
+        return Outcome(
+            False,
+            f"cgroup {c.path} has a limit of {c.limit_bytes / 2**20:g} MiB, and nothing in it "
+            "was OOM-killed yet",
+            expected,
+        )
+    if children:
+        return Outcome(False, f"cgroup {children[0].path} has no memory limit", expected)
+    return Outcome(False, "no cgroup of your own under your sandbox's", expected)
+
+
 CHECKS: dict[str, CheckKind] = {
     "long_running_process": CheckKind(
         {"min_seconds": float}, long_running_process, optional=("min_seconds",)
@@ -307,6 +339,7 @@ CHECKS: dict[str, CheckKind] = {
     "root_in_own_user_namespace": CheckKind({}, root_in_own_user_namespace),
     "loopback_only_namespace": CheckKind({}, loopback_only_namespace),
     "veth_between_namespaces": CheckKind({}, veth_between_namespaces),
+    "oom_kill_in_child_cgroup": CheckKind({}, oom_kill_in_child_cgroup),
 }
 
 

@@ -49,6 +49,17 @@ ip link set v0 up
 nsenter -t $other -n sh -c 'ip addr add 10.9.0.2/24 dev v1; ip link set v1 up'
 """
 
+OOM_SOLUTION = """
+if [ -e /sys/fs/cgroup/cgroup.controllers ]; then
+  mkdir /sys/fs/cgroup/demo; echo 32M > /sys/fs/cgroup/demo/memory.max
+  echo $$ > /sys/fs/cgroup/demo/cgroup.procs
+else
+  mkdir /sys/fs/cgroup/memory/demo; echo 32M > /sys/fs/cgroup/memory/demo/memory.limit_in_bytes
+  echo $$ > /sys/fs/cgroup/memory/demo/cgroup.procs
+fi
+python3 -c 'b = bytearray(200 * 2**20)'
+"""
+
 CASES = {
     "long_running_process": ({"min_seconds": 1}, "sleep 600"),
     "nested_pid_namespace": ({}, "unshare -pf sleep 600"),
@@ -61,6 +72,7 @@ CASES = {
     "root_in_own_user_namespace": ({}, "unshare -Ur sleep 600"),
     "loopback_only_namespace": ({}, "unshare -n sh -c 'ip link set lo up; exec sleep 600'"),
     "veth_between_namespaces": ({}, VETH_SOLUTION),
+    "oom_kill_in_child_cgroup": ({}, OOM_SOLUTION),
 }
 
 
@@ -144,3 +156,12 @@ def test_a_veth_pair_inside_one_namespace_does_not_count(make_sandbox):
     assert code == 0, out
     outcome = never(sandbox, "veth_between_namespaces", {}, seconds=0.3)
     assert "no two in different namespaces" in outcome.observed
+
+
+def test_a_limit_without_a_kill_is_not_enough(make_sandbox):
+    sandbox = make_sandbox()
+    script = OOM_SOLUTION.replace("python3 -c 'b = bytearray(200 * 2**20)'", "true")
+    code, out = sandbox.run(["sh", "-c", script])
+    assert code == 0, out
+    outcome = never(sandbox, "oom_kill_in_child_cgroup", {}, seconds=0.3)
+    assert "nothing in it was OOM-killed yet" in outcome.observed
