@@ -328,6 +328,37 @@ def oom_kill_in_child_cgroup(sandbox: Sandbox, params: dict) -> Outcome:
     return Outcome(False, "no cgroup of your own under your sandbox's", expected)
 
 
+# The capabilities a lesson may ask to drop, by the name capsh and capabilities(7) use.
+CAPABILITY_BITS = {
+    "chown": 0,
+    "dac_override": 1,
+    "kill": 5,
+    "setuid": 7,
+    "net_bind_service": 10,
+    "net_admin": 12,
+    "net_raw": 13,
+    "sys_chroot": 18,
+    "sys_admin": 21,
+}
+
+
+def capability_dropped(sandbox: Sandbox, params: dict) -> Outcome:
+    """A running process of the sandbox whose bounding set has lost `capability`, which the
+    sandbox's init still holds: dropped for good, for it and all it starts."""
+    name = str(params["capability"]).lower().removeprefix("cap_")
+    bit = 1 << CAPABILITY_BITS[name]
+    init, others = _processes(sandbox)
+    expected = f"a process of yours without cap_{name}, even in its bounding set"
+    if not init.cap_bnd & bit:
+        return Outcome(False, f"your sandbox itself has no cap_{name} to drop", expected)
+    for p in others:
+        if not p.cap_bnd & bit and not p.cap_eff & bit:
+            return Outcome(True, f"{_who(p)} has dropped cap_{name} for good", expected)
+    return Outcome(
+        False, f"every process of yours still has cap_{name} in its bounding set", expected
+    )
+
+
 CHECKS: dict[str, CheckKind] = {
     "long_running_process": CheckKind(
         {"min_seconds": float}, long_running_process, optional=("min_seconds",)
@@ -340,11 +371,16 @@ CHECKS: dict[str, CheckKind] = {
     "loopback_only_namespace": CheckKind({}, loopback_only_namespace),
     "veth_between_namespaces": CheckKind({}, veth_between_namespaces),
     "oom_kill_in_child_cgroup": CheckKind({}, oom_kill_in_child_cgroup),
+    "capability_dropped": CheckKind({"capability": str}, capability_dropped),
 }
 
 
 def check_problems(name: object, params: object) -> list[str]:
     """What is wrong with asking for check `name` with `params` (empty when nothing)."""
+    if name == "capability_dropped" and isinstance(params, dict):
+        cap = str(params.get("capability", "")).lower().removeprefix("cap_")
+        if "capability" in params and cap not in CAPABILITY_BITS:
+            return [f"capability: one of {', '.join(sorted(CAPABILITY_BITS))}"]
     kind = CHECKS.get(name) if isinstance(name, str) else None
     if kind is None:
         return [f"unknown check {name!r}; known: {', '.join(sorted(CHECKS))}"]

@@ -73,6 +73,7 @@ CASES = {
     "loopback_only_namespace": ({}, "unshare -n sh -c 'ip link set lo up; exec sleep 600'"),
     "veth_between_namespaces": ({}, VETH_SOLUTION),
     "oom_kill_in_child_cgroup": ({}, OOM_SOLUTION),
+    "capability_dropped": ({"capability": "net_raw"}, "capsh --drop=cap_net_raw -- -c 'sleep 600'"),
 }
 
 
@@ -128,6 +129,7 @@ def test_check_requests_are_validated():
     ]
     assert check_problems("long_running_process", {"min_seconds": 2}) == []
     assert check_problems("nested_pid_namespace", {"x": 1}) == ["unknown parameter 'x'"]
+    assert "one of" in check_problems("capability_dropped", {"capability": "cap_fly"})[0]
     with pytest.raises(CheckError):
         check_run(None, "nope", {})  # type: ignore[arg-type]
 
