@@ -84,16 +84,19 @@ class CgroupBackend:
     def limits(self, dirs: list[Path]) -> dict[str, int | None]:
         raise NotImplementedError
 
-    def memory_children(self, inner: list[Path]) -> list[MemoryChild]:
-        """Each cgroup the learner made below `inner`: its memory limit and OOM kills."""
+    def child_cgroups(self, inner: list[Path]) -> list[ChildCgroup]:
+        """Each cgroup the learner made below `inner`, with its limits and the kernel's
+        enforcement counters (what the checks of the cgroup lessons read)."""
         raise NotImplementedError
 
 
 @dataclass(frozen=True)
-class MemoryChild:
+class ChildCgroup:
     path: str  # relative to the learner's own cgroup, as the learner sees it
-    limit_bytes: int | None
-    oom_kills: int
+    memory_limit: int | None = None
+    oom_kills: int = 0
+    cpu_quota_us: int | None = None
+    nr_throttled: int = 0
 
 
 def _children(top: Path) -> list[Path]:
@@ -167,16 +170,24 @@ class V1Backend(CgroupBackend):
             "cpu_quota_us": None if quota < 0 else quota,
         }
 
-    def memory_children(self, inner: list[Path]) -> list[MemoryChild]:
-        top = self._find(inner, "memory")
-        found = []
-        for d in _children(top):
+    def child_cgroups(self, inner: list[Path]) -> list[ChildCgroup]:
+        # One tree per controller: a learner's cgroup is the same relative path in each.
+        found: dict[str, dict] = {}
+        memory = self._find(inner, "memory")
+        for d in _children(memory):
             limit = int((d / "memory.limit_in_bytes").read_text())
-            kills = _read_kv(d / "memory.oom_control").get("oom_kill", 0)
-            found.append(
-                MemoryChild(str(d.relative_to(top)), None if limit >= 2**62 else limit, kills)
+            found.setdefault(str(d.relative_to(memory)), {}).update(
+                memory_limit=None if limit >= 2**62 else limit,
+                oom_kills=_read_kv(d / "memory.oom_control").get("oom_kill", 0),
             )
-        return found
+        cpu = self._find(inner, "cpu")
+        for d in _children(cpu):
+            quota = int((d / "cpu.cfs_quota_us").read_text())
+            found.setdefault(str(d.relative_to(cpu)), {}).update(
+                cpu_quota_us=None if quota < 0 else quota,
+                nr_throttled=_read_kv(d / "cpu.stat").get("nr_throttled", 0),
+            )
+        return [ChildCgroup(path, **values) for path, values in sorted(found.items())]
 
 
 class V2Backend(CgroupBackend):
@@ -237,17 +248,21 @@ class V2Backend(CgroupBackend):
             "cpu_quota_us": number("cpu.max"),
         }
 
-    def memory_children(self, inner: list[Path]) -> list[MemoryChild]:
+    def child_cgroups(self, inner: list[Path]) -> list[ChildCgroup]:
         (top,) = inner
         found = []
         for d in _children(top):
-            if not (d / "memory.max").exists():
-                continue  # the memory controller is not enabled for this child
-            text = (d / "memory.max").read_text().strip()
-            kills = _read_kv(d / "memory.events").get("oom_kill", 0)
-            found.append(
-                MemoryChild(str(d.relative_to(top)), None if text == "max" else int(text), kills)
-            )
+            values: dict = {}
+            # A controller's files exist only where the parent enabled it for children.
+            if (d / "memory.max").exists():
+                text = (d / "memory.max").read_text().strip()
+                values["memory_limit"] = None if text == "max" else int(text)
+                values["oom_kills"] = _read_kv(d / "memory.events").get("oom_kill", 0)
+            if (d / "cpu.max").exists():
+                quota = (d / "cpu.max").read_text().split()[0]
+                values["cpu_quota_us"] = None if quota == "max" else int(quota)
+                values["nr_throttled"] = _read_kv(d / "cpu.stat").get("nr_throttled", 0)
+            found.append(ChildCgroup(str(d.relative_to(top)), **values))
         return found
 
 
@@ -329,8 +344,8 @@ class SandboxCgroup:
     def limits(self) -> dict[str, int | None]:
         return self.backend.limits(self.outer)
 
-    def memory_children(self) -> list[MemoryChild]:
-        return self.backend.memory_children(self.inner)
+    def child_cgroups(self) -> list[ChildCgroup]:
+        return self.backend.child_cgroups(self.inner)
 
     def destroy(self) -> None:
         existing = [d for d in self.outer if d.exists()]

@@ -304,27 +304,49 @@ def oom_kill_in_child_cgroup(sandbox: Sandbox, params: dict) -> Outcome:
     own = sandbox.cgroup.limits()["memory_bytes"]
     if own != sandbox.spec.limits.memory_bytes:
         return Outcome(False, f"your sandbox's own memory limit is {own}, not its own", expected)
-    children = sandbox.cgroup.memory_children()
+    children = sandbox.cgroup.child_cgroups()
     for child in children:
-        if child.limit_bytes is not None and child.oom_kills:
-            mib = child.limit_bytes / 2**20
+        if child.memory_limit is not None and child.oom_kills:
+            mib = child.memory_limit / 2**20
             return Outcome(
                 True,
                 f"cgroup {child.path} (limit {mib:g} MiB): {child.oom_kills} process(es) "
                 "OOM-killed by the kernel",
                 expected,
             )
-    limited = [c for c in children if c.limit_bytes is not None]
+    limited = [c for c in children if c.memory_limit is not None]
     if limited:
         c = limited[0]
         return Outcome(
             False,
-            f"cgroup {c.path} has a limit of {c.limit_bytes / 2**20:g} MiB, and nothing in it "
+            f"cgroup {c.path} has a limit of {c.memory_limit / 2**20:g} MiB, and nothing in it "
             "was OOM-killed yet",
             expected,
         )
     if children:
         return Outcome(False, f"cgroup {children[0].path} has no memory limit", expected)
+    return Outcome(False, "no cgroup of your own under your sandbox's", expected)
+
+
+def cpu_throttled_in_child_cgroup(sandbox: Sandbox, params: dict) -> Outcome:
+    """A cgroup the learner made with a CPU quota, which the kernel has throttled."""
+    expected = "a cgroup of yours with a CPU quota, throttled by the kernel"
+    children = sandbox.cgroup.child_cgroups()
+    for child in children:
+        if child.cpu_quota_us is not None and child.nr_throttled:
+            return Outcome(
+                True,
+                f"cgroup {child.path} (quota {child.cpu_quota_us} µs per period): throttled "
+                f"{child.nr_throttled} time(s)",
+                expected,
+            )
+    quota = [c for c in children if c.cpu_quota_us is not None]
+    if quota:
+        return Outcome(
+            False, f"cgroup {quota[0].path} has a CPU quota but was never throttled", expected
+        )
+    if children:
+        return Outcome(False, f"cgroup {children[0].path} has no CPU quota", expected)
     return Outcome(False, "no cgroup of your own under your sandbox's", expected)
 
 
@@ -372,6 +394,7 @@ CHECKS: dict[str, CheckKind] = {
     "veth_between_namespaces": CheckKind({}, veth_between_namespaces),
     "oom_kill_in_child_cgroup": CheckKind({}, oom_kill_in_child_cgroup),
     "capability_dropped": CheckKind({"capability": str}, capability_dropped),
+    "cpu_throttled_in_child_cgroup": CheckKind({}, cpu_throttled_in_child_cgroup),
 }
 
 

@@ -60,6 +60,18 @@ fi
 python3 -c 'b = bytearray(200 * 2**20)'
 """
 
+CPU_SOLUTION = """
+if [ -e /sys/fs/cgroup/cgroup.controllers ]; then
+  echo +cpu > /sys/fs/cgroup/cgroup.subtree_control
+  mkdir /sys/fs/cgroup/slow; echo '10000 100000' > /sys/fs/cgroup/slow/cpu.max
+  echo $$ > /sys/fs/cgroup/slow/cgroup.procs
+else
+  mkdir /sys/fs/cgroup/cpu/slow; echo 10000 > /sys/fs/cgroup/cpu/slow/cpu.cfs_quota_us
+  echo $$ > /sys/fs/cgroup/cpu/slow/cgroup.procs
+fi
+timeout 3 sh -c 'while :; do :; done'
+"""
+
 CASES = {
     "long_running_process": ({"min_seconds": 1}, "sleep 600"),
     "nested_pid_namespace": ({}, "unshare -pf sleep 600"),
@@ -73,6 +85,7 @@ CASES = {
     "loopback_only_namespace": ({}, "unshare -n sh -c 'ip link set lo up; exec sleep 600'"),
     "veth_between_namespaces": ({}, VETH_SOLUTION),
     "oom_kill_in_child_cgroup": ({}, OOM_SOLUTION),
+    "cpu_throttled_in_child_cgroup": ({}, CPU_SOLUTION),
     "capability_dropped": ({"capability": "net_raw"}, "capsh --drop=cap_net_raw -- -c 'sleep 600'"),
 }
 

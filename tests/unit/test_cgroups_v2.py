@@ -436,3 +436,24 @@ def test_kill_raises_when_processes_survive(sandbox, monkeypatch):
 
     with pytest.raises(CgroupError, match="survived"):
         sandbox.backend.kill(sandbox.outer)
+
+
+def test_child_cgroups_report_the_learners_limits_and_the_kernels_counters(sandbox, mount):
+    sandbox.create(Limits(), OWNER)
+    inner = mount / "contained" / "box-1" / cgroups.INNER
+    (inner / "demo").mkdir()
+    (inner / "demo" / "memory.max").write_text("33554432\n")
+    (inner / "demo" / "memory.events").write_text("low 0\nhigh 0\nmax 7\noom 1\noom_kill 2\n")
+    (inner / "slow").mkdir()
+    (inner / "slow" / "cpu.max").write_text("10000 100000\n")
+    (inner / "slow" / "cpu.stat").write_text("nr_periods 9\nnr_throttled 4\n")
+    # A child without the controllers enabled has no such files: no limits, no counters.
+    bare = inner / "bare"
+    PosixPath.mkdir(bare)
+
+    children = {c.path: c for c in sandbox.child_cgroups()}
+
+    assert children["demo"].memory_limit == 32 * 2**20 and children["demo"].oom_kills == 2
+    assert children["demo"].cpu_quota_us is None
+    assert children["slow"].cpu_quota_us == 10000 and children["slow"].nr_throttled == 4
+    assert children["bare"] == cgroups.ChildCgroup("bare")
