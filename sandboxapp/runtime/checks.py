@@ -350,6 +350,28 @@ def cpu_throttled_in_child_cgroup(sandbox: Sandbox, params: dict) -> Outcome:
     return Outcome(False, "no cgroup of your own under your sandbox's", expected)
 
 
+def root_is_new_overlay(sandbox: Sandbox, params: dict) -> Outcome:
+    """A process whose root directory is an overlay the learner mounted: an image of
+    layers, entered with chroot or pivot_root (not the sandbox's own overlay root)."""
+    init, others = _processes(sandbox)
+    expected = "a process whose / is an overlay you mounted (not your sandbox's own)"
+    own_root = next((m for m in probes.mountinfo_of(init.pid) if m.mountpoint == "/"), None)
+    for p in others:
+        try:
+            root = [m for m in probes.mountinfo_of(p.pid) if m.mountpoint == "/"]
+        except OSError:
+            continue
+        if (
+            root
+            and root[-1].fstype == "overlay"
+            # Mount ids differ in every copy of a mount namespace; the filesystem's device
+            # number does not.
+            and (own_root is None or root[-1].device != own_root.device)
+        ):
+            return Outcome(True, f"{_who(p)} has an overlay of your own as its /", expected)
+    return Outcome(False, "every process still has your sandbox's own / as its root", expected)
+
+
 # The capabilities a lesson may ask to drop, by the name capsh and capabilities(7) use.
 CAPABILITY_BITS = {
     "chown": 0,
@@ -395,6 +417,7 @@ CHECKS: dict[str, CheckKind] = {
     "oom_kill_in_child_cgroup": CheckKind({}, oom_kill_in_child_cgroup),
     "capability_dropped": CheckKind({"capability": str}, capability_dropped),
     "cpu_throttled_in_child_cgroup": CheckKind({}, cpu_throttled_in_child_cgroup),
+    "root_is_new_overlay": CheckKind({}, root_is_new_overlay),
 }
 
 

@@ -149,6 +149,7 @@ def _cgroup_path(text: str) -> str:
 class Mount:
     mount_id: int
     parent_id: int
+    device: str  # major:minor of the filesystem: the same in every copy of a mount
     root: str
     mountpoint: str
     options: str
@@ -169,6 +170,7 @@ def mountinfo_of(pid: int) -> list[Mount]:
             Mount(
                 mount_id=int(fields[0]),
                 parent_id=int(fields[1]),
+                device=fields[2],
                 root=fields[3],
                 mountpoint=fields[4],
                 options=fields[5],

@@ -72,6 +72,13 @@ fi
 timeout 3 sh -c 'while :; do :; done'
 """
 
+OVERLAY_SOLUTION = """
+mkdir -p /tmp/img/upper /tmp/img/work /tmp/img/root
+layers=lowerdir=/usr,upperdir=/tmp/img/upper,workdir=/tmp/img/work
+unshare -m sh -c "mount -t overlay image -o $layers /tmp/img/root && \\
+  exec chroot /tmp/img/root /bin/sleep 600"
+"""
+
 CASES = {
     "long_running_process": ({"min_seconds": 1}, "sleep 600"),
     "nested_pid_namespace": ({}, "unshare -pf sleep 600"),
@@ -86,6 +93,7 @@ CASES = {
     "veth_between_namespaces": ({}, VETH_SOLUTION),
     "oom_kill_in_child_cgroup": ({}, OOM_SOLUTION),
     "cpu_throttled_in_child_cgroup": ({}, CPU_SOLUTION),
+    "root_is_new_overlay": ({}, OVERLAY_SOLUTION),
     "capability_dropped": ({"capability": "net_raw"}, "capsh --drop=cap_net_raw -- -c 'sleep 600'"),
 }
 
@@ -180,3 +188,11 @@ def test_a_limit_without_a_kill_is_not_enough(make_sandbox):
     assert code == 0, out
     outcome = never(sandbox, "oom_kill_in_child_cgroup", {}, seconds=0.3)
     assert "nothing in it was OOM-killed yet" in outcome.observed
+
+
+def test_an_overlay_mounted_but_not_entered_does_not_count(make_sandbox):
+    sandbox = make_sandbox()
+    script = OVERLAY_SOLUTION.replace("exec chroot /tmp/img/root /bin/sleep 600", "exec sleep 600")
+    start(sandbox, script)
+    outcome = never(sandbox, "root_is_new_overlay", {}, seconds=1.0)
+    assert "your sandbox's own /" in outcome.observed
