@@ -372,6 +372,62 @@ def root_is_new_overlay(sandbox: Sandbox, params: dict) -> Outcome:
     return Outcome(False, "every process still has your sandbox's own / as its root", expected)
 
 
+def sidecar_shares_network(sandbox: Sandbox, params: dict) -> Outcome:
+    """Two processes in different pid namespaces that share one network namespace of their
+    own (not the sandbox's): a pod's "sidecar", joined to its app's network only."""
+    init, others = _processes(sandbox)
+    expected = "two processes in different pid namespaces sharing one new network namespace"
+    for a, b in itertools.combinations(others, 2):
+        if (
+            a.namespaces["net"] == b.namespaces["net"] != init.namespaces["net"]
+            and a.namespaces["pid"] != b.namespaces["pid"]
+        ):
+            return Outcome(
+                True, f"{_who(a)} and {_who(b)} share a network namespace, not pids", expected
+            )
+    return Outcome(
+        False, "no two processes share a new network namespace across pid namespaces", expected
+    )
+
+
+NEW_NAMESPACES = ("user", "pid", "mnt", "net", "uts", "ipc")
+
+
+def own_container(sandbox: Sandbox, params: dict) -> Outcome:
+    """The capstone: one process in a new namespace of every kind, whose / is an overlay of
+    the learner's, with a bounding set smaller than the sandbox's."""
+    init, others = _processes(sandbox)
+    expected = (
+        "one process with new user, pid, mount, net, uts and ipc namespaces, an overlay root "
+        "of yours and fewer capabilities"
+    )
+    own_root = next((m for m in probes.mountinfo_of(init.pid) if m.mountpoint == "/"), None)
+    best, best_missing = None, list(NEW_NAMESPACES) + ["overlay root", "dropped capability"]
+    for p in others:
+        missing = [ns for ns in NEW_NAMESPACES if p.namespaces[ns] == init.namespaces[ns]]
+        try:
+            root = [m for m in probes.mountinfo_of(p.pid) if m.mountpoint == "/"]
+        except OSError:
+            root = []
+        if not (
+            root
+            and root[-1].fstype == "overlay"
+            and (own_root is None or root[-1].device != own_root.device)
+        ):
+            missing.append("overlay root")
+        if not (init.cap_bnd & ~p.cap_bnd):
+            missing.append("dropped capability")
+        if len(missing) < len(best_missing):
+            best, best_missing = p, missing
+    if best is None:
+        return Outcome(False, "no process of yours besides your shell", expected)
+    if not best_missing:
+        return Outcome(True, f"{_who(best)} is a container you built yourself", expected)
+    return Outcome(
+        False, f"closest: {_who(best)}, still missing {', '.join(best_missing)}", expected
+    )
+
+
 # The capabilities a lesson may ask to drop, by the name capsh and capabilities(7) use.
 CAPABILITY_BITS = {
     "chown": 0,
@@ -418,6 +474,8 @@ CHECKS: dict[str, CheckKind] = {
     "capability_dropped": CheckKind({"capability": str}, capability_dropped),
     "cpu_throttled_in_child_cgroup": CheckKind({}, cpu_throttled_in_child_cgroup),
     "root_is_new_overlay": CheckKind({}, root_is_new_overlay),
+    "sidecar_shares_network": CheckKind({}, sidecar_shares_network),
+    "own_container": CheckKind({}, own_container),
 }
 
 

@@ -79,6 +79,20 @@ unshare -m sh -c "mount -t overlay image -o $layers /tmp/img/root && \\
   exec chroot /tmp/img/root /bin/sleep 600"
 """
 
+SIDECAR_SOLUTION = """
+unshare -n sleep 600 &
+app=$!
+sleep 0.2
+nsenter -t $app -n unshare -pf sleep 600
+"""
+
+CONTAINER_SOLUTION = """
+mkdir -p /tmp/c/upper /tmp/c/work /tmp/c/root
+layers=lowerdir=/usr,upperdir=/tmp/c/upper,workdir=/tmp/c/work
+unshare -Urpfnmiu sh -c "mount -t overlay image -o $layers /tmp/c/root && \\
+  exec chroot /tmp/c/root /sbin/capsh --drop=cap_net_raw -- -c 'exec sleep 600'"
+"""
+
 CASES = {
     "long_running_process": ({"min_seconds": 1}, "sleep 600"),
     "nested_pid_namespace": ({}, "unshare -pf sleep 600"),
@@ -94,6 +108,8 @@ CASES = {
     "oom_kill_in_child_cgroup": ({}, OOM_SOLUTION),
     "cpu_throttled_in_child_cgroup": ({}, CPU_SOLUTION),
     "root_is_new_overlay": ({}, OVERLAY_SOLUTION),
+    "sidecar_shares_network": ({}, SIDECAR_SOLUTION),
+    "own_container": ({}, CONTAINER_SOLUTION),
     "capability_dropped": ({"capability": "net_raw"}, "capsh --drop=cap_net_raw -- -c 'sleep 600'"),
 }
 
@@ -196,3 +212,15 @@ def test_an_overlay_mounted_but_not_entered_does_not_count(make_sandbox):
     start(sandbox, script)
     outcome = never(sandbox, "root_is_new_overlay", {}, seconds=1.0)
     assert "your sandbox's own /" in outcome.observed
+
+
+def test_a_container_missing_one_part_says_which(make_sandbox):
+    sandbox = make_sandbox()
+    start(sandbox, CONTAINER_SOLUTION.replace("unshare -Urpfnmiu", "unshare -Urpfmiu"))
+    deadline = time.monotonic() + 8
+    while True:
+        outcome = check_run(sandbox, "own_container", {})
+        if "still missing net" in outcome.observed or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert not outcome.passed and outcome.observed.endswith("still missing net"), outcome
