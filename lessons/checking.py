@@ -30,11 +30,17 @@ class StepOutcome:
     progress: StepProgress
 
 
-def step_check(learner: Learner, step: Step, *, counted: bool = True) -> StepOutcome:
+def step_check(
+    learner: Learner, step: Step, *, counted: bool = True, answer: str | None = None
+) -> StepOutcome:
     """Run every check of `step` in the learner's sandbox. A counted check is an attempt
-    (the learner pressed Check); the page's own background checks are not."""
+    (the learner pressed Check); the page's own background checks are not. A quiz step's
+    checks also get the learner's `answer`, judged by sandboxd against their own sandbox."""
     results = []
     for check in step.checks:
+        params = check["params"]
+        if step.quiz is not None:
+            params = {**params, "answer": answer or ""}
         try:
             reply = call_sync(
                 settings.SANDBOXD_SOCKET,
@@ -42,7 +48,7 @@ def step_check(learner: Learner, step: Step, *, counted: bool = True) -> StepOut
                 reply_timeout=CHECK_TIMEOUT,
                 learner=learner.sandbox_id,
                 check=check["check"],
-                params=check["params"],
+                params=params,
             )
         except Refused as refusal:
             if refusal.code == "not_running":

@@ -17,12 +17,12 @@ import yaml
 from django.db import transaction
 
 from lessons.models import Lesson, Step
-from sandboxapp.runtime.checks import check_problems
+from sandboxapp.runtime.checks import CHECKS, check_problems
 
 LESSON_FILE = "lesson.md"
 FOLDER_PATTERN = re.compile(r"^(?P<number>\d{2})-(?P<slug>[a-z0-9]+(?:-[a-z0-9]+)*)$")
 FIELDS = ("title", "summary", "minutes")
-STEP_FIELDS = ("title", "checks", "hints", "solution")
+STEP_FIELDS = ("title", "checks", "hints", "solution", "quiz")
 STEPS_DIR = "steps"
 MAX_MINUTES = 600
 
@@ -48,6 +48,8 @@ class StepSource:
     hints: list[str]
     solution: str
     path: Path
+    # {"question": str, "choices": [str, ...] or absent for a typed answer}
+    quiz: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -194,6 +196,8 @@ def read_step(path: Path) -> StepSource:
         problems.append(
             Problem(path, key_lines.get("checks"), "a step with checks needs a solution")
         )
+    quiz = metadata.get("quiz")
+    problems += _quiz_problems(path, key_lines.get("quiz"), quiz, checks)
     if not body.strip():
         problems.append(Problem(path, body_line, "the step has no text after its front matter"))
     if problems:
@@ -207,7 +211,31 @@ def read_step(path: Path) -> StepSource:
         hints=[h.strip() for h in hints],
         solution=solution.strip() + "\n" if solution.strip() else "",
         path=path,
+        quiz=quiz,
     )
+
+
+def _quiz_problems(path: Path, line: int | None, quiz: object, checks: list) -> list[Problem]:
+    """A quiz asks a question; its checks (quiz kinds) judge the answer on the server."""
+    answered = [c for c in checks if isinstance(c, dict) and CHECKS.get(c.get("check"))]
+    quiz_checks = [c for c in answered if CHECKS[c["check"]].answered]
+    if quiz is None:
+        if quiz_checks:
+            return [Problem(path, line, f"{quiz_checks[0]['check']} needs a quiz: to answer")]
+        return []
+    problems = []
+    if not isinstance(quiz, dict) or set(quiz) - {"question", "choices"}:
+        return [Problem(path, line, "quiz: a mapping of question and (optional) choices")]
+    if not isinstance(quiz.get("question"), str) or not quiz["question"].strip():
+        problems.append(Problem(path, line, "quiz: question must be non-empty text"))
+    choices = quiz.get("choices")
+    if choices is not None and (
+        not isinstance(choices, list) or not all(isinstance(c, str) for c in choices)
+    ):
+        problems.append(Problem(path, line, "quiz: choices must be a list of text"))
+    if not quiz_checks or len(quiz_checks) != len(checks):
+        problems.append(Problem(path, line, "a quiz step's checks must all be quiz checks"))
+    return problems
 
 
 def _split_front_matter(path: Path, text: str) -> tuple[dict, dict[str, int], str, int]:
@@ -369,6 +397,7 @@ def _save_steps(lesson: Lesson, steps: Iterable[StepSource]) -> bool:
             "checks": source.checks,
             "hints": source.hints,
             "solution": source.solution,
+            "quiz": source.quiz,
         }
         step, created = Step.objects.get_or_create(lesson=lesson, slug=source.slug, defaults=values)
         if not created and any(getattr(step, k) != v for k, v in values.items()):

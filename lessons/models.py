@@ -31,6 +31,8 @@ class Step(models.Model):
     checks = models.JSONField(default=list)
     hints = models.JSONField(default=list)
     solution = models.TextField(blank=True)
+    # A question whose answer the step's checks judge: {"question", "choices"?}.
+    quiz = models.JSONField(null=True, blank=True)
 
     class Meta:
         ordering = ["lesson", "number"]

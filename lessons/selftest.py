@@ -56,8 +56,9 @@ def _start(sandbox: Sandbox, script: str) -> None:
     sandbox.spawn(["/bin/bash", "-c", f"{script}\nwait"])
 
 
-def _outcomes(sandbox: Sandbox, checks: list[dict]) -> list:
-    return [check_run(sandbox, c["check"], c["params"]) for c in checks]
+def _outcomes(sandbox: Sandbox, checks: list[dict], answer: str | None = None) -> list:
+    extra = {} if answer is None else {"answer": answer}
+    return [check_run(sandbox, c["check"], {**c["params"], **extra}) for c in checks]
 
 
 def _passes(sandbox: Sandbox, checks: list[dict], within: float) -> tuple[bool, str]:
@@ -81,10 +82,44 @@ def _never_passes(sandbox: Sandbox, checks: list[dict], seconds: float) -> tuple
     return True, "failed, as it should"
 
 
+# Answers a learner might try on a quiz without looking: none may pass.
+FAKE_ANSWERS = ["PASS", "", "1", "4026531836", "user,pid,mnt,net,uts,ipc,cgroup,time"]
+
+
+def _quiz(lesson: str, step, config: RuntimeConfig) -> Iterator[Case]:
+    """A quiz's solution prints the right answer from inside the sandbox; that answer passes
+    and the blind guesses fail, in that same sandbox (answers differ between sandboxes)."""
+    with _sandbox(config) as sandbox:
+        code, out = sandbox.run(["/bin/bash", "-c", step.solution])
+        answer = out.decode(errors="replace").strip()
+        outcomes = _outcomes(sandbox, step.checks, answer)
+        ok = code == 0 and all(o.passed for o in outcomes)
+        yield Case(
+            lesson,
+            step.slug,
+            "solution",
+            ok,
+            f"answer {answer!r}: " + "; ".join(o.observed for o in outcomes),
+        )
+        wrong = [
+            a for a in FAKE_ANSWERS if all(o.passed for o in _outcomes(sandbox, step.checks, a))
+        ]
+        yield Case(
+            lesson,
+            step.slug,
+            "fakes",
+            not wrong,
+            f"passed: {wrong}" if wrong else "failed, as they should",
+        )
+
+
 def selftest(lessons: list[LessonSource], config: RuntimeConfig) -> Iterator[Case]:
     for lesson in lessons:
         for step in lesson.steps:
             if not step.checks:
+                continue
+            if step.quiz is not None:
+                yield from _quiz(lesson.slug, step, config)
                 continue
             with _sandbox(config) as sandbox:
                 _start(sandbox, step.solution)

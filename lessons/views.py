@@ -46,8 +46,12 @@ def check(request: HttpRequest, slug: str, step_slug: str) -> JsonResponse:
         return JsonResponse({"error": "Start as a learner first."}, status=403)
     if not step.checks:
         return JsonResponse({"error": "This step has nothing to check."}, status=400)
+    answer = ",".join(request.POST.getlist("answer"))[:200] if step.quiz else None
+    auto = request.POST.get("auto") == "1"
+    if auto and step.quiz is not None:
+        return JsonResponse({"error": "A quiz is checked when you answer it."}, status=400)
     try:
-        outcome = step_check(learner, step, counted=request.POST.get("auto") != "1")
+        outcome = step_check(learner, step, counted=not auto, answer=answer)
     except CheckUnavailable as reason:
         return JsonResponse({"error": str(reason)}, status=409)
     return JsonResponse(

@@ -35,11 +35,15 @@ class Outcome:
 
 @dataclass(frozen=True)
 class CheckKind:
-    """One kind of check: its parameters (name -> type) and how it reads the sandbox."""
+    """One kind of check: its parameters (name -> type) and how it reads the sandbox.
+
+    A quiz check (`answered`) also receives the learner's answer as the parameter
+    `answer` when it runs; a lesson file never sets it."""
 
     params: dict[str, type]
     run: Callable[[Sandbox, dict], Outcome]
     optional: tuple[str, ...] = ()
+    answered: bool = False
 
 
 class CheckError(ValueError):
@@ -428,6 +432,42 @@ def own_container(sandbox: Sandbox, params: dict) -> Outcome:
     )
 
 
+def _answer(params: dict) -> str:
+    return str(params.get("answer", "")).strip()
+
+
+def namespace_inode_answer(sandbox: Sandbox, params: dict) -> Outcome:
+    """A quiz: the inode of the sandbox's own `namespace`, different for every sandbox."""
+    ns = str(params["namespace"])
+    init, _ = _processes(sandbox)
+    expected = f"the inode number of your sandbox's {ns} namespace"
+    given = _answer(params).strip("[]").removeprefix(f"{ns}:[").strip("[]")
+    if not given:
+        return Outcome(False, "no answer given", expected)
+    if given == str(init.namespaces[ns][1]):
+        return Outcome(True, f"{given} is your sandbox's {ns} namespace", expected)
+    # Never the right number: the learner finds it in their own sandbox.
+    return Outcome(False, f"{given} is not the inode of your sandbox's {ns} namespace", expected)
+
+
+def unshared_namespaces_answer(sandbox: Sandbox, params: dict) -> Outcome:
+    """A quiz: which namespaces the learner's shell does not share with the host, computed
+    from this sandbox's namespaces and the host's."""
+    init, _ = _processes(sandbox)
+    host = probes.host_namespaces()
+    right = {ns for ns in probes.NAMESPACES if init.namespaces[ns] != host[ns]}
+    given = {a.strip() for a in _answer(params).split(",") if a.strip()}
+    expected = "every namespace your shell does not share with the host, and no other"
+    if not given:
+        return Outcome(False, "no answer given", expected)
+    if given == right:
+        return Outcome(True, f"{', '.join(sorted(given))}: all of them, and only them", expected)
+    wrong = given - right
+    if wrong:
+        return Outcome(False, f"you share {', '.join(sorted(wrong))} with the host", expected)
+    return Outcome(False, f"{len(right - given)} more namespace(s) are your own", expected)
+
+
 # The capabilities a lesson may ask to drop, by the name capsh and capabilities(7) use.
 CAPABILITY_BITS = {
     "chown": 0,
@@ -476,11 +516,14 @@ CHECKS: dict[str, CheckKind] = {
     "root_is_new_overlay": CheckKind({}, root_is_new_overlay),
     "sidecar_shares_network": CheckKind({}, sidecar_shares_network),
     "own_container": CheckKind({}, own_container),
+    "namespace_inode_answer": CheckKind({"namespace": str}, namespace_inode_answer, answered=True),
+    "unshared_namespaces_answer": CheckKind({}, unshared_namespaces_answer, answered=True),
 }
 
 
-def check_problems(name: object, params: object) -> list[str]:
-    """What is wrong with asking for check `name` with `params` (empty when nothing)."""
+def check_problems(name: object, params: object, answer: bool = False) -> list[str]:
+    """What is wrong with asking for check `name` with `params` (empty when nothing).
+    With `answer`, params may carry the learner's answer for a quiz check."""
     if name == "capability_dropped" and isinstance(params, dict):
         cap = str(params.get("capability", "")).lower().removeprefix("cap_")
         if "capability" in params and cap not in CAPABILITY_BITS:
@@ -490,6 +533,10 @@ def check_problems(name: object, params: object) -> list[str]:
         return [f"unknown check {name!r}; known: {', '.join(sorted(CHECKS))}"]
     if not isinstance(params, dict):
         return ["params must be a mapping"]
+    if kind.answered and answer and "answer" in params:
+        if not isinstance(params["answer"], str) or len(params["answer"]) > 200:
+            return ["answer must be text of at most 200 characters"]
+        params = {k: v for k, v in params.items() if k != "answer"}
     problems = [f"unknown parameter {key!r}" for key in params if key not in kind.params]
     for key, kind_type in kind.params.items():
         if key not in params:
@@ -503,7 +550,7 @@ def check_problems(name: object, params: object) -> list[str]:
 
 
 def check_run(sandbox: Sandbox, name: str, params: dict) -> Outcome:
-    problems = check_problems(name, params)
+    problems = check_problems(name, params, answer=True)
     if problems:
         raise CheckError("; ".join(problems))
     return CHECKS[name].run(sandbox, params)

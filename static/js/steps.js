@@ -9,6 +9,7 @@
   var AUTO_EVERY = 5000;
 
   function post(url, fields) {
+    // A FormData keeps repeated fields (several checked answers); URLSearchParams takes it.
     var body = new URLSearchParams(fields || {});
     return fetch(url, {
       method: "POST",
@@ -56,7 +57,9 @@
     var step = event.target.closest("[data-step]");
     if (!step) return;
     if (event.target.closest("[data-step-check]")) {
-      post(step.dataset.checkUrl).then(function (data) { render(step, data); });
+      var quiz = step.querySelector("[data-quiz]");
+      var fields = quiz ? new FormData(quiz) : undefined;
+      post(step.dataset.checkUrl, fields).then(function (data) { render(step, data); });
     } else if (event.target.closest("[data-step-hint]")) {
       post(step.dataset.hintUrl).then(function (data) {
         var hints = step.querySelector("[data-step-hints]");

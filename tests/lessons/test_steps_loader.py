@@ -81,3 +81,44 @@ def test_saving_keeps_steps_by_slug_and_drops_removed_ones(tmp_path):
     assert result.updated == 1
     assert list(Step.objects.values_list("slug", "title")) == [("a", "Renamed")]
     assert Step.objects.get(slug="a").pk == first.pk
+
+
+QUIZ_STEP = """---
+title: Your inode
+quiz:
+  question: What is the inode of your pid namespace?
+checks:
+  - check: namespace_inode_answer
+    params:
+      namespace: pid
+solution: readlink /proc/self/ns/pid | tr -dc 0-9
+---
+Find it.
+"""
+
+
+def test_a_quiz_step_is_read(tmp_path):
+    (step,) = read_lesson(lesson_with(tmp_path, {"01-inode.md": QUIZ_STEP})).steps
+    assert step.quiz == {"question": "What is the inode of your pid namespace?"}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            QUIZ_STEP.replace("quiz:\n  question: What is the inode of your pid namespace?\n", ""),
+            "needs a quiz: to answer",
+        ),
+        (
+            QUIZ_STEP.replace(
+                "  - check: namespace_inode_answer\n    params:\n      namespace: pid\n",
+                "  - check: nested_pid_namespace\n",
+            ),
+            "must all be quiz checks",
+        ),
+        (QUIZ_STEP.replace("  question:", "  questoin:"), "quiz: a mapping of question"),
+    ],
+)
+def test_quiz_mistakes_are_named(tmp_path, text, message):
+    found = problems(lesson_with(tmp_path, {"01-inode.md": text}))
+    assert any(message in p for p in found), found

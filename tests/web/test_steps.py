@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import time
 
 import pytest
@@ -72,3 +73,25 @@ def test_a_visitor_cannot_check_or_take_hints(client, lesson):
     assert client.post(URL + "check").status_code == 403
     assert client.post(URL + "hint").status_code == 403
     assert client.get(URL + "check").status_code == 405
+
+
+def test_a_quiz_answer_is_judged_against_the_learners_own_sandbox(client, settings, sandboxd):
+    settings.SECURE_SSL_REDIRECT = False
+    save([read_lesson(settings.LESSONS_CONTENT_DIR / "01-no-such-thing")])
+    learner = start(client)
+    sandboxd.call("ensure", learner=learner.sandbox_id)
+    url = "/lessons/no-such-thing/steps/your-inode/check"
+    wrong = client.post(url, {"answer": "4026531836"}).json()
+    assert wrong["passed"] is False and "is not the inode" in wrong["results"][0]["observed"]
+    reply = sandboxd.call(
+        "exec", learner=learner.sandbox_id, argv=["readlink", "/proc/self/ns/pid"]
+    )
+    mine = base64.b64decode(reply["output"]).decode().strip()  # "pid:[N]", pasted as is
+    right = client.post(url, {"answer": mine}).json()
+    assert right["passed"] is True and right["attempts"] == 2
+    assert client.post(url, {"auto": "1"}).status_code == 400  # quizzes are not polled
+    choices = "/lessons/no-such-thing/steps/which-namespaces/check"
+    partial = client.post(choices, {"answer": ["pid", "net"]}).json()
+    assert partial["passed"] is False and "more namespace" in partial["results"][0]["observed"]
+    full = ["cgroup", "ipc", "mnt", "net", "pid", "user", "uts"]
+    assert client.post(choices, {"answer": full}).json()["passed"] is True
