@@ -97,6 +97,8 @@ class ChildCgroup:
     oom_kills: int = 0
     cpu_quota_us: int | None = None
     nr_throttled: int = 0
+    pids_max: int | None = None
+    pids_max_hit: int = 0
 
 
 def _children(top: Path) -> list[Path]:
@@ -187,6 +189,13 @@ class V1Backend(CgroupBackend):
                 cpu_quota_us=None if quota < 0 else quota,
                 nr_throttled=_read_kv(d / "cpu.stat").get("nr_throttled", 0),
             )
+        pids = self._find(inner, "pids")
+        for d in _children(pids):
+            limit = (d / "pids.max").read_text().strip()
+            found.setdefault(str(d.relative_to(pids)), {}).update(
+                pids_max=None if limit == "max" else int(limit),
+                pids_max_hit=_read_kv(d / "pids.events").get("max", 0),
+            )
         return [ChildCgroup(path, **values) for path, values in sorted(found.items())]
 
 
@@ -262,6 +271,10 @@ class V2Backend(CgroupBackend):
                 quota = (d / "cpu.max").read_text().split()[0]
                 values["cpu_quota_us"] = None if quota == "max" else int(quota)
                 values["nr_throttled"] = _read_kv(d / "cpu.stat").get("nr_throttled", 0)
+            if (d / "pids.max").exists():
+                limit = (d / "pids.max").read_text().strip()
+                values["pids_max"] = None if limit == "max" else int(limit)
+                values["pids_max_hit"] = _read_kv(d / "pids.events").get("max", 0)
             found.append(ChildCgroup(str(d.relative_to(top)), **values))
         return found
 

@@ -468,6 +468,44 @@ def unshared_namespaces_answer(sandbox: Sandbox, params: dict) -> Outcome:
     return Outcome(False, f"{len(right - given)} more namespace(s) are your own", expected)
 
 
+def fork_bomb_stopped_in_child_cgroup(sandbox: Sandbox, params: dict) -> Outcome:
+    """A cgroup the learner made with a pids limit, where the kernel refused a fork."""
+    expected = "a cgroup of yours with a pids limit, where the kernel refused to fork"
+    children = sandbox.cgroup.child_cgroups()
+    for child in children:
+        if child.pids_max is not None and child.pids_max_hit:
+            return Outcome(
+                True,
+                f"cgroup {child.path} (pids.max {child.pids_max}): the kernel refused "
+                f"{child.pids_max_hit} fork(s)",
+                expected,
+            )
+    limited = [c for c in children if c.pids_max is not None]
+    if limited:
+        return Outcome(
+            False,
+            f"cgroup {limited[0].path} has pids.max {limited[0].pids_max}, never hit",
+            expected,
+        )
+    return Outcome(False, "no cgroup of your own with a pids limit", expected)
+
+
+def sandbox_limit_fired(sandbox: Sandbox, params: dict) -> Outcome:
+    """One of the host's own defences around the whole sandbox fired: `counter` is
+    `pids_max_hit` (a fork bomb hit the sandbox's pids limit) or `oom_kill` (a memory bomb
+    was killed at the sandbox's memory limit). The sandbox lives on."""
+    counter = str(params["counter"])
+    what = {
+        "pids_max_hit": "your sandbox's pids limit refused a fork",
+        "oom_kill": "the kernel OOM-killed a process at your sandbox's memory limit",
+    }[counter]
+    expected = f"evidence that {what}"
+    count = sandbox.cgroup.counters().get(counter, 0)
+    if count:
+        return Outcome(True, f"{what} {count} time(s), and your sandbox is still here", expected)
+    return Outcome(False, "the host's limits around your sandbox have not fired yet", expected)
+
+
 # The capabilities a lesson may ask to drop, by the name capsh and capabilities(7) use.
 CAPABILITY_BITS = {
     "chown": 0,
@@ -516,6 +554,8 @@ CHECKS: dict[str, CheckKind] = {
     "root_is_new_overlay": CheckKind({}, root_is_new_overlay),
     "sidecar_shares_network": CheckKind({}, sidecar_shares_network),
     "own_container": CheckKind({}, own_container),
+    "fork_bomb_stopped_in_child_cgroup": CheckKind({}, fork_bomb_stopped_in_child_cgroup),
+    "sandbox_limit_fired": CheckKind({"counter": str}, sandbox_limit_fired),
     "namespace_inode_answer": CheckKind({"namespace": str}, namespace_inode_answer, answered=True),
     "unshared_namespaces_answer": CheckKind({}, unshared_namespaces_answer, answered=True),
 }
@@ -524,6 +564,9 @@ CHECKS: dict[str, CheckKind] = {
 def check_problems(name: object, params: object, answer: bool = False) -> list[str]:
     """What is wrong with asking for check `name` with `params` (empty when nothing).
     With `answer`, params may carry the learner's answer for a quiz check."""
+    if name == "sandbox_limit_fired" and isinstance(params, dict):
+        if "counter" in params and params["counter"] not in ("pids_max_hit", "oom_kill"):
+            return ["counter: pids_max_hit or oom_kill"]
     if name == "capability_dropped" and isinstance(params, dict):
         cap = str(params.get("capability", "")).lower().removeprefix("cap_")
         if "capability" in params and cap not in CAPABILITY_BITS:

@@ -93,6 +93,17 @@ unshare -Urpfnmiu sh -c "mount -t overlay image -o $layers /tmp/c/root && \\
   exec chroot /tmp/c/root /sbin/capsh --drop=cap_net_raw -- -c 'exec sleep 600'"
 """
 
+FORK_SOLUTION = """
+if [ -e /sys/fs/cgroup/cgroup.controllers ]; then
+  mkdir /sys/fs/cgroup/tiny; echo 5 > /sys/fs/cgroup/tiny/pids.max
+  echo $$ > /sys/fs/cgroup/tiny/cgroup.procs
+else
+  mkdir /sys/fs/cgroup/pids/tiny; echo 5 > /sys/fs/cgroup/pids/tiny/pids.max
+  echo $$ > /sys/fs/cgroup/pids/tiny/cgroup.procs
+fi
+for i in $(seq 10); do sleep 5 & done 2>/dev/null
+"""
+
 CASES = {
     "long_running_process": ({"min_seconds": 1}, "sleep 600"),
     "nested_pid_namespace": ({}, "unshare -pf sleep 600"),
@@ -110,6 +121,8 @@ CASES = {
     "root_is_new_overlay": ({}, OVERLAY_SOLUTION),
     "sidecar_shares_network": ({}, SIDECAR_SOLUTION),
     "own_container": ({}, CONTAINER_SOLUTION),
+    "fork_bomb_stopped_in_child_cgroup": ({}, FORK_SOLUTION),
+    "sandbox_limit_fired": ({"counter": "pids_max_hit"}, "for i in $(seq 300); do sleep 5 & done"),
     "capability_dropped": ({"capability": "net_raw"}, "capsh --drop=cap_net_raw -- -c 'sleep 600'"),
 }
 
@@ -224,3 +237,12 @@ def test_a_container_missing_one_part_says_which(make_sandbox):
             break
         time.sleep(0.2)
     assert not outcome.passed and outcome.observed.endswith("still missing net"), outcome
+
+
+def test_a_memory_bomb_at_the_sandbox_limit_counts_as_the_host_defending_itself(make_sandbox):
+    sandbox = make_sandbox(memory_bytes=64 * 2**20)
+    assert not check_run(sandbox, "sandbox_limit_fired", {"counter": "oom_kill"}).passed
+    start(sandbox, "python3 -c 'b = bytearray(300 * 2**20)'")
+    outcome = eventually(sandbox, "sandbox_limit_fired", {"counter": "oom_kill"})
+    assert outcome.passed and "still here" in outcome.observed
+    assert sandbox.alive()
