@@ -23,6 +23,8 @@ from .spec import Limits
 V1_CONTROLLERS = ("memory", "pids", "cpu")
 CPU_PERIOD_US = 100_000
 INNER = "learner"
+# On v2, the cgroup (below INNER) that holds the sandbox's own processes.
+SETTLED = "sandbox"
 
 
 class CgroupError(RuntimeError):
@@ -88,6 +90,10 @@ class CgroupBackend:
         """Each cgroup the learner made below `inner`, with its limits and the kernel's
         enforcement counters (what the checks of the cgroup lessons read)."""
         raise NotImplementedError
+
+    def settle(self, inner: list[Path], pid: int, owner_uid: int) -> None:
+        """After the init has made its cgroup namespace (rooted at `inner`): let the
+        learner make limited cgroups of their own below it. Nothing to do on v1."""
 
 
 @dataclass(frozen=True)
@@ -225,6 +231,19 @@ class V2Backend(CgroupBackend):
     def delegated_files(self) -> tuple[str, ...]:
         return ("cgroup.procs", "cgroup.threads", "cgroup.subtree_control")
 
+    def settle(self, inner: list[Path], pid: int, owner_uid: int) -> None:
+        # v2 enables a controller for children only in a cgroup with no processes of its own
+        # ("no internal processes"): the sandbox's processes move to a leaf, and the
+        # learner's cgroup then offers memory, pids and cpu to the cgroups they make.
+        (d,) = inner
+        leaf = d / SETTLED
+        leaf.mkdir()
+        os.chown(leaf, owner_uid, owner_uid)
+        for name in self.delegated_files():
+            os.chown(leaf / name, owner_uid, owner_uid)
+        _write(leaf / "cgroup.procs", str(pid))
+        _write(d / "cgroup.subtree_control", "+memory +pids +cpu")
+
     def kill(self, dirs: list[Path]) -> None:
         (d,) = dirs
         _write(d / "cgroup.kill", "1")
@@ -261,6 +280,8 @@ class V2Backend(CgroupBackend):
         (top,) = inner
         found = []
         for d in _children(top):
+            if d == top / SETTLED:
+                continue  # the sandbox's own processes, not a cgroup the learner made
             values: dict = {}
             # A controller's files exist only where the parent enabled it for children.
             if (d / "memory.max").exists():
@@ -359,6 +380,9 @@ class SandboxCgroup:
 
     def child_cgroups(self) -> list[ChildCgroup]:
         return self.backend.child_cgroups(self.inner)
+
+    def settle(self, pid: int, owner_uid: int) -> None:
+        self.backend.settle(self.inner, pid, owner_uid)
 
     def destroy(self) -> None:
         existing = [d for d in self.outer if d.exists()]

@@ -476,6 +476,7 @@ def _start(
         _reap(pid)
         creator = None
         _expect(parent_sock, b"ready")
+        cgroup.settle(init_pid, spec.uid_base)
     except BaseException:
         # Only processes still ours: a reaped pid may already name someone else.
         for leftover in (creator, init_pid):

@@ -457,3 +457,18 @@ def test_child_cgroups_report_the_learners_limits_and_the_kernels_counters(sandb
     assert children["demo"].cpu_quota_us is None
     assert children["slow"].cpu_quota_us == 10000 and children["slow"].nr_throttled == 4
     assert children["bare"] == cgroups.ChildCgroup("bare")
+
+
+def test_settling_moves_the_sandbox_to_a_leaf_so_the_learner_can_limit_children(sandbox, mount):
+    sandbox.create(Limits(), OWNER)
+    inner = mount / "contained" / "box-1" / cgroups.INNER
+
+    sandbox.settle(4242, OWNER)
+
+    leaf = inner / cgroups.SETTLED
+    assert (leaf / "cgroup.procs").read_text() == "4242"
+    assert owner(leaf) == (OWNER, OWNER) and owner(leaf / "cgroup.procs") == (OWNER, OWNER)
+    # No process is left in the learner's own cgroup: its controllers can reach children.
+    assert (inner / "cgroup.subtree_control").read_text() == "+memory +pids +cpu"
+    # The leaf is the sandbox's own, never reported as a cgroup the learner made.
+    assert sandbox.child_cgroups() == []
