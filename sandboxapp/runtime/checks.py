@@ -506,6 +506,91 @@ def sandbox_limit_fired(sandbox: Sandbox, params: dict) -> Outcome:
     return Outcome(False, "the host's limits around your sandbox have not fired yet", expected)
 
 
+def _shm_segments() -> int:
+    with open("/proc/sysvipc/shm") as f:
+        return max(0, len(f.read().splitlines()) - 1)
+
+
+def shm_in_own_ipc_namespace(sandbox: Sandbox, params: dict) -> Outcome:
+    """A System V shared-memory segment in an IPC namespace of its own, while the
+    sandbox's IPC namespace has none: each read by a helper inside that namespace."""
+    init, others = _processes(sandbox)
+    expected = "a shared-memory segment in a new IPC namespace, none in your sandbox's"
+    own = in_namespace(init.pid, sc.CLONE_NEWIPC, _shm_segments)
+    if own:
+        return Outcome(False, f"{own} segment(s) in your sandbox's own IPC namespace", expected)
+    seen: set = set()
+    for p in others:
+        ident = p.namespaces["ipc"]
+        if ident == init.namespaces["ipc"] or ident in seen:
+            continue
+        seen.add(ident)
+        count = in_namespace(p.pid, sc.CLONE_NEWIPC, _shm_segments)
+        if count:
+            return Outcome(
+                True, f"{_who(p)} sees {count} segment(s) that your sandbox does not", expected
+            )
+    if seen:
+        return Outcome(False, "a new IPC namespace, with no shared-memory segment in it", expected)
+    return Outcome(False, "every process shares your sandbox's IPC namespace", expected)
+
+
+def _listening_ports() -> list[int]:
+    ports = []
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(name) as f:
+            for line in f.read().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A":  # TCP_LISTEN
+                    ports.append(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def server_reached_across_namespaces(sandbox: Sandbox, params: dict) -> Outcome:
+    """A server listening on `port` in one network namespace of the sandbox, which the
+    checker itself reaches from another: a full TCP handshake across the learner's link."""
+    port = int(params["port"])
+    _, spaces = _network_namespaces(sandbox)
+    expected = f"a server on port {port} in one network namespace, reached from another"
+    servers = [
+        p for p in spaces.values() if port in in_namespace(p.pid, sc.CLONE_NEWNET, _listening_ports)
+    ]
+    if not servers:
+        return Outcome(False, f"nothing listens on port {port} in any of your namespaces", expected)
+    for server in servers:
+        addresses = [
+            a.split("/")[0]
+            for link in probes.links_of(server.pid)
+            if link["name"] != "lo"
+            for a in _ipv4(link)
+        ]
+        for client in spaces.values():
+            if client.namespaces["net"] == server.namespaces["net"]:
+                continue
+            for address in addresses:
+                if _connects(client.pid, address, port):
+                    return Outcome(
+                        True,
+                        f"the checker connected from another namespace to {address}:{port}, "
+                        "where your server listens",
+                        expected,
+                    )
+    return Outcome(False, f"a server on port {port}, but no other namespace reaches it", expected)
+
+
+def _connects(pid: int, address: str, port: int) -> bool:
+    def attempt() -> bool:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.settimeout(1.0)
+            try:
+                sock.connect((address, port))
+            except OSError:
+                return False
+            return True
+
+    return bool(in_namespace(pid, sc.CLONE_NEWNET, attempt))
+
+
 # The capabilities a lesson may ask to drop, by the name capsh and capabilities(7) use.
 CAPABILITY_BITS = {
     "chown": 0,
@@ -556,6 +641,8 @@ CHECKS: dict[str, CheckKind] = {
     "own_container": CheckKind({}, own_container),
     "fork_bomb_stopped_in_child_cgroup": CheckKind({}, fork_bomb_stopped_in_child_cgroup),
     "sandbox_limit_fired": CheckKind({"counter": str}, sandbox_limit_fired),
+    "shm_in_own_ipc_namespace": CheckKind({}, shm_in_own_ipc_namespace),
+    "server_reached_across_namespaces": CheckKind({"port": int}, server_reached_across_namespaces),
     "namespace_inode_answer": CheckKind({"namespace": str}, namespace_inode_answer, answered=True),
     "unshared_namespaces_answer": CheckKind({}, unshared_namespaces_answer, answered=True),
 }

@@ -123,6 +123,11 @@ CASES = {
     "own_container": ({}, CONTAINER_SOLUTION),
     "fork_bomb_stopped_in_child_cgroup": ({}, FORK_SOLUTION),
     "sandbox_limit_fired": ({"counter": "pids_max_hit"}, "for i in $(seq 300); do sleep 5 & done"),
+    "shm_in_own_ipc_namespace": ({}, "unshare -i sh -c 'ipcmk -M 4096; exec sleep 600'"),
+    "server_reached_across_namespaces": (
+        {"port": 8080},
+        VETH_SOLUTION + "nsenter -t $other -n python3 -m http.server 8080 --bind 10.9.0.2\n",
+    ),
     "capability_dropped": ({"capability": "net_raw"}, "capsh --drop=cap_net_raw -- -c 'sleep 600'"),
 }
 
@@ -246,3 +251,17 @@ def test_a_memory_bomb_at_the_sandbox_limit_counts_as_the_host_defending_itself(
     outcome = eventually(sandbox, "sandbox_limit_fired", {"counter": "oom_kill"})
     assert outcome.passed and "still here" in outcome.observed
     assert sandbox.alive()
+
+
+def test_a_segment_in_the_sandboxs_own_ipc_namespace_is_not_isolated(make_sandbox):
+    sandbox = make_sandbox()
+    sandbox.run(["ipcmk", "-M", "4096"])
+    outcome = never(sandbox, "shm_in_own_ipc_namespace", {}, seconds=0.3)
+    assert "in your sandbox's own IPC namespace" in outcome.observed
+
+
+def test_a_server_reached_only_from_its_own_namespace_does_not_count(make_sandbox):
+    sandbox = make_sandbox()
+    start(sandbox, "python3 -m http.server 8080 --bind 127.0.0.1")
+    outcome = never(sandbox, "server_reached_across_namespaces", {"port": 8080}, seconds=1.5)
+    assert "no other namespace reaches it" in outcome.observed
