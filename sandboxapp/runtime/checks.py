@@ -591,6 +591,26 @@ def _connects(pid: int, address: str, port: int) -> bool:
     return bool(in_namespace(pid, sc.CLONE_NEWNET, attempt))
 
 
+def user_ns_maps_root_to(sandbox: Sandbox, params: dict) -> Outcome:
+    """A new user namespace whose root is the sandbox's uid `outside`, written by hand."""
+    outside = int(params["outside"])
+    init, others = _processes(sandbox)
+    want = f"0 {sandbox.spec.uid_base + outside} 1"
+    expected = f"a new user namespace whose uid_map maps 0 to uid {outside} of your sandbox, one id"
+    nested = [p for p in others if p.namespaces["user"] != init.namespaces["user"]]
+    for p in nested:
+        if p.uid_map == want:
+            return Outcome(
+                True, f"{_who(p)}: root inside is uid {outside} of your sandbox", expected
+            )
+    if nested:
+        shown = nested[0].uid_map or "empty"
+        return Outcome(
+            False, f"a new user namespace whose uid_map (from the host) is {shown}", expected
+        )
+    return Outcome(False, "every process shares your sandbox's user namespace", expected)
+
+
 # The capabilities a lesson may ask to drop, by the name capsh and capabilities(7) use.
 CAPABILITY_BITS = {
     "chown": 0,
@@ -643,6 +663,7 @@ CHECKS: dict[str, CheckKind] = {
     "sandbox_limit_fired": CheckKind({"counter": str}, sandbox_limit_fired),
     "shm_in_own_ipc_namespace": CheckKind({}, shm_in_own_ipc_namespace),
     "server_reached_across_namespaces": CheckKind({"port": int}, server_reached_across_namespaces),
+    "user_ns_maps_root_to": CheckKind({"outside": int}, user_ns_maps_root_to),
     "namespace_inode_answer": CheckKind({"namespace": str}, namespace_inode_answer, answered=True),
     "unshared_namespaces_answer": CheckKind({}, unshared_namespaces_answer, answered=True),
 }

@@ -105,7 +105,7 @@
       offset = message.offset;
       attempts = 0;
       var text = "Connected to " + message.hostname;
-      if (message.created && message.startup_ms) {
+      if (message.startup_ms) {
         text += " · your container started in " + Math.round(message.startup_ms) + " ms";
       }
       setStatus(text, "connected");

@@ -128,6 +128,10 @@ CASES = {
         {"port": 8080},
         VETH_SOLUTION + "nsenter -t $other -n python3 -m http.server 8080 --bind 10.9.0.2\n",
     ),
+    "user_ns_maps_root_to": (
+        {"outside": 1000},
+        "unshare -U sleep 600 &\np=$!\nsleep 0.2\necho '0 1000 1' > /proc/$p/uid_map",
+    ),
     "capability_dropped": ({"capability": "net_raw"}, "capsh --drop=cap_net_raw -- -c 'sleep 600'"),
 }
 
@@ -265,3 +269,10 @@ def test_a_server_reached_only_from_its_own_namespace_does_not_count(make_sandbo
     start(sandbox, "python3 -m http.server 8080 --bind 127.0.0.1")
     outcome = never(sandbox, "server_reached_across_namespaces", {"port": 8080}, seconds=1.5)
     assert "no other namespace reaches it" in outcome.observed
+
+
+def test_unshare_r_maps_root_to_root_not_to_the_learner_user(make_sandbox):
+    sandbox = make_sandbox()
+    start(sandbox, "unshare -Ur sleep 600")
+    outcome = never(sandbox, "user_ns_maps_root_to", {"outside": 1000}, seconds=1.0)
+    assert "uid_map (from the host) is 0" in outcome.observed
