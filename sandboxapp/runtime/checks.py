@@ -15,6 +15,7 @@ import ipaddress
 import itertools
 import os
 import socket
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from . import syscalls as sc
 from .nsexec import in_namespace
 from .probes import ProcessFacts
 from .sandbox import Sandbox, process_start_time
+from .security import KEPT_MASK
 
 
 @dataclass(frozen=True)
@@ -91,21 +93,25 @@ def long_running_process(sandbox: Sandbox, params: dict) -> Outcome:
     return Outcome(age >= min_seconds, observed, expected)
 
 
-def _nested_pid_inits(init: ProcessFacts, others: list[ProcessFacts]) -> list[ProcessFacts]:
-    return [p for p in others if p.depth_below(init) >= 1 and p.nspid[-1] == 1]
+def _nested_pid_inits(
+    init: ProcessFacts, others: list[ProcessFacts], depth: int = 1
+) -> list[ProcessFacts]:
+    return [p for p in others if p.depth_below(init) >= depth and p.nspid[-1] == 1]
 
 
 def nested_pid_namespace(sandbox: Sandbox, params: dict) -> Outcome:
-    """A process that is PID 1 of a pid namespace below the sandbox's own."""
+    """A process that is PID 1 of a pid namespace `depth` levels below the sandbox's."""
+    depth = int(params.get("depth", 1))
     init, others = _processes(sandbox)
-    expected = "a process that is PID 1 of a new pid namespace inside your sandbox"
-    found = _nested_pid_inits(init, others)
+    levels = "a new pid namespace" if depth == 1 else f"a pid namespace {depth} levels down"
+    expected = f"a process that is PID 1 of {levels} inside your sandbox"
+    found = _nested_pid_inits(init, others, depth)
     if not found:
         deepest = max((p.depth_below(init) for p in others), default=0)
         observed = (
             "every process is in your sandbox's own pid namespace"
             if deepest == 0
-            else "processes in a new pid namespace, but none of them is its PID 1"
+            else f"the deepest process is {deepest} level(s) down, not PID 1 {depth} down"
         )
         return Outcome(False, observed, expected)
     return Outcome(True, f"{_who(found[0])} is PID 1 of its own pid namespace", expected)
@@ -376,6 +382,56 @@ def root_is_new_overlay(sandbox: Sandbox, params: dict) -> Outcome:
     return Outcome(False, "every process still has your sandbox's own / as its root", expected)
 
 
+def _whiteouts(upper: str, limit: int = 2000) -> list[str]:
+    """Whiteouts (character devices 0,0) in an overlay's upper layer, as paths below it."""
+    found, seen = [], 0
+    for directory, dirs, files in os.walk(upper):
+        for name in dirs + files:
+            seen += 1
+            if seen > limit:
+                return found
+            st = os.lstat(os.path.join(directory, name))
+            if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
+                found.append(os.path.relpath(os.path.join(directory, name), upper))
+    return found
+
+
+def whiteout_in_overlay(sandbox: Sandbox, params: dict) -> Outcome:
+    """A file of a lower layer deleted in an overlay the learner mounted: its upper layer
+    holds a whiteout. Read by a helper inside that process's mount namespace."""
+    init, others = _processes(sandbox)
+    expected = "a lower-layer file deleted in your overlay: a whiteout in its upper layer"
+    own_root = next((m for m in probes.mountinfo_of(init.pid) if m.mountpoint == "/"), None)
+    overlays = 0
+    for p in others:
+        if p.namespaces["mnt"] == init.namespaces["mnt"]:
+            continue
+        mounts = [
+            m
+            for m in probes.mountinfo_of(p.pid)
+            if m.fstype == "overlay" and (own_root is None or m.device != own_root.device)
+        ]
+        for mount in mounts:
+            overlays += 1
+            options = dict(o.split("=", 1) for o in mount.super_options.split(",") if "=" in o)
+            upper = options.get("upperdir")
+            if upper is None:
+                continue
+            try:
+                found = in_namespace(p.pid, sc.CLONE_NEWNS, lambda u=upper: _whiteouts(u))
+            except OSError:
+                continue
+            if found:
+                return Outcome(
+                    True, f"your overlay's upper layer hides {found[0]} with a whiteout", expected
+                )
+    if overlays:
+        return Outcome(
+            False, "an overlay of yours, with no file deleted from its lower layers", expected
+        )
+    return Outcome(False, "no overlay of yours is mounted in a new mount namespace", expected)
+
+
 def sidecar_shares_network(sandbox: Sandbox, params: dict) -> Outcome:
     """Two processes in different pid namespaces that share one network namespace of their
     own (not the sandbox's): a pod's "sidecar", joined to its app's network only."""
@@ -611,6 +667,129 @@ def user_ns_maps_root_to(sandbox: Sandbox, params: dict) -> Outcome:
     return Outcome(False, "every process shares your sandbox's user namespace", expected)
 
 
+def new_namespace(sandbox: Sandbox, params: dict) -> Outcome:
+    """A process in a `namespace` of its own kind, other than the sandbox's."""
+    ns = str(params["namespace"])
+    init, others = _processes(sandbox)
+    expected = f"a process in a new {ns} namespace"
+    for p in others:
+        if p.namespaces[ns] != init.namespaces[ns]:
+            return Outcome(True, f"{_who(p)} is in a {ns} namespace of its own", expected)
+    return Outcome(False, f"every process shares your sandbox's {ns} namespace", expected)
+
+
+def extra_seccomp_filter(sandbox: Sandbox, params: dict) -> Outcome:
+    """A process running under a seccomp filter of the learner's, on top of the one the
+    runtime gives every process it starts (the init itself runs unfiltered)."""
+    init, others = _processes(sandbox)
+    started = [p.seccomp_filters for p in others if p.ppid == init.pid]
+    baseline = min(started, default=1)
+    expected = f"a process with more than your sandbox's {baseline} seccomp filter(s)"
+    for p in others:
+        if p.seccomp_filters > baseline:
+            return Outcome(
+                True, f"{_who(p)} runs under {p.seccomp_filters} seccomp filters", expected
+            )
+    return Outcome(False, "every process has only your sandbox's own filter", expected)
+
+
+def _connect_outcome(address: str, port: int) -> str:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(1.0)
+        try:
+            sock.connect((address, port))
+        except ConnectionRefusedError:
+            return "refused"
+        except OSError:
+            return "timeout"
+        return "connected"
+
+
+def loopback_probe_answer(sandbox: Sandbox, params: dict) -> Outcome:
+    """A quiz: what happens when the sandbox connects to 127.0.0.1:`port`, where the host's
+    web app listens on the host's loopback? The checker tries it from inside the sandbox's
+    network namespace and compares with the learner's answer."""
+    port = int(params["port"])
+    init, _ = _processes(sandbox)
+    seen = str(in_namespace(init.pid, sc.CLONE_NEWNET, lambda: _connect_outcome("127.0.0.1", port)))
+    expected = f"what a connection to 127.0.0.1:{port} from your sandbox really does"
+    given = _answer(params).lower()
+    if given == seen:
+        return Outcome(True, f"the checker's own connection was {seen} too", expected)
+    return Outcome(False, f"{given or 'no answer'} is not what happens", expected)
+
+
+CLONE_HEADER = "/usr/include/linux/sched.h"
+
+
+def clone_flags_answer(sandbox: Sandbox, params: dict) -> Outcome:
+    """A quiz: how many CLONE_NEW* flags the kernel headers define (read on the host)."""
+    with open(CLONE_HEADER) as f:
+        count = sum(
+            1
+            for line in f
+            if line.split()[:2][1:2]
+            and line.split()[1].startswith("CLONE_NEW")
+            and line.startswith("#define")
+        )
+    expected = f"the number of CLONE_NEW flags in {CLONE_HEADER}"
+    given = _answer(params)
+    if given == str(count):
+        return Outcome(True, f"{count} flags, one per kind of namespace", expected)
+    return Outcome(False, f"{given or 'no answer'} is not the number the header defines", expected)
+
+
+def _root_bounding_set(init: ProcessFacts, others: list[ProcessFacts]) -> int:
+    """The bounding set the runtime gives the processes it starts (the learner's root).
+    The init keeps a full one: it never runs learner code."""
+    started = [p.cap_bnd for p in others if p.ppid == init.pid]
+    return min(started, key=lambda b: bin(b).count("1"), default=KEPT_MASK)
+
+
+def missing_capabilities_answer(sandbox: Sandbox, params: dict) -> Outcome:
+    """A quiz: which of the capabilities `among` the sandbox's root does not have."""
+    init, others = _processes(sandbox)
+    bounding = _root_bounding_set(init, others)
+    among = [c.strip() for c in str(params["among"]).split(",")]
+    right = {c for c in among if not bounding & (1 << CAPABILITY_BITS[c])}
+    given = {a.strip().removeprefix("cap_") for a in _answer(params).split(",") if a.strip()}
+    expected = "each listed capability your sandbox's root lacks, and no other"
+    if given == right:
+        return Outcome(True, f"your root lacks {', '.join(sorted(right))}", expected)
+    if given - right:
+        return Outcome(False, f"your root does have {', '.join(sorted(given - right))}", expected)
+    return Outcome(False, f"{len(right - given)} more of them are missing", expected)
+
+
+def mount_propagated_into_child(sandbox: Sandbox, params: dict) -> Outcome:
+    """A tmpfs mounted on `path` in the sandbox's mount namespace that also appears in a
+    child mount namespace through propagation (its copy there is a slave or shared)."""
+    path = str(params["path"])
+    init, others = _processes(sandbox)
+    expected = f"a tmpfs on {path} in your sandbox that propagated into a new mount namespace"
+    mine = [
+        m for m in probes.mountinfo_of(init.pid) if m.mountpoint == path and m.fstype == "tmpfs"
+    ]
+    if not mine:
+        return Outcome(False, f"no tmpfs on {path} in your sandbox's own mount namespace", expected)
+    children = [p for p in others if p.namespaces["mnt"] != init.namespaces["mnt"]]
+    for p in children:
+        theirs = [
+            m for m in probes.mountinfo_of(p.pid) if m.mountpoint == path and m.fstype == "tmpfs"
+        ]
+        if (
+            theirs
+            and theirs[-1].device == mine[-1].device
+            and ("master:" in theirs[-1].propagation or "shared:" in theirs[-1].propagation)
+        ):
+            return Outcome(
+                True, f"{_who(p)} received your tmpfs on {path} by propagation", expected
+            )
+    if children:
+        return Outcome(False, f"no new mount namespace received the tmpfs on {path}", expected)
+    return Outcome(False, "every process shares your sandbox's mount namespace", expected)
+
+
 # The capabilities a lesson may ask to drop, by the name capsh and capabilities(7) use.
 CAPABILITY_BITS = {
     "chown": 0,
@@ -620,19 +799,25 @@ CAPABILITY_BITS = {
     "net_bind_service": 10,
     "net_admin": 12,
     "net_raw": 13,
+    "sys_module": 16,
+    "sys_rawio": 17,
     "sys_chroot": 18,
+    "sys_ptrace": 19,
     "sys_admin": 21,
+    "sys_boot": 22,
+    "sys_time": 25,
+    "mknod": 27,
 }
 
 
 def capability_dropped(sandbox: Sandbox, params: dict) -> Outcome:
     """A running process of the sandbox whose bounding set has lost `capability`, which the
-    sandbox's init still holds: dropped for good, for it and all it starts."""
+    sandbox's root still holds: dropped for good, for it and all it starts."""
     name = str(params["capability"]).lower().removeprefix("cap_")
     bit = 1 << CAPABILITY_BITS[name]
     init, others = _processes(sandbox)
     expected = f"a process of yours without cap_{name}, even in its bounding set"
-    if not init.cap_bnd & bit:
+    if not _root_bounding_set(init, others) & bit:
         return Outcome(False, f"your sandbox itself has no cap_{name} to drop", expected)
     for p in others:
         if not p.cap_bnd & bit and not p.cap_eff & bit:
@@ -646,7 +831,7 @@ CHECKS: dict[str, CheckKind] = {
     "long_running_process": CheckKind(
         {"min_seconds": float}, long_running_process, optional=("min_seconds",)
     ),
-    "nested_pid_namespace": CheckKind({}, nested_pid_namespace),
+    "nested_pid_namespace": CheckKind({"depth": int}, nested_pid_namespace, optional=("depth",)),
     "nested_pid_namespace_with_own_proc": CheckKind({}, nested_pid_namespace_with_own_proc),
     "hostname_in_own_uts": CheckKind({"hostname": str}, hostname_in_own_uts),
     "tmpfs_in_own_mount_namespace": CheckKind({"path": str}, tmpfs_in_own_mount_namespace),
@@ -658,12 +843,21 @@ CHECKS: dict[str, CheckKind] = {
     "cpu_throttled_in_child_cgroup": CheckKind({}, cpu_throttled_in_child_cgroup),
     "root_is_new_overlay": CheckKind({}, root_is_new_overlay),
     "sidecar_shares_network": CheckKind({}, sidecar_shares_network),
+    "whiteout_in_overlay": CheckKind({}, whiteout_in_overlay),
     "own_container": CheckKind({}, own_container),
     "fork_bomb_stopped_in_child_cgroup": CheckKind({}, fork_bomb_stopped_in_child_cgroup),
     "sandbox_limit_fired": CheckKind({"counter": str}, sandbox_limit_fired),
     "shm_in_own_ipc_namespace": CheckKind({}, shm_in_own_ipc_namespace),
     "server_reached_across_namespaces": CheckKind({"port": int}, server_reached_across_namespaces),
     "user_ns_maps_root_to": CheckKind({"outside": int}, user_ns_maps_root_to),
+    "new_namespace": CheckKind({"namespace": str}, new_namespace),
+    "extra_seccomp_filter": CheckKind({}, extra_seccomp_filter),
+    "mount_propagated_into_child": CheckKind({"path": str}, mount_propagated_into_child),
+    "loopback_probe_answer": CheckKind({"port": int}, loopback_probe_answer, answered=True),
+    "clone_flags_answer": CheckKind({}, clone_flags_answer, answered=True),
+    "missing_capabilities_answer": CheckKind(
+        {"among": str}, missing_capabilities_answer, answered=True
+    ),
     "namespace_inode_answer": CheckKind({"namespace": str}, namespace_inode_answer, answered=True),
     "unshared_namespaces_answer": CheckKind({}, unshared_namespaces_answer, answered=True),
 }
@@ -672,6 +866,15 @@ CHECKS: dict[str, CheckKind] = {
 def check_problems(name: object, params: object, answer: bool = False) -> list[str]:
     """What is wrong with asking for check `name` with `params` (empty when nothing).
     With `answer`, params may carry the learner's answer for a quiz check."""
+    if name == "new_namespace" and isinstance(params, dict):
+        if "namespace" in params and params["namespace"] not in probes.NAMESPACES:
+            return [f"namespace: one of {', '.join(probes.NAMESPACES)}"]
+    if name == "missing_capabilities_answer" and isinstance(params, dict):
+        unknown = [
+            c for c in str(params.get("among", "")).split(",") if c.strip() not in CAPABILITY_BITS
+        ]
+        if "among" in params and unknown:
+            return [f"among: capabilities from {', '.join(sorted(CAPABILITY_BITS))}"]
     if name == "sandbox_limit_fired" and isinstance(params, dict):
         if "counter" in params and params["counter"] not in ("pids_max_hit", "oom_kill"):
             return ["counter: pids_max_hit or oom_kill"]

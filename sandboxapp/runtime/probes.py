@@ -39,6 +39,7 @@ class ProcessFacts:
     no_new_privs: bool
     seccomp_mode: int
     cgroup: str
+    seccomp_filters: int = 0
 
     def depth_below(self, other: ProcessFacts) -> int:
         """How many pid namespaces deeper than `other` this process lives."""
@@ -85,6 +86,7 @@ def process_facts(pid: int) -> ProcessFacts | None:
                 no_new_privs=status["NoNewPrivs"].strip() == "1",
                 seccomp_mode=int(status["Seccomp"]),
                 cgroup=_read(d, "cgroup"),
+                seccomp_filters=int(status.get("Seccomp_filters", "0")),
             )
     except (FileNotFoundError, ProcessLookupError, KeyError):
         return None
@@ -156,6 +158,7 @@ class Mount:
     propagation: str
     fstype: str
     source: str
+    super_options: str = ""
 
 
 def mountinfo_of(pid: int) -> list[Mount]:
@@ -177,6 +180,7 @@ def mountinfo_of(pid: int) -> list[Mount]:
                 propagation=" ".join(fields[6:sep]),
                 fstype=fields[sep + 1],
                 source=fields[sep + 2],
+                super_options=fields[sep + 3] if len(fields) > sep + 3 else "",
             )
         )
     return mounts

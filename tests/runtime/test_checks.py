@@ -104,6 +104,29 @@ fi
 for i in $(seq 10); do sleep 5 & done 2>/dev/null
 """
 
+SECCOMP_SOLUTION = """
+python3 - <<'EOF'
+import ctypes, os, struct
+libc = ctypes.CDLL(None, use_errno=True)
+# One BPF instruction: allow every system call. A filter of the learner's own, on top.
+program = ctypes.create_string_buffer(struct.pack("HBBI", 0x06, 0, 0, 0x7FFF0000))
+class Fprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+assert libc.prctl(22, 2, ctypes.byref(Fprog(1, ctypes.addressof(program)))) == 0
+os.execvp("sleep", ["sleep", "600"])
+EOF
+"""
+
+PROPAGATION_SOLUTION = """
+mkdir -p /mnt/shared
+mount --bind /mnt/shared /mnt/shared
+mount --make-shared /mnt/shared
+unshare -m --propagation unchanged sleep 600 &
+sleep 0.3
+mkdir -p /mnt/shared/x
+mount -t tmpfs later /mnt/shared/x
+"""
+
 CASES = {
     "long_running_process": ({"min_seconds": 1}, "sleep 600"),
     "nested_pid_namespace": ({}, "unshare -pf sleep 600"),
@@ -131,6 +154,13 @@ CASES = {
     "user_ns_maps_root_to": (
         {"outside": 1000},
         "unshare -U sleep 600 &\np=$!\nsleep 0.2\necho '0 1000 1' > /proc/$p/uid_map",
+    ),
+    "new_namespace": ({"namespace": "cgroup"}, "unshare -C sleep 600"),
+    "extra_seccomp_filter": ({}, SECCOMP_SOLUTION),
+    "mount_propagated_into_child": ({"path": "/mnt/shared/x"}, PROPAGATION_SOLUTION),
+    "whiteout_in_overlay": (
+        {},
+        OVERLAY_SOLUTION.replace("/bin/sleep 600", "/bin/sh -c 'rm /bin/ls; exec sleep 600'"),
     ),
     "capability_dropped": ({"capability": "net_raw"}, "capsh --drop=cap_net_raw -- -c 'sleep 600'"),
 }
@@ -276,3 +306,29 @@ def test_unshare_r_maps_root_to_root_not_to_the_learner_user(make_sandbox):
     start(sandbox, "unshare -Ur sleep 600")
     outcome = never(sandbox, "user_ns_maps_root_to", {"outside": 1000}, seconds=1.0)
     assert "uid_map (from the host) is 0" in outcome.observed
+
+
+def test_quiz_checks_compute_their_answers_from_this_sandbox(make_sandbox):
+    sandbox = make_sandbox()
+    # Nothing listens on the sandbox's own loopback: the checker sees "refused".
+    refused = check_run(sandbox, "loopback_probe_answer", {"port": 8000, "answer": "refused"})
+    assert refused.passed, refused
+    connected = {"port": 8000, "answer": "connected"}
+    assert not check_run(sandbox, "loopback_probe_answer", connected).passed
+    assert check_run(sandbox, "clone_flags_answer", {"answer": "8"}).passed
+    assert not check_run(sandbox, "clone_flags_answer", {"answer": "7"}).passed
+    among = {"among": "sys_module,net_raw,sys_time,chown"}
+    right = {**among, "answer": "sys_module,sys_time"}
+    assert check_run(sandbox, "missing_capabilities_answer", right).passed
+    wrong = check_run(sandbox, "missing_capabilities_answer", {**among, "answer": "net_raw"})
+    assert not wrong.passed and "does have net_raw" in wrong.observed
+
+
+def test_a_nested_pid_namespace_two_levels_down(make_sandbox):
+    sandbox = make_sandbox()
+    start(sandbox, "unshare -pf sleep 600")
+    assert eventually(sandbox, "nested_pid_namespace", {}).passed
+    shallow = never(sandbox, "nested_pid_namespace", {"depth": 2}, seconds=0.5)
+    assert "not PID 1 2 down" in shallow.observed
+    start(sandbox, "unshare -pf unshare -pf sleep 600")
+    assert eventually(sandbox, "nested_pid_namespace", {"depth": 2}).passed
