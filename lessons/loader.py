@@ -126,6 +126,9 @@ def read_lesson(folder: Path) -> LessonSource:
             steps.append(read_step(step_path))
         except LessonError as error:
             problems.extend(error.problems)
+    problems += _image_problems(folder, path, body, body_line)
+    for step in steps:
+        problems += _image_problems(folder, step.path, step.body_markdown, None)
     slugs = [step.slug for step in steps]
     for step in steps:
         if slugs.count(step.slug) > 1 or [s.number for s in steps].count(step.number) > 1:
@@ -142,6 +145,25 @@ def read_lesson(folder: Path) -> LessonSource:
         path=path,
         steps=tuple(steps),
     )
+
+
+IMAGE_LINK = re.compile(r"!\[[^\]]*\]\(([^)\s]+)")
+DIAGRAM_NAME = re.compile(r"[a-z0-9][a-z0-9-]*\.svg")
+
+
+def _image_problems(folder: Path, path: Path, text: str, first_line: int | None) -> list[Problem]:
+    """Every image is an SVG file beside the lesson, by its plain name."""
+    problems = []
+    for number, line in enumerate(text.splitlines()):
+        for target in IMAGE_LINK.findall(line):
+            where = None if first_line is None else first_line + number
+            if not DIAGRAM_NAME.fullmatch(target):
+                problems.append(
+                    Problem(path, where, f"image {target!r}: use an SVG file beside the lesson")
+                )
+            elif not (folder / target).is_file():
+                problems.append(Problem(path, where, f"image {target!r} does not exist"))
+    return problems
 
 
 def _read_text(path: Path) -> str:

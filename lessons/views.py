@@ -1,9 +1,13 @@
+from pathlib import Path
+
 import markdown
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.conf import settings
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_POST
 
 from lessons.checking import CheckUnavailable, hint_next, step_check
+from lessons.loader import DIAGRAM_NAME
 from lessons.models import Lesson, Step, StepProgress
 from sandboxapp.learners import learner_of
 
@@ -32,6 +36,23 @@ def lesson_detail(request: HttpRequest, slug: str) -> HttpResponse:
         "learner": learner,
     }
     return render(request, "lessons/lesson.html", context)
+
+
+def diagram(request: HttpRequest, slug: str, name: str) -> HttpResponse:
+    """An SVG diagram beside a lesson's text. Shown as an image, it runs nothing; opened on
+    its own, its policy still forbids scripts."""
+    if not DIAGRAM_NAME.fullmatch(name):
+        raise Http404("no such diagram")
+    lesson = get_object_or_404(Lesson, slug=slug)
+    folder = Path(settings.LESSONS_CONTENT_DIR) / f"{lesson.number:02d}-{lesson.slug}"
+    try:
+        data = (folder / name).read_bytes()
+    except FileNotFoundError:
+        raise Http404("no such diagram") from None
+    response = HttpResponse(data, content_type="image/svg+xml")
+    response["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'"
+    response["Cache-Control"] = "public, max-age=3600"
+    return response
 
 
 def _step_of(request: HttpRequest, slug: str, step_slug: str):

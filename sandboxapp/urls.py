@@ -10,6 +10,7 @@ urlpatterns = [
     path("start/", views.guest_start, name="guest_start"),
     path("explorer.json", views.explorer, name="explorer"),
     path("lessons/<slug:slug>/", lesson_views.lesson_detail, name="lesson"),
+    path("lessons/<slug:slug>/<str:name>", lesson_views.diagram, name="lesson_diagram"),
     path(
         "lessons/<slug:slug>/steps/<slug:step_slug>/check",
         lesson_views.check,

@@ -122,3 +122,10 @@ def test_a_quiz_step_is_read(tmp_path):
 def test_quiz_mistakes_are_named(tmp_path, text, message):
     found = problems(lesson_with(tmp_path, {"01-inode.md": text}))
     assert any(message in p for p in found), found
+
+
+def test_images_must_be_svg_files_beside_the_lesson(tmp_path):
+    step = GOOD_STEP.replace("Run `unshare -pf sh`.", "![a](missing.svg)\n\n![b](../../etc/x.png)")
+    found = problems(lesson_with(tmp_path, {"01-pid-one.md": step}))
+    assert any("image 'missing.svg' does not exist" in p for p in found), found
+    assert any("use an SVG file beside the lesson" in p for p in found), found

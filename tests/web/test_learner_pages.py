@@ -112,3 +112,18 @@ def test_an_instructor_can_require_accounts(client, settings):
     refused = client.post("/start/", {"display_name": "Ada"})
     assert refused.status_code == 403 and b"log in before you start" in refused.content
     assert Learner.objects.count() == 0
+
+
+def test_a_lesson_diagram_is_served_as_an_inert_svg(client, settings, tmp_path):
+    folder = tmp_path / "02-pid"
+    folder.mkdir()
+    (folder / "tree.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg"/>')
+    settings.LESSONS_CONTENT_DIR = tmp_path
+    Lesson.objects.create(
+        slug="pid", number=2, title="T", summary="S", minutes=5, body_markdown="![t](tree.svg)"
+    )
+    response = client.get("/lessons/pid/tree.svg")
+    assert response.status_code == 200 and response["Content-Type"] == "image/svg+xml"
+    assert response["Content-Security-Policy"].startswith("default-src 'none'")
+    for bad in ("missing.svg", "lesson.md", "..%2Fsecret.svg", "TREE.svg"):
+        assert client.get(f"/lessons/pid/{bad}").status_code == 404, bad
