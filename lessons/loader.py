@@ -8,6 +8,7 @@ any problem is refused as a whole while the others load.
 """
 
 import re
+import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,10 @@ from sandboxapp.runtime.checks import CHECKS, check_problems
 LESSON_FILE = "lesson.md"
 FOLDER_PATTERN = re.compile(r"^(?P<number>\d{2})-(?P<slug>[a-z0-9]+(?:-[a-z0-9]+)*)$")
 FIELDS = ("title", "summary", "minutes")
+# Commands the lesson's exercises run, looked for on the host at load (the sandbox sees
+# the host's /usr): a missing one is named on the lesson page and in `lessons load`.
+OPTIONAL_FIELDS = ("tools",)
+TOOL_NAME = re.compile(r"[a-z0-9][a-z0-9._+-]*")
 STEP_FIELDS = ("title", "checks", "hints", "solution", "quiz")
 STEPS_DIR = "steps"
 MAX_MINUTES = 600
@@ -62,6 +67,7 @@ class LessonSource:
     body_markdown: str
     path: Path
     steps: tuple[StepSource, ...] = ()
+    tools: tuple[str, ...] = ()
 
 
 @dataclass
@@ -144,6 +150,7 @@ def read_lesson(folder: Path) -> LessonSource:
         body_markdown=body.strip() + "\n",
         path=path,
         steps=tuple(steps),
+        tools=tuple(metadata.get("tools", [])),
     )
 
 
@@ -313,14 +320,21 @@ def _check_fields(path: Path, metadata: dict, key_lines: dict[str, int]) -> list
     problems = []
     first_line = min(key_lines.values(), default=2)
     for key in metadata:
-        if key not in FIELDS:
+        if key not in FIELDS + OPTIONAL_FIELDS:
             problems.append(
                 Problem(
                     path,
                     key_lines.get(str(key)),
-                    f"unknown field {key!r}; the fields are {', '.join(FIELDS)}",
+                    f"unknown field {key!r}; the fields are {', '.join(FIELDS + OPTIONAL_FIELDS)}",
                 )
             )
+    tools = metadata.get("tools", [])
+    if not isinstance(tools, list) or not all(
+        isinstance(t, str) and TOOL_NAME.fullmatch(t) for t in tools
+    ):
+        problems.append(
+            Problem(path, key_lines.get("tools"), "tools must be a list of command names")
+        )
     for name in FIELDS:
         if name not in metadata:
             problems.append(Problem(path, first_line, f"missing field {name!r}"))
@@ -376,6 +390,12 @@ def scan(content_dir: Path) -> ScanResult:
     return result
 
 
+def missing_tools(tools: Iterable[str]) -> list[str]:
+    """The commands of `tools` that this host's /usr lacks (what sandboxes see)."""
+    path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin"
+    return [tool for tool in tools if shutil.which(tool, path=path) is None]
+
+
 def save(lessons: Iterable[LessonSource]) -> SaveResult:
     """Create or update lessons by slug; unchanged ones keep their updated_at."""
     created = updated = unchanged = 0
@@ -387,6 +407,7 @@ def save(lessons: Iterable[LessonSource]) -> SaveResult:
                 "summary": source.summary,
                 "minutes": source.minutes,
                 "body_markdown": source.body_markdown,
+                "tools": list(source.tools),
             }
             lesson = Lesson.objects.filter(slug=source.slug).first()
             if lesson is None:

@@ -10,6 +10,8 @@ class Lesson(models.Model):
     summary = models.TextField()
     minutes = models.PositiveIntegerField()
     body_markdown = models.TextField()
+    # Commands the exercises run (the `tools` of the front matter).
+    tools = models.JSONField(default=list)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

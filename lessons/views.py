@@ -7,7 +7,7 @@ from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_POST
 
 from lessons.checking import CheckUnavailable, hint_next, step_check
-from lessons.loader import DIAGRAM_NAME
+from lessons.loader import DIAGRAM_NAME, missing_tools
 from lessons.models import Lesson, Step, StepProgress
 from sandboxapp.learners import learner_of
 
@@ -31,6 +31,7 @@ def lesson_detail(request: HttpRequest, slug: str) -> HttpResponse:
     ]
     context = {
         "lesson": lesson,
+        "missing_tools": missing_tools(lesson.tools),
         "body": _markdown(lesson.body_markdown),
         "steps": steps,
         "learner": learner,

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from lessons.loader import LessonError, read_lesson, save
+from lessons.loader import LessonError, missing_tools, read_lesson, save
 from lessons.models import Step
 
 LESSON = "---\ntitle: T\nsummary: S\nminutes: 5\n---\nIntro.\n"
@@ -129,3 +129,14 @@ def test_images_must_be_svg_files_beside_the_lesson(tmp_path):
     found = problems(lesson_with(tmp_path, {"01-pid-one.md": step}))
     assert any("image 'missing.svg' does not exist" in p for p in found), found
     assert any("use an SVG file beside the lesson" in p for p in found), found
+
+
+def test_tools_are_command_names_and_missing_ones_are_named(tmp_path):
+    folder = lesson_with(tmp_path, {})
+    text = LESSON.replace("minutes: 5", "minutes: 5\ntools: [unshare, no-such-tool-xyz]")
+    (folder / "lesson.md").write_text(text)
+    lesson = read_lesson(folder)
+    assert lesson.tools == ("unshare", "no-such-tool-xyz")
+    assert missing_tools(lesson.tools) == ["no-such-tool-xyz"]
+    (folder / "lesson.md").write_text(LESSON.replace("minutes: 5", "minutes: 5\ntools: [rm -rf]"))
+    assert any("tools must be a list of command names" in p for p in problems(folder))

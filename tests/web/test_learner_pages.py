@@ -127,3 +127,18 @@ def test_a_lesson_diagram_is_served_as_an_inert_svg(client, settings, tmp_path):
     assert response["Content-Security-Policy"].startswith("default-src 'none'")
     for bad in ("missing.svg", "lesson.md", "..%2Fsecret.svg", "TREE.svg"):
         assert client.get(f"/lessons/pid/{bad}").status_code == 404, bad
+
+
+def test_a_lesson_page_names_the_tools_this_host_lacks(client):
+    Lesson.objects.create(
+        slug="t",
+        number=3,
+        title="T",
+        summary="S",
+        minutes=5,
+        body_markdown="B",
+        tools=["unshare", "no-such-tool-xyz"],
+    )
+    client.post("/start/", {"display_name": "Ada"})
+    page = client.get("/lessons/t/").content.decode()
+    assert "This host lacks no-such-tool-xyz" in page and "lacks unshare" not in page

@@ -56,6 +56,15 @@ class Command(BaseCommand):
             self.stdout.write(f"{len(result.lessons)} lesson(s) valid in {folder}")
             return
 
+        for lesson in result.lessons:
+            missing = loader.missing_tools(lesson.tools)
+            if missing:
+                self.stderr.write(
+                    self.style.WARNING(
+                        f"{lesson.path.parent.name} uses {', '.join(missing)}, which this host "
+                        "lacks: scripts/install-system-deps.sh installs them"
+                    )
+                )
         saved = loader.save(result.lessons)
         self.stdout.write(
             f"Loaded {len(result.lessons)} lesson(s): {saved.created} new, {saved.updated} "
