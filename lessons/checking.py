@@ -49,6 +49,7 @@ def step_check(
                 learner=learner.sandbox_id,
                 check=check["check"],
                 params=params,
+                node=check.get("node"),
             )
         except Refused as refusal:
             if refusal.code == "not_running":

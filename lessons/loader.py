@@ -25,7 +25,9 @@ FOLDER_PATTERN = re.compile(r"^(?P<number>\d{2})-(?P<slug>[a-z0-9]+(?:-[a-z0-9]+
 FIELDS = ("title", "summary", "minutes")
 # Commands the lesson's exercises run, looked for on the host at load (the sandbox sees
 # the host's /usr): a missing one is named on the lesson page and in `lessons load`.
-OPTIONAL_FIELDS = ("tools",)
+OPTIONAL_FIELDS = ("tools", "nodes", "links")
+# A lesson's own machines (`web`, `db`): sandboxes of the learner linked by veth pairs.
+NODE_NAME = re.compile(r"[a-z][a-z0-9]{0,11}")
 TOOL_NAME = re.compile(r"[a-z0-9][a-z0-9._+-]*")
 STEP_FIELDS = ("title", "checks", "hints", "solution", "quiz")
 STEPS_DIR = "steps"
@@ -68,6 +70,8 @@ class LessonSource:
     path: Path
     steps: tuple[StepSource, ...] = ()
     tools: tuple[str, ...] = ()
+    nodes: tuple[str, ...] = ()
+    links: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -132,6 +136,16 @@ def read_lesson(folder: Path) -> LessonSource:
             steps.append(read_step(step_path))
         except LessonError as error:
             problems.extend(error.problems)
+    lesson_nodes = [n for n in metadata.get("nodes") or [] if isinstance(n, str)]
+    for step in steps:
+        for check in step.checks:
+            # In a lesson with machines of its own, a check reads the first unless told.
+            if check["node"] is None and lesson_nodes:
+                check["node"] = lesson_nodes[0]
+            if check["node"] is not None and check["node"] not in lesson_nodes:
+                problems.append(
+                    Problem(step.path, None, f"check on node {check['node']!r}: not in nodes")
+                )
     problems += _image_problems(folder, path, body, body_line)
     for step in steps:
         problems += _image_problems(folder, step.path, step.body_markdown, None)
@@ -151,6 +165,8 @@ def read_lesson(folder: Path) -> LessonSource:
         path=path,
         steps=tuple(steps),
         tools=tuple(metadata.get("tools", [])),
+        nodes=tuple(metadata.get("nodes", [])),
+        links=tuple(tuple(pair) for pair in metadata.get("links", [])),
     )
 
 
@@ -206,9 +222,9 @@ def read_step(path: Path) -> StepSource:
         checks = []
     for index, check in enumerate(checks, 1):
         line = key_lines.get("checks")
-        if not isinstance(check, dict) or set(check) - {"check", "params"}:
+        if not isinstance(check, dict) or set(check) - {"check", "params", "node"}:
             problems.append(
-                Problem(path, line, f"check {index}: a mapping of 'check' and 'params'")
+                Problem(path, line, f"check {index}: a mapping of 'check', 'params' and 'node'")
             )
             continue
         for message in check_problems(check.get("check"), check.get("params", {})):
@@ -236,7 +252,10 @@ def read_step(path: Path) -> StepSource:
         slug=match["slug"],
         title=title.strip(),
         body_markdown=body.strip() + "\n",
-        checks=[{"check": c["check"], "params": c.get("params") or {}} for c in checks],
+        checks=[
+            {"check": c["check"], "params": c.get("params") or {}, "node": c.get("node")}
+            for c in checks
+        ],
         hints=[h.strip() for h in hints],
         solution=solution.strip() + "\n" if solution.strip() else "",
         path=path,
@@ -328,6 +347,26 @@ def _check_fields(path: Path, metadata: dict, key_lines: dict[str, int]) -> list
                     f"unknown field {key!r}; the fields are {', '.join(FIELDS + OPTIONAL_FIELDS)}",
                 )
             )
+    nodes = metadata.get("nodes", [])
+    if (
+        not isinstance(nodes, list)
+        or not 1 <= len(nodes) <= 4
+        or len(set(map(str, nodes))) != len(nodes)
+        or not all(isinstance(n, str) and NODE_NAME.fullmatch(n) for n in nodes)
+    ):
+        if "nodes" in metadata:
+            problems.append(
+                Problem(path, key_lines.get("nodes"), "nodes: 1 to 4 distinct names like web, db")
+            )
+        nodes = []
+    links = metadata.get("links", [])
+    if not isinstance(links, list) or not all(
+        isinstance(pair, list) and len(pair) == 2 and pair[0] != pair[1] and set(pair) <= set(nodes)
+        for pair in links
+    ):
+        problems.append(
+            Problem(path, key_lines.get("links"), "links: pairs of two different nodes of nodes")
+        )
     tools = metadata.get("tools", [])
     if not isinstance(tools, list) or not all(
         isinstance(t, str) and TOOL_NAME.fullmatch(t) for t in tools
@@ -408,6 +447,8 @@ def save(lessons: Iterable[LessonSource]) -> SaveResult:
                 "minutes": source.minutes,
                 "body_markdown": source.body_markdown,
                 "tools": list(source.tools),
+                "nodes": list(source.nodes),
+                "links": [list(pair) for pair in source.links],
             }
             lesson = Lesson.objects.filter(slug=source.slug).first()
             if lesson is None:

@@ -12,6 +12,10 @@ class Lesson(models.Model):
     body_markdown = models.TextField()
     # Commands the exercises run (the `tools` of the front matter).
     tools = models.JSONField(default=list)
+    # The lesson's own machines and the veth links between them, e.g. ["web", "db"] and
+    # [["web", "db"]]; empty for the learner's one sandbox.
+    nodes = models.JSONField(default=list)
+    links = models.JSONField(default=list)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

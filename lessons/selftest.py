@@ -13,9 +13,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from lessons.loader import LessonSource
-from sandboxapp.runtime import ids
+from sandboxapp.runtime import ids, network, volumes
 from sandboxapp.runtime.checks import check_run
-from sandboxapp.runtime.sandbox import RuntimeConfig, Sandbox, sandbox_create
+from sandboxapp.runtime.sandbox import RuntimeConfig, Sandbox, sandbox_create, sandbox_link
 from sandboxapp.runtime.spec import SandboxSpec
 
 # What a learner might try instead of the exercise; none may pass any check.
@@ -51,20 +51,64 @@ def _sandbox(config: RuntimeConfig) -> Iterator[Sandbox]:
         yield sandbox
 
 
+@contextmanager
+def _machines(lesson: LessonSource, config: RuntimeConfig) -> Iterator[dict[str, Sandbox]]:
+    """A lesson's nodes for a throwaway learner, linked as sandboxd links them; their
+    files are deleted afterwards."""
+    learner = f"selftest{secrets.token_hex(3)}"
+    made: dict[str, Sandbox] = {}
+    try:
+        for node in lesson.nodes:
+            volume = f"{learner}.{node}"
+            spec = SandboxSpec(
+                name=f"{learner}--{node}",
+                uid_base=ids.ids_for_learner(config.state_dir, volume),
+                learner=learner,
+                node=node,
+                hostname=node,
+            )
+            made[node] = sandbox_create(spec, config)
+        for index, (a, b) in enumerate(lesson.links):
+            sandbox_link(
+                made[a],
+                made[b],
+                network.NodeEnd(f"to-{b}", f"10.77.{index}.1"),
+                network.NodeEnd(f"to-{a}", f"10.77.{index}.2"),
+            )
+        yield made
+    finally:
+        for sandbox in made.values():
+            sandbox.destroy()
+        for node in lesson.nodes:
+            volumes.volume_delete(config.state_dir, f"{learner}.{node}")
+            ids.ids_forget(config.state_dir, f"{learner}.{node}")
+
+
+@contextmanager
+def _where(lesson: LessonSource, config: RuntimeConfig) -> Iterator[dict[str | None, Sandbox]]:
+    """Where a step's checks run: the lesson's nodes, or one sandbox."""
+    if lesson.nodes:
+        with _machines(lesson, config) as made:
+            yield dict(made)
+    else:
+        with _sandbox(config) as sandbox:
+            yield {None: sandbox}
+
+
 def _start(sandbox: Sandbox, script: str) -> None:
     """As typed into the learner's shell: the shell stays, its jobs are its children."""
     sandbox.spawn(["/bin/bash", "-c", f"{script}\nwait"])
 
 
-def _outcomes(sandbox: Sandbox, checks: list[dict], answer: str | None = None) -> list:
+def _outcomes(where: dict, checks: list[dict], answer: str | None = None) -> list:
     extra = {} if answer is None else {"answer": answer}
-    return [check_run(sandbox, c["check"], {**c["params"], **extra}) for c in checks]
+    return [check_run(where[c.get("node")], c["check"], {**c["params"], **extra}) for c in checks]
 
 
-def _passes(sandbox: Sandbox, checks: list[dict], within: float) -> tuple[bool, str]:
+def _passes(where: dict, checks: list[dict], within: float) -> tuple[bool, str]:
     deadline = time.monotonic() + within
     while True:
-        outcomes = _outcomes(sandbox, checks)
+        outcomes = _outcomes(where, checks)
         if all(o.passed for o in outcomes):
             return True, "; ".join(o.observed for o in outcomes)
         if time.monotonic() > deadline:
@@ -72,10 +116,10 @@ def _passes(sandbox: Sandbox, checks: list[dict], within: float) -> tuple[bool, 
         time.sleep(0.2)
 
 
-def _never_passes(sandbox: Sandbox, checks: list[dict], seconds: float) -> tuple[bool, str]:
+def _never_passes(where: dict, checks: list[dict], seconds: float) -> tuple[bool, str]:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        outcomes = _outcomes(sandbox, checks)
+        outcomes = _outcomes(where, checks)
         if all(o.passed for o in outcomes):
             return False, "passed: " + "; ".join(o.observed for o in outcomes)
         time.sleep(0.2)
@@ -86,31 +130,19 @@ def _never_passes(sandbox: Sandbox, checks: list[dict], seconds: float) -> tuple
 FAKE_ANSWERS = ["PASS", "", "1", "4026531836", "user,pid,mnt,net,uts,ipc,cgroup,time"]
 
 
-def _quiz(lesson: str, step, config: RuntimeConfig) -> Iterator[Case]:
+def _quiz(lesson: LessonSource, step, config: RuntimeConfig) -> Iterator[Case]:
     """A quiz's solution prints the right answer from inside the sandbox; that answer passes
     and the blind guesses fail, in that same sandbox (answers differ between sandboxes)."""
-    with _sandbox(config) as sandbox:
-        code, out = sandbox.run(["/bin/bash", "-c", step.solution])
+    with _where(lesson, config) as where:
+        code, out = where[step.checks[0].get("node")].run(["/bin/bash", "-c", step.solution])
         answer = out.decode(errors="replace").strip()
-        outcomes = _outcomes(sandbox, step.checks, answer)
+        outcomes = _outcomes(where, step.checks, answer)
         ok = code == 0 and all(o.passed for o in outcomes)
-        yield Case(
-            lesson,
-            step.slug,
-            "solution",
-            ok,
-            f"answer {answer!r}: " + "; ".join(o.observed for o in outcomes),
-        )
-        wrong = [
-            a for a in FAKE_ANSWERS if all(o.passed for o in _outcomes(sandbox, step.checks, a))
-        ]
-        yield Case(
-            lesson,
-            step.slug,
-            "fakes",
-            not wrong,
-            f"passed: {wrong}" if wrong else "failed, as they should",
-        )
+        seen = "; ".join(o.observed for o in outcomes)
+        yield Case(lesson.slug, step.slug, "solution", ok, f"answer {answer!r}: {seen}")
+        wrong = [a for a in FAKE_ANSWERS if all(o.passed for o in _outcomes(where, step.checks, a))]
+        detail = f"passed: {wrong}" if wrong else "failed, as they should"
+        yield Case(lesson.slug, step.slug, "fakes", not wrong, detail)
 
 
 def selftest(lessons: list[LessonSource], config: RuntimeConfig) -> Iterator[Case]:
@@ -119,16 +151,18 @@ def selftest(lessons: list[LessonSource], config: RuntimeConfig) -> Iterator[Cas
             if not step.checks:
                 continue
             if step.quiz is not None:
-                yield from _quiz(lesson.slug, step, config)
+                yield from _quiz(lesson, step, config)
                 continue
-            with _sandbox(config) as sandbox:
-                _start(sandbox, step.solution)
-                ok, detail = _passes(sandbox, step.checks, PASS_WITHIN)
+            # The solution, as typed, goes to the machine of the step's first check.
+            first = step.checks[0].get("node")
+            with _where(lesson, config) as where:
+                _start(where[first], step.solution)
+                ok, detail = _passes(where, step.checks, PASS_WITHIN)
                 yield Case(lesson.slug, step.slug, "solution", ok, detail)
-            with _sandbox(config) as sandbox:
-                ok, detail = _never_passes(sandbox, step.checks, 0.2)
+            with _where(lesson, config) as where:
+                ok, detail = _never_passes(where, step.checks, 0.2)
                 yield Case(lesson.slug, step.slug, "nothing", ok, detail)
                 for fake in FAKES:
-                    _start(sandbox, fake)
-                ok, detail = _never_passes(sandbox, step.checks, FAIL_FOR)
+                    _start(where[first], fake)
+                ok, detail = _never_passes(where, step.checks, FAIL_FOR)
                 yield Case(lesson.slug, step.slug, "fakes", ok, detail)

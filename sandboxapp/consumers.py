@@ -17,6 +17,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
+from lessons.models import Lesson
 from sandboxapp.learners import learner_of
 from sandboxapp.ratelimit import allow
 from sandboxapp.runtime.client import (
@@ -57,6 +58,16 @@ def _query(scope: dict) -> dict[str, str]:
     return {key: values[-1] for key, values in raw.items()}
 
 
+def _topology_of(slug: str | None) -> dict | None:
+    """The nodes and links of the lesson the page shows, if it has its own machines."""
+    if not slug:
+        return None
+    lesson = Lesson.objects.filter(slug=slug).only("nodes", "links").first()
+    if lesson is None or not lesson.nodes:
+        return None
+    return {"nodes": lesson.nodes, "links": lesson.links}
+
+
 def _int(value: str | None, default: int, low: int, high: int) -> int:
     try:
         number = int(value) if value is not None else default
@@ -85,13 +96,21 @@ class TerminalConsumer(AsyncWebsocketConsumer):
             )
             return
         query = _query(self.scope)
+        topology = await database_sync_to_async(_topology_of)(query.get("lesson"))
+        node = None
+        if topology is not None:
+            node = query.get("node") if query.get("node") in topology["nodes"] else None
+            node = node or topology["nodes"][0]
         session = query.get("session") or None
         if session is not None and (len(session) > SESSION_RE_MAX or not session.isalnum()):
             session = None
         client = SandboxdClient(settings.SANDBOXD_SOCKET)
         try:
+            if topology is not None:
+                await client.call("topology", learner=learner.sandbox_id, **topology)
             self.terminal = await client.attach(
                 learner.sandbox_id,
+                node=node,
                 session=session,
                 offset=_int(query.get("offset"), 0, 0, 2**62),
                 rows=_int(query.get("rows"), 24, 1, 1000),
@@ -120,6 +139,7 @@ class TerminalConsumer(AsyncWebsocketConsumer):
                     "reset": info["reset"],
                     "created": info.get("created", False),
                     "hostname": sandbox.get("name"),
+                    "node": node,
                     "startup_ms": sandbox.get("startup_ms"),
                 }
             )

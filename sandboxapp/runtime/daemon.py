@@ -30,11 +30,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from . import ids, volumes, wire
+from . import ids, network, volumes, wire
 from .checks import CheckError, check_problems, check_run
 from .probes import PROBES
 from .reconcile import reconcile
-from .sandbox import USERS, RuntimeConfig, Sandbox, SandboxError, sandbox_create
+from .sandbox import USERS, RuntimeConfig, Sandbox, SandboxError, sandbox_create, sandbox_link
 from .spec import Limits, SandboxSpec, SpecError
 from .terminal import Client, FlowLimits, Recorder, TerminalSession, set_winsize
 from .volumes import VolumeError
@@ -112,6 +112,8 @@ class Node:
     notice: str | None = None
     # Two attaches at once must find one terminal, not open two.
     terminal_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # The learner's other nodes this one has a veth link to (see op_topology).
+    linked_to: set[str] = field(default_factory=set)
 
 
 def sandbox_name(learner: str, node: str | None) -> str:
@@ -168,6 +170,7 @@ class Daemon:
             "exec": self.op_exec,
             "probe": self.op_probe,
             "check": self.op_check,
+            "topology": self.op_topology,
             "reset": self.op_reset,
             "destroy": self.op_destroy,
             "list": self.op_list,
@@ -305,7 +308,10 @@ class Daemon:
                 node.last_active = time.monotonic()
                 return node, False
             self._admit(learner)
-            spec_base = SandboxSpec(name=name, uid_base=0, learner=learner, node=node_name)
+            # A lesson's node is called by its name (`web`), as the learner thinks of it.
+            spec_base = SandboxSpec(
+                name=name, uid_base=0, learner=learner, node=node_name, hostname=node_name or ""
+            )
             try:
                 sandbox = await asyncio.to_thread(self._create, spec_base, limits)
             except (SpecError, SandboxError, VolumeError, ids.IdsExhausted) as exc:
@@ -363,6 +369,10 @@ class Daemon:
         if self.nodes.get(name) is not node:
             return
         del self.nodes[name]
+        # Its ends of veth links vanish with its network namespace.
+        for other in self.nodes.values():
+            if other.learner == node.learner:
+                other.linked_to.discard(node.node or "")
         with contextlib.suppress(ValueError, OSError):
             asyncio.get_running_loop().remove_reader(node.sandbox.pidfd)
         if node.terminal is not None:
@@ -460,6 +470,52 @@ class Daemon:
             raise Refused("failed", f"check {message['check']}: {exc}") from None
         return asdict(outcome)
 
+    async def op_topology(self, message: dict) -> dict:
+        """A lesson's nodes, all running, and veth links between them: link i joins
+        `to-<b>` (10.77.i.1/24) on a with `to-<a>` (10.77.i.2/24) on b."""
+        learner = _learner(message)
+        names = message.get("nodes")
+        if (
+            not isinstance(names, list)
+            or not 1 <= len(names) <= self.config.max_nodes_per_learner
+            or len(set(map(str, names))) != len(names)
+        ):
+            raise Refused("bad_request", "nodes: a list of distinct node names")
+        for name in names:
+            _node({"node": name})
+        links = message.get("links") or []
+        if not isinstance(links, list) or not all(
+            isinstance(pair, list)
+            and len(pair) == 2
+            and pair[0] != pair[1]
+            and set(pair) <= set(names)
+            for pair in links
+        ):
+            raise Refused("bad_request", "links: pairs of two different nodes of the list")
+        nodes = {}
+        for name in names:
+            nodes[name], _ = await self.ensure({**message, "node": name})
+        for index, (a, b) in enumerate(links):
+            if b in nodes[a].linked_to:
+                continue
+            ends = (
+                network.NodeEnd(f"to-{b}", f"10.77.{index}.1"),
+                network.NodeEnd(f"to-{a}", f"10.77.{index}.2"),
+            )
+            async with self.locks[learner]:
+                try:
+                    await asyncio.to_thread(sandbox_link, nodes[a].sandbox, nodes[b].sandbox, *ends)
+                except (SandboxError, OSError) as exc:
+                    raise Refused("failed", f"could not link {a} and {b}: {exc}") from None
+            nodes[a].linked_to.add(b)
+            nodes[b].linked_to.add(a)
+        return {
+            "nodes": {name: node.sandbox.status() for name, node in nodes.items()},
+            "links": [
+                {"a": a, "b": b, "subnet": f"10.77.{i}.0/24"} for i, (a, b) in enumerate(links)
+            ],
+        }
+
     async def op_reset(self, message: dict) -> dict:
         """Stop every node of the learner; with keep_files false, delete their files too."""
         learner = _learner(message)
@@ -483,6 +539,7 @@ class Daemon:
         deleted = volumes.volumes_of(state_dir, learner)
         for volume in deleted:
             volumes.volume_delete(state_dir, volume)
+            ids.ids_forget(state_dir, volume)
         return deleted
 
     async def op_destroy(self, message: dict) -> dict:

@@ -98,3 +98,14 @@ def borrowed_blocks(state_dir: Path, min_age: float = 0) -> dict[str, int]:
         if owner.startswith("sandbox:"):
             found[owner.removeprefix("sandbox:")] = int(path.name.removeprefix("block-")) * ID_BLOCK
     return found
+
+
+def ids_forget(state_dir: Path, learner: str) -> None:
+    """Free the learner's permanent block (after their files are deleted for good)."""
+    record = _dir(state_dir) / f"learner-{learner}"
+    try:
+        base = int(record.read_text())
+    except FileNotFoundError:
+        return
+    release_ids(state_dir, base, f"learner:{learner}")
+    record.unlink(missing_ok=True)

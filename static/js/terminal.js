@@ -62,6 +62,10 @@
   var offset = 0;
   var attempts = 0;
   var everConnected = false;
+  // A lesson with machines of its own (web, db): one terminal each, one tab each.
+  var nodes = (panel.dataset.nodes || "").split(",").filter(Boolean);
+  var node = nodes[0] || null;
+  var sessions = {};
 
   function setStatus(text, state) {
     statusEl.textContent = text;
@@ -95,6 +99,8 @@
     var scheme = location.protocol === "https:" ? "wss:" : "ws:";
     var params = new URLSearchParams({ rows: term.rows, cols: term.cols, offset: offset });
     if (session) params.set("session", session);
+    if (panel.dataset.lesson) params.set("lesson", panel.dataset.lesson);
+    if (node) params.set("node", node);
     return scheme + "//" + location.host + panel.dataset.wsPath + "?" + params.toString();
   }
 
@@ -137,13 +143,16 @@
 
   function connect() {
     setStatus(everConnected ? "Reconnecting…" : "Starting your sandbox…", "connecting");
-    ws = new WebSocket(socketUrl());
-    ws.binaryType = "arraybuffer";
-    ws.onmessage = function (event) {
+    var mine = new WebSocket(socketUrl());
+    ws = mine;
+    mine.binaryType = "arraybuffer";
+    mine.onmessage = function (event) {
+      if (mine !== ws) return; // a socket of the machine we just left
       if (typeof event.data === "string") onText(JSON.parse(event.data));
       else onOutput(event.data);
     };
-    ws.onclose = function (event) {
+    mine.onclose = function (event) {
+      if (mine !== ws) return;
       ws = null;
       if (FINAL_CLOSES[event.code] || attempts < 0) {
         if (event.code === 4401) setStatus("Please start as a learner first.", "closed");
@@ -156,6 +165,37 @@
       window.setTimeout(connect, delay);
     };
   }
+
+  function switchTo(name) {
+    if (name === node) return;
+    sessions[node] = session;
+    node = name;
+    session = sessions[name] || null;
+    offset = 0;
+    term.reset();
+    var old = ws;
+    ws = null;
+    if (old) old.close();
+    renderTabs();
+    connect();
+    term.focus();
+  }
+
+  function renderTabs() {
+    var bar = panel.querySelector("[data-terminal-nodes]");
+    bar.textContent = "";
+    nodes.forEach(function (name) {
+      var tab = document.createElement("button");
+      tab.type = "button";
+      tab.className = "button button-small" + (name === node ? "" : " button-quiet");
+      tab.setAttribute("role", "tab");
+      tab.setAttribute("aria-selected", name === node ? "true" : "false");
+      tab.textContent = name;
+      tab.addEventListener("click", function () { switchTo(name); });
+      bar.appendChild(tab);
+    });
+  }
+  if (nodes.length) renderTabs();
 
   term.onData(function (data) { send(OP_INPUT, encoder.encode(data)); });
   term.onBinary(function (data) {
@@ -234,6 +274,8 @@
   window.contained = {
     term: term,
     type: typeCommand,
+    switchTo: switchTo,
+    node: function () { return node; },
     text: function () {
       var lines = [];
       var buffer = term.buffer.active;

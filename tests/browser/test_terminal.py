@@ -150,3 +150,19 @@ def test_the_namespace_explorer_draws_a_new_box_for_unshare(live_site, new_page)
     box = page.locator("[data-pidns^='new']")
     box.wait_for(timeout=10000)
     assert "uts: new" in box.inner_text() and "sh" in box.inner_text()
+
+
+def test_a_lesson_with_two_machines_has_a_terminal_for_each(live_site, new_page):
+    page = new_page(1400, 900)
+    page.goto(f"{live_site}/lessons/containers-vs-vms/")
+    page.fill("#display-name", "Ada")
+    page.click("text=Open my terminal")
+    page.wait_for_function("window.contained && window.contained.text().includes('# ')")
+    assert page.locator("[data-terminal-nodes] button").all_inner_texts() == ["web", "db"]
+    run(page, "hostname; ping -c1 -W2 10.77.0.2 | grep -c ' 0% packet loss'", "\nweb\n1\n")
+    page.click("[data-terminal-nodes] button:has-text('db')")
+    page.wait_for_function("window.contained.text().includes('root@db')")
+    run(page, "echo on-$(hostname)", "on-db")
+    # Back to web: its screen comes back as it was.
+    page.click("[data-terminal-nodes] button:has-text('web')")
+    page.wait_for_function("window.contained.text().includes('10.77.0.2 | grep')")

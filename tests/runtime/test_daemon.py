@@ -285,3 +285,30 @@ def test_check_reads_the_outcome_from_the_host(start_sandboxd):
     with pytest.raises(Refused) as bad:
         daemon.call("check", learner=name, check="hostname_in_own_uts", params={})
     assert bad.value.code == "bad_request" and "hostname" in bad.value.message
+
+
+def test_topology_starts_a_learners_nodes_and_links_them(start_sandboxd):
+    daemon = start_sandboxd()
+    name = learner()
+    reply = daemon.call("topology", learner=name, nodes=["web", "db"], links=[["web", "db"]])
+    assert set(reply["nodes"]) == {"web", "db"}
+    assert reply["links"] == [{"a": "web", "b": "db", "subnet": "10.77.0.0/24"}]
+    ping = ["ping", "-c1", "-W2", "10.77.0.2"]
+    assert daemon.call("exec", learner=name, node="web", argv=ping)["code"] == 0
+    # Again: nothing new is made, the link is kept.
+    again = daemon.call("topology", learner=name, nodes=["web", "db"], links=[["web", "db"]])
+    assert again["nodes"]["web"]["init_pid"] == reply["nodes"]["web"]["init_pid"]
+    links = daemon.call("probe", learner=name, node="web", probe="links")["result"]
+    assert [link["name"] for link in links if link["kind"] == "veth"] == ["to-db"]
+    # A node that stops loses its link; the next topology call restores both.
+    daemon.call("destroy", learner=name, node="db")
+    daemon.call("topology", learner=name, nodes=["web", "db"], links=[["web", "db"]])
+    assert daemon.call("exec", learner=name, node="web", argv=ping)["code"] == 0
+    for bad in (
+        {"nodes": ["web", "web"]},
+        {"nodes": ["web"], "links": [["web", "db"]]},
+        {"nodes": ["Web!"]},
+        {"nodes": ["a", "b", "c", "d", "e"]},
+    ):
+        with pytest.raises(Refused):
+            daemon.call("topology", learner=name, **bad)

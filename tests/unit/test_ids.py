@@ -216,3 +216,10 @@ def test_concurrent_claims_for_one_learner_agree_and_keep_the_block(tmp_path):
         assert results == [recorded] * 8
         # The learner's block stays claimed: no borrower may get the learner's uids.
         assert recorded not in [ids_borrow(state, f"box-{i}") for i in range(8)]
+
+
+def test_forgetting_a_learner_frees_their_block(tmp_path):
+    base = ids.ids_for_learner(tmp_path, "ada")
+    ids.ids_forget(tmp_path, "ada")
+    assert ids.ids_borrow(tmp_path, "box") == base
+    ids.ids_forget(tmp_path, "nobody")  # nothing to do
