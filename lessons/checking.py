@@ -90,3 +90,28 @@ def hint_next(learner: Learner, step: Step) -> tuple[str | None, int]:
     progress.hints_used += 1
     progress.save(update_fields=["hints_used", "updated_at"])
     return hint, progress.hints_used
+
+
+def step_prepare(learner: Learner, step: Step) -> None:
+    """Run the step's setup in the learner's sandbox (on the node of its first check)."""
+    if not step.setup:
+        return
+    node = step.checks[0].get("node") if step.checks else None
+    try:
+        reply = call_sync(
+            settings.SANDBOXD_SOCKET,
+            "exec",
+            reply_timeout=CHECK_TIMEOUT + 5,
+            learner=learner.sandbox_id,
+            node=node,
+            argv=["/bin/bash", "-c", step.setup],
+            timeout=CHECK_TIMEOUT,
+        )
+    except Refused as refusal:
+        if refusal.code == "not_running":
+            raise CheckUnavailable("Your sandbox is not running yet: open the terminal.") from None
+        raise CheckUnavailable(refusal.message) from None
+    except SandboxdError:
+        raise CheckUnavailable("The sandbox service is not answering; try again.") from None
+    if reply["code"] != 0:
+        raise CheckUnavailable("This step's preparation failed in your sandbox; reload the page.")

@@ -29,7 +29,7 @@ OPTIONAL_FIELDS = ("tools", "nodes", "links")
 # A lesson's own machines (`web`, `db`): sandboxes of the learner linked by veth pairs.
 NODE_NAME = re.compile(r"[a-z][a-z0-9]{0,11}")
 TOOL_NAME = re.compile(r"[a-z0-9][a-z0-9._+-]*")
-STEP_FIELDS = ("title", "checks", "hints", "solution", "quiz")
+STEP_FIELDS = ("title", "checks", "hints", "solution", "quiz", "setup")
 STEPS_DIR = "steps"
 MAX_MINUTES = 600
 
@@ -57,6 +57,8 @@ class StepSource:
     path: Path
     # {"question": str, "choices": [str, ...] or absent for a typed answer}
     quiz: dict | None = None
+    # Shell commands run as root in the learner's sandbox when the step opens (idempotent).
+    setup: str = ""
 
 
 @dataclass(frozen=True)
@@ -243,6 +245,10 @@ def read_step(path: Path) -> StepSource:
         )
     quiz = metadata.get("quiz")
     problems += _quiz_problems(path, key_lines.get("quiz"), quiz, checks)
+    setup = metadata.get("setup") or ""
+    if not isinstance(setup, str):
+        problems.append(Problem(path, key_lines.get("setup"), "setup must be shell commands"))
+        setup = ""
     if not body.strip():
         problems.append(Problem(path, body_line, "the step has no text after its front matter"))
     if problems:
@@ -260,6 +266,7 @@ def read_step(path: Path) -> StepSource:
         solution=solution.strip() + "\n" if solution.strip() else "",
         path=path,
         quiz=quiz,
+        setup=setup.strip() + "\n" if setup.strip() else "",
     )
 
 
@@ -482,6 +489,7 @@ def _save_steps(lesson: Lesson, steps: Iterable[StepSource]) -> bool:
             "hints": source.hints,
             "solution": source.solution,
             "quiz": source.quiz,
+            "setup": source.setup,
         }
         step, created = Step.objects.get_or_create(lesson=lesson, slug=source.slug, defaults=values)
         if not created and any(getattr(step, k) != v for k, v in values.items()):

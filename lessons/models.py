@@ -39,6 +39,8 @@ class Step(models.Model):
     solution = models.TextField(blank=True)
     # A question whose answer the step's checks judge: {"question", "choices"?}.
     quiz = models.JSONField(null=True, blank=True)
+    # Run as root in the learner's sandbox when the step opens; written to be idempotent.
+    setup = models.TextField(blank=True)
 
     class Meta:
         ordering = ["lesson", "number"]

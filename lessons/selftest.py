@@ -100,6 +100,13 @@ def _start(sandbox: Sandbox, script: str) -> None:
     sandbox.spawn(["/bin/bash", "-c", f"{script}\nwait"])
 
 
+def _setup(sandbox: Sandbox, setup: str) -> None:
+    if setup:
+        code, out = sandbox.run(["/bin/bash", "-c", setup])
+        if code != 0:
+            raise RuntimeError(f"setup failed ({code}): {out.decode(errors='replace')}")
+
+
 def _outcomes(where: dict, checks: list[dict], answer: str | None = None) -> list:
     extra = {} if answer is None else {"answer": answer}
     return [check_run(where[c.get("node")], c["check"], {**c["params"], **extra}) for c in checks]
@@ -156,10 +163,12 @@ def selftest(lessons: list[LessonSource], config: RuntimeConfig) -> Iterator[Cas
             # The solution, as typed, goes to the machine of the step's first check.
             first = step.checks[0].get("node")
             with _where(lesson, config) as where:
+                _setup(where[first], step.setup)
                 _start(where[first], step.solution)
                 ok, detail = _passes(where, step.checks, PASS_WITHIN)
                 yield Case(lesson.slug, step.slug, "solution", ok, detail)
             with _where(lesson, config) as where:
+                _setup(where[first], step.setup)
                 ok, detail = _never_passes(where, step.checks, 0.2)
                 yield Case(lesson.slug, step.slug, "nothing", ok, detail)
                 for fake in FAKES:

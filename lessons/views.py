@@ -6,7 +6,7 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_POST
 
-from lessons.checking import CheckUnavailable, hint_next, step_check
+from lessons.checking import CheckUnavailable, hint_next, step_check, step_prepare
 from lessons.loader import DIAGRAM_NAME, missing_tools
 from lessons.models import Lesson, Step, StepProgress
 from sandboxapp.learners import learner_of
@@ -84,6 +84,18 @@ def check(request: HttpRequest, slug: str, step_slug: str) -> JsonResponse:
             "hints_left": len(step.hints) - outcome.progress.hints_used,
         }
     )
+
+
+@require_POST
+def prepare(request: HttpRequest, slug: str, step_slug: str) -> JsonResponse:
+    learner, step = _step_of(request, slug, step_slug)
+    if learner is None:
+        return JsonResponse({"error": "Start as a learner first."}, status=403)
+    try:
+        step_prepare(learner, step)
+    except CheckUnavailable as reason:
+        return JsonResponse({"error": str(reason)}, status=409)
+    return JsonResponse({"prepared": bool(step.setup)})
 
 
 @require_POST

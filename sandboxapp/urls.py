@@ -17,6 +17,11 @@ urlpatterns = [
         name="step_check",
     ),
     path("lessons/<slug:slug>/steps/<slug:step_slug>/hint", lesson_views.hint, name="step_hint"),
+    path(
+        "lessons/<slug:slug>/steps/<slug:step_slug>/prepare",
+        lesson_views.prepare,
+        name="step_prepare",
+    ),
     path("healthz", views.healthz, name="healthz"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),

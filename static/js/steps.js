@@ -78,11 +78,25 @@
     return list.querySelector("[data-step][data-has-checks='1'][data-passed='0']");
   }
 
+  // A step's setup runs once per page, when the step is the open one, after the terminal
+  // has had a moment to start the sandbox (retried while it is still starting).
+  function prepare(step, tries) {
+    if (!step || !step.dataset.prepareUrl || step.dataset.prepared) return;
+    post(step.dataset.prepareUrl).then(function (data) {
+      if (!data.error) { step.dataset.prepared = "1"; return; }
+      if (tries > 0) window.setTimeout(function () { prepare(step, tries - 1); }, 2000);
+    });
+  }
+  prepare(list.querySelector("[data-step][data-passed='0']"), 10);
+
   window.setInterval(function () {
     var step = openStep();
     if (!step || document.hidden) return;
     post(step.dataset.checkUrl, { auto: "1" }).then(function (data) {
-      if (data.passed) render(step, data);
+      if (data.passed) {
+        render(step, data);
+        prepare(list.querySelector("[data-step][data-passed='0']"), 10);
+      }
     });
   }, AUTO_EVERY);
 })();

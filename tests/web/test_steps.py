@@ -95,3 +95,16 @@ def test_a_quiz_answer_is_judged_against_the_learners_own_sandbox(client, settin
     assert partial["passed"] is False and "more namespace" in partial["results"][0]["observed"]
     full = ["cgroup", "ipc", "mnt", "net", "pid", "user", "uts"]
     assert client.post(choices, {"answer": full}).json()["passed"] is True
+
+
+def test_a_steps_setup_runs_in_the_learners_sandbox(client, settings, sandboxd):
+    settings.SECURE_SSL_REDIRECT = False
+    save([read_lesson(settings.LESSONS_CONTENT_DIR / "10-images")])
+    learner = start(client)
+    url = "/lessons/images/steps/enter-an-overlay/prepare"
+    assert client.post(url).status_code == 409  # no sandbox yet
+    sandboxd.call("ensure", learner=learner.sandbox_id)
+    assert client.post(url).json() == {"prepared": True}
+    check = ["test", "-d", "/tmp/img/work"]
+    assert sandboxd.call("exec", learner=learner.sandbox_id, argv=check)["code"] == 0
+    assert client.post(url).json() == {"prepared": True}  # again: setups are idempotent
