@@ -79,8 +79,8 @@ def test_each_bad_field_is_reported_at_its_own_line(tmp_path):
     assert f"{path}:2: title must be non-empty text" in problems
     assert f"{path}:3: minutes must be a whole number from 1 to 600, not 'ten'" in problems
     assert (
-        f"{path}:4: unknown field 'sumary'; the fields are title, summary, minutes, tools"
-        in problems
+        f"{path}:4: unknown field 'sumary'; the fields are title, summary, minutes, tools, "
+        "nodes, links" in problems
     )
     assert f"{path}:2: missing field 'summary'" in problems
 
