@@ -40,7 +40,7 @@ def test_a_good_step_is_read(tmp_path):
     lesson = read_lesson(lesson_with(tmp_path, {"01-pid-one.md": GOOD_STEP}))
     (step,) = lesson.steps
     assert (step.number, step.slug, step.title) == (1, "pid-one", "Become PID 1")
-    assert step.checks == [{"check": "nested_pid_namespace", "params": {}}]
+    assert step.checks == [{"check": "nested_pid_namespace", "params": {}, "node": None}]
     assert step.hints == ["Try unshare."] and step.solution.startswith("unshare")
 
 
