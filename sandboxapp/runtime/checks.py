@@ -17,7 +17,7 @@ import os
 import socket
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from . import probes
@@ -46,6 +46,8 @@ class CheckKind:
     run: Callable[[Sandbox, dict], Outcome]
     optional: tuple[str, ...] = ()
     answered: bool = False
+    # Problems with the parameters' values, once their types are right.
+    values: Callable[[dict], list[str]] | None = None
 
 
 class CheckError(ValueError):
@@ -276,7 +278,8 @@ def veth_between_namespaces(sandbox: Sandbox, params: dict) -> Outcome:
             continue
         net_a = ipaddress.ip_interface(_ipv4(a)[0]).network
         b_addr = ipaddress.ip_interface(_ipv4(b)[0])
-        if b_addr.ip in net_a and _reaches(pa.pid, str(b_addr.ip)):
+        # Any answer, even "refused", proves a packet crossed the link.
+        if b_addr.ip in net_a and _connect_from(pa.pid, str(b_addr.ip), 9) != "timeout":
             return Outcome(
                 True,
                 f"{a['name']} ({_ipv4(a)[0]}) and {b['name']} ({_ipv4(b)[0]}) in two "
@@ -288,22 +291,22 @@ def veth_between_namespaces(sandbox: Sandbox, params: dict) -> Outcome:
     )
 
 
-def _reaches(pid: int, address: str) -> bool:
-    """From the network namespace of `pid`, does a TCP handshake to `address` get an answer
-    (accepted or refused)? Silence means no route or no link."""
+def _connect_outcome(address: str, port: int) -> str:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(1.0)
+        try:
+            sock.connect((address, port))
+        except ConnectionRefusedError:
+            return "refused"
+        except OSError:
+            return "timeout"
+        return "connected"
 
-    def attempt() -> bool:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.settimeout(1.0)
-            try:
-                sock.connect((address, 9))
-            except ConnectionRefusedError:
-                return True
-            except OSError:
-                return False
-            return True
 
-    return bool(in_namespace(pid, sc.CLONE_NEWNET, attempt))
+def _connect_from(pid: int, address: str, port: int) -> str:
+    """The checker's own TCP connection, made inside the network namespace of `pid`:
+    connected, refused, or timeout (silence: no route or no link)."""
+    return str(in_namespace(pid, sc.CLONE_NEWNET, lambda: _connect_outcome(address, port)))
 
 
 def oom_kill_in_child_cgroup(sandbox: Sandbox, params: dict) -> Outcome:
@@ -360,24 +363,33 @@ def cpu_throttled_in_child_cgroup(sandbox: Sandbox, params: dict) -> Outcome:
     return Outcome(False, "no cgroup of your own under your sandbox's", expected)
 
 
+def _root_mount(pid: int) -> probes.Mount | None:
+    """The mount `pid` sees as its /, or None if it is gone."""
+    try:
+        roots = [m for m in probes.mountinfo_of(pid) if m.mountpoint == "/"]
+    except OSError:
+        return None
+    return roots[-1] if roots else None
+
+
+def _learners_overlay(mount: probes.Mount | None, own_root: probes.Mount | None) -> bool:
+    """An overlay the learner mounted, not the sandbox's own overlay root. Mount ids differ
+    in every copy of a mount namespace; the filesystem's device number does not."""
+    return (
+        mount is not None
+        and mount.fstype == "overlay"
+        and (own_root is None or mount.device != own_root.device)
+    )
+
+
 def root_is_new_overlay(sandbox: Sandbox, params: dict) -> Outcome:
     """A process whose root directory is an overlay the learner mounted: an image of
     layers, entered with chroot or pivot_root (not the sandbox's own overlay root)."""
     init, others = _processes(sandbox)
     expected = "a process whose / is an overlay you mounted (not your sandbox's own)"
-    own_root = next((m for m in probes.mountinfo_of(init.pid) if m.mountpoint == "/"), None)
+    own_root = _root_mount(init.pid)
     for p in others:
-        try:
-            root = [m for m in probes.mountinfo_of(p.pid) if m.mountpoint == "/"]
-        except OSError:
-            continue
-        if (
-            root
-            and root[-1].fstype == "overlay"
-            # Mount ids differ in every copy of a mount namespace; the filesystem's device
-            # number does not.
-            and (own_root is None or root[-1].device != own_root.device)
-        ):
+        if _learners_overlay(_root_mount(p.pid), own_root):
             return Outcome(True, f"{_who(p)} has an overlay of your own as its /", expected)
     return Outcome(False, "every process still has your sandbox's own / as its root", expected)
 
@@ -401,16 +413,12 @@ def whiteout_in_overlay(sandbox: Sandbox, params: dict) -> Outcome:
     holds a whiteout. Read by a helper inside that process's mount namespace."""
     init, others = _processes(sandbox)
     expected = "a lower-layer file deleted in your overlay: a whiteout in its upper layer"
-    own_root = next((m for m in probes.mountinfo_of(init.pid) if m.mountpoint == "/"), None)
+    own_root = _root_mount(init.pid)
     overlays = 0
     for p in others:
         if p.namespaces["mnt"] == init.namespaces["mnt"]:
             continue
-        mounts = [
-            m
-            for m in probes.mountinfo_of(p.pid)
-            if m.fstype == "overlay" and (own_root is None or m.device != own_root.device)
-        ]
+        mounts = [m for m in probes.mountinfo_of(p.pid) if _learners_overlay(m, own_root)]
         for mount in mounts:
             overlays += 1
             options = dict(o.split("=", 1) for o in mount.super_options.split(",") if "=" in o)
@@ -461,19 +469,11 @@ def own_container(sandbox: Sandbox, params: dict) -> Outcome:
         "one process with new user, pid, mount, net, uts and ipc namespaces, an overlay root "
         "of yours and fewer capabilities"
     )
-    own_root = next((m for m in probes.mountinfo_of(init.pid) if m.mountpoint == "/"), None)
+    own_root = _root_mount(init.pid)
     best, best_missing = None, list(NEW_NAMESPACES) + ["overlay root", "dropped capability"]
     for p in others:
         missing = [ns for ns in NEW_NAMESPACES if p.namespaces[ns] == init.namespaces[ns]]
-        try:
-            root = [m for m in probes.mountinfo_of(p.pid) if m.mountpoint == "/"]
-        except OSError:
-            root = []
-        if not (
-            root
-            and root[-1].fstype == "overlay"
-            and (own_root is None or root[-1].device != own_root.device)
-        ):
+        if not _learners_overlay(_root_mount(p.pid), own_root):
             missing.append("overlay root")
         if not (init.cap_bnd & ~p.cap_bnd):
             missing.append("dropped capability")
@@ -546,15 +546,18 @@ def fork_bomb_stopped_in_child_cgroup(sandbox: Sandbox, params: dict) -> Outcome
     return Outcome(False, "no cgroup of your own with a pids limit", expected)
 
 
+LIMIT_COUNTERS = {
+    "pids_max_hit": "your sandbox's pids limit refused a fork",
+    "oom_kill": "the kernel OOM-killed a process at your sandbox's memory limit",
+}
+
+
 def sandbox_limit_fired(sandbox: Sandbox, params: dict) -> Outcome:
     """One of the host's own defences around the whole sandbox fired: `counter` is
     `pids_max_hit` (a fork bomb hit the sandbox's pids limit) or `oom_kill` (a memory bomb
     was killed at the sandbox's memory limit). The sandbox lives on."""
     counter = str(params["counter"])
-    what = {
-        "pids_max_hit": "your sandbox's pids limit refused a fork",
-        "oom_kill": "the kernel OOM-killed a process at your sandbox's memory limit",
-    }[counter]
+    what = LIMIT_COUNTERS[counter]
     expected = f"evidence that {what}"
     count = sandbox.cgroup.counters().get(counter, 0)
     if count:
@@ -624,7 +627,7 @@ def server_reached_across_namespaces(sandbox: Sandbox, params: dict) -> Outcome:
             if client.namespaces["net"] == server.namespaces["net"]:
                 continue
             for address in addresses:
-                if _connects(client.pid, address, port):
+                if _connect_from(client.pid, address, port) == "connected":
                     return Outcome(
                         True,
                         f"the checker connected from another namespace to {address}:{port}, "
@@ -632,19 +635,6 @@ def server_reached_across_namespaces(sandbox: Sandbox, params: dict) -> Outcome:
                         expected,
                     )
     return Outcome(False, f"a server on port {port}, but no other namespace reaches it", expected)
-
-
-def _connects(pid: int, address: str, port: int) -> bool:
-    def attempt() -> bool:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.settimeout(1.0)
-            try:
-                sock.connect((address, port))
-            except OSError:
-                return False
-            return True
-
-    return bool(in_namespace(pid, sc.CLONE_NEWNET, attempt))
 
 
 def user_ns_maps_root_to(sandbox: Sandbox, params: dict) -> Outcome:
@@ -693,25 +683,13 @@ def extra_seccomp_filter(sandbox: Sandbox, params: dict) -> Outcome:
     return Outcome(False, "every process has only your sandbox's own filter", expected)
 
 
-def _connect_outcome(address: str, port: int) -> str:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(1.0)
-        try:
-            sock.connect((address, port))
-        except ConnectionRefusedError:
-            return "refused"
-        except OSError:
-            return "timeout"
-        return "connected"
-
-
 def loopback_probe_answer(sandbox: Sandbox, params: dict) -> Outcome:
     """A quiz: what happens when the sandbox connects to 127.0.0.1:`port`, where the host's
     web app listens on the host's loopback? The checker tries it from inside the sandbox's
     network namespace and compares with the learner's answer."""
     port = int(params["port"])
     init, _ = _processes(sandbox)
-    seen = str(in_namespace(init.pid, sc.CLONE_NEWNET, lambda: _connect_outcome("127.0.0.1", port)))
+    seen = _connect_from(init.pid, "127.0.0.1", port)
     expected = f"what a connection to 127.0.0.1:{port} from your sandbox really does"
     given = _answer(params).lower()
     if given == seen:
@@ -752,7 +730,7 @@ def missing_capabilities_answer(sandbox: Sandbox, params: dict) -> Outcome:
     bounding = _root_bounding_set(init, others)
     among = [c.strip() for c in str(params["among"]).split(",")]
     right = {c for c in among if not bounding & (1 << CAPABILITY_BITS[c])}
-    given = {a.strip().removeprefix("cap_") for a in _answer(params).split(",") if a.strip()}
+    given = {_capability(a.strip()) for a in _answer(params).split(",") if a.strip()}
     expected = "each listed capability your sandbox's root lacks, and no other"
     if given == right:
         return Outcome(True, f"your root lacks {', '.join(sorted(right))}", expected)
@@ -813,7 +791,7 @@ CAPABILITY_BITS = {
 def capability_dropped(sandbox: Sandbox, params: dict) -> Outcome:
     """A running process of the sandbox whose bounding set has lost `capability`, which the
     sandbox's root still holds: dropped for good, for it and all it starts."""
-    name = str(params["capability"]).lower().removeprefix("cap_")
+    name = _capability(str(params["capability"]))
     bit = 1 << CAPABILITY_BITS[name]
     init, others = _processes(sandbox)
     expected = f"a process of yours without cap_{name}, even in its bounding set"
@@ -825,6 +803,26 @@ def capability_dropped(sandbox: Sandbox, params: dict) -> Outcome:
     return Outcome(
         False, f"every process of yours still has cap_{name} in its bounding set", expected
     )
+
+
+def _one_of(key: str, allowed: Collection[str], normal: Callable[[str], str] = str) -> Callable:
+    """A `values` rule: parameter `key`, when given, is one of `allowed`."""
+
+    def problems(params: dict) -> list[str]:
+        if key in params and normal(params[key]) not in allowed:
+            return [f"{key}: one of {', '.join(sorted(allowed))}"]
+        return []
+
+    return problems
+
+
+def _capability(name: str) -> str:
+    return name.lower().removeprefix("cap_")
+
+
+def _capabilities_among(params: dict) -> list[str]:
+    unknown = [c for c in params["among"].split(",") if c.strip() not in CAPABILITY_BITS]
+    return [f"among: capabilities from {', '.join(sorted(CAPABILITY_BITS))}"] if unknown else []
 
 
 CHECKS: dict[str, CheckKind] = {
@@ -839,24 +837,32 @@ CHECKS: dict[str, CheckKind] = {
     "loopback_only_namespace": CheckKind({}, loopback_only_namespace),
     "veth_between_namespaces": CheckKind({}, veth_between_namespaces),
     "oom_kill_in_child_cgroup": CheckKind({}, oom_kill_in_child_cgroup),
-    "capability_dropped": CheckKind({"capability": str}, capability_dropped),
+    "capability_dropped": CheckKind(
+        {"capability": str},
+        capability_dropped,
+        values=_one_of("capability", CAPABILITY_BITS, _capability),
+    ),
     "cpu_throttled_in_child_cgroup": CheckKind({}, cpu_throttled_in_child_cgroup),
     "root_is_new_overlay": CheckKind({}, root_is_new_overlay),
     "sidecar_shares_network": CheckKind({}, sidecar_shares_network),
     "whiteout_in_overlay": CheckKind({}, whiteout_in_overlay),
     "own_container": CheckKind({}, own_container),
     "fork_bomb_stopped_in_child_cgroup": CheckKind({}, fork_bomb_stopped_in_child_cgroup),
-    "sandbox_limit_fired": CheckKind({"counter": str}, sandbox_limit_fired),
+    "sandbox_limit_fired": CheckKind(
+        {"counter": str}, sandbox_limit_fired, values=_one_of("counter", LIMIT_COUNTERS)
+    ),
     "shm_in_own_ipc_namespace": CheckKind({}, shm_in_own_ipc_namespace),
     "server_reached_across_namespaces": CheckKind({"port": int}, server_reached_across_namespaces),
     "user_ns_maps_root_to": CheckKind({"outside": int}, user_ns_maps_root_to),
-    "new_namespace": CheckKind({"namespace": str}, new_namespace),
+    "new_namespace": CheckKind(
+        {"namespace": str}, new_namespace, values=_one_of("namespace", probes.NAMESPACES)
+    ),
     "extra_seccomp_filter": CheckKind({}, extra_seccomp_filter),
     "mount_propagated_into_child": CheckKind({"path": str}, mount_propagated_into_child),
     "loopback_probe_answer": CheckKind({"port": int}, loopback_probe_answer, answered=True),
     "clone_flags_answer": CheckKind({}, clone_flags_answer, answered=True),
     "missing_capabilities_answer": CheckKind(
-        {"among": str}, missing_capabilities_answer, answered=True
+        {"among": str}, missing_capabilities_answer, answered=True, values=_capabilities_among
     ),
     "namespace_inode_answer": CheckKind({"namespace": str}, namespace_inode_answer, answered=True),
     "unshared_namespaces_answer": CheckKind({}, unshared_namespaces_answer, answered=True),
@@ -866,22 +872,6 @@ CHECKS: dict[str, CheckKind] = {
 def check_problems(name: object, params: object, answer: bool = False) -> list[str]:
     """What is wrong with asking for check `name` with `params` (empty when nothing).
     With `answer`, params may carry the learner's answer for a quiz check."""
-    if name == "new_namespace" and isinstance(params, dict):
-        if "namespace" in params and params["namespace"] not in probes.NAMESPACES:
-            return [f"namespace: one of {', '.join(probes.NAMESPACES)}"]
-    if name == "missing_capabilities_answer" and isinstance(params, dict):
-        unknown = [
-            c for c in str(params.get("among", "")).split(",") if c.strip() not in CAPABILITY_BITS
-        ]
-        if "among" in params and unknown:
-            return [f"among: capabilities from {', '.join(sorted(CAPABILITY_BITS))}"]
-    if name == "sandbox_limit_fired" and isinstance(params, dict):
-        if "counter" in params and params["counter"] not in ("pids_max_hit", "oom_kill"):
-            return ["counter: pids_max_hit or oom_kill"]
-    if name == "capability_dropped" and isinstance(params, dict):
-        cap = str(params.get("capability", "")).lower().removeprefix("cap_")
-        if "capability" in params and cap not in CAPABILITY_BITS:
-            return [f"capability: one of {', '.join(sorted(CAPABILITY_BITS))}"]
     kind = CHECKS.get(name) if isinstance(name, str) else None
     if kind is None:
         return [f"unknown check {name!r}; known: {', '.join(sorted(CHECKS))}"]
@@ -900,6 +890,8 @@ def check_problems(name: object, params: object, answer: bool = False) -> list[s
             kind_type is float and isinstance(params[key], int)
         ):
             problems.append(f"parameter {key!r} must be a {kind_type.__name__}")
+    if not problems and kind.values is not None:
+        problems = kind.values(params)
     return problems
 
 
