@@ -475,7 +475,8 @@ def own_container(sandbox: Sandbox, params: dict) -> Outcome:
         missing = [ns for ns in NEW_NAMESPACES if p.namespaces[ns] == init.namespaces[ns]]
         if not _learners_overlay(_root_mount(p.pid), own_root):
             missing.append("overlay root")
-        if not (init.cap_bnd & ~p.cap_bnd):
+        # Fewer than the learner's root has: the init's own set is full and says nothing.
+        if not (_root_bounding_set(init, others) & ~p.cap_bnd):
             missing.append("dropped capability")
         if len(missing) < len(best_missing):
             best, best_missing = p, missing

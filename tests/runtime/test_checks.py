@@ -332,3 +332,20 @@ def test_a_nested_pid_namespace_two_levels_down(make_sandbox):
     assert "not PID 1 2 down" in shallow.observed
     start(sandbox, "unshare -pf unshare -pf sleep 600")
     assert eventually(sandbox, "nested_pid_namespace", {"depth": 2}).passed
+
+
+def test_a_container_that_keeps_every_capability_of_the_learners_root_says_so(make_sandbox):
+    sandbox = make_sandbox()
+    keeps_all = CONTAINER_SOLUTION.replace(
+        "/sbin/capsh --drop=cap_net_raw -- -c 'exec sleep 600'", "/bin/sleep 600"
+    )
+    start(sandbox, keeps_all)
+    deadline = time.monotonic() + 8
+    while True:
+        outcome = check_run(sandbox, "own_container", {})
+        if "still missing" in outcome.observed or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert not outcome.passed and outcome.observed.endswith("still missing dropped capability"), (
+        outcome
+    )
