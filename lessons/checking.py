@@ -23,6 +23,24 @@ class CheckUnavailable(Exception):
     """The step cannot be checked now; the message says why, for the learner."""
 
 
+def _ask(op: str, learner: Learner, not_running: str, reply_timeout: float, **params) -> dict:
+    """One sandboxd request for the learner; every failure becomes a sentence for them."""
+    try:
+        return call_sync(
+            settings.SANDBOXD_SOCKET,
+            op,
+            reply_timeout=reply_timeout,
+            learner=learner.sandbox_id,
+            **params,
+        )
+    except Refused as refusal:
+        raise CheckUnavailable(
+            not_running if refusal.code == "not_running" else refusal.message
+        ) from None
+    except SandboxdError:
+        raise CheckUnavailable("The sandbox service is not answering; try again.") from None
+
+
 @dataclass(frozen=True)
 class StepOutcome:
     passed: bool
@@ -41,24 +59,15 @@ def step_check(
         params = check["params"]
         if step.quiz is not None:
             params = {**params, "answer": answer or ""}
-        try:
-            reply = call_sync(
-                settings.SANDBOXD_SOCKET,
-                "check",
-                reply_timeout=CHECK_TIMEOUT,
-                learner=learner.sandbox_id,
-                check=check["check"],
-                params=params,
-                node=check.get("node"),
-            )
-        except Refused as refusal:
-            if refusal.code == "not_running":
-                raise CheckUnavailable(
-                    "Your sandbox is not running: open the terminal, then check again."
-                ) from None
-            raise CheckUnavailable(refusal.message) from None
-        except SandboxdError:
-            raise CheckUnavailable("The sandbox service is not answering; try again.") from None
+        reply = _ask(
+            "check",
+            learner,
+            "Your sandbox is not running: open the terminal, then check again.",
+            CHECK_TIMEOUT,
+            check=check["check"],
+            params=params,
+            node=check.get("node"),
+        )
         results.append(
             {
                 "passed": reply["passed"],
@@ -97,21 +106,14 @@ def step_prepare(learner: Learner, step: Step) -> None:
     if not step.setup:
         return
     node = step.checks[0].get("node") if step.checks else None
-    try:
-        reply = call_sync(
-            settings.SANDBOXD_SOCKET,
-            "exec",
-            reply_timeout=CHECK_TIMEOUT + 5,
-            learner=learner.sandbox_id,
-            node=node,
-            argv=["/bin/bash", "-c", step.setup],
-            timeout=CHECK_TIMEOUT,
-        )
-    except Refused as refusal:
-        if refusal.code == "not_running":
-            raise CheckUnavailable("Your sandbox is not running yet: open the terminal.") from None
-        raise CheckUnavailable(refusal.message) from None
-    except SandboxdError:
-        raise CheckUnavailable("The sandbox service is not answering; try again.") from None
+    reply = _ask(
+        "exec",
+        learner,
+        "Your sandbox is not running yet: open the terminal.",
+        CHECK_TIMEOUT + 5,
+        node=node,
+        argv=["/bin/bash", "-c", step.setup],
+        timeout=CHECK_TIMEOUT,
+    )
     if reply["code"] != 0:
         raise CheckUnavailable("This step's preparation failed in your sandbox; reload the page.")
