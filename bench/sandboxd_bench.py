@@ -19,15 +19,14 @@ import secrets
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 
-from sandboxapp.runtime.client import Output, SandboxdClient, SandboxdError, call_sync
-from sandboxapp.runtime.daemon import DaemonConfig
+from sandboxapp.runtime.client import Output, SandboxdClient
+from sandboxapp.runtime.daemon import DaemonConfig, daemon_spawn
 
 PROMPT = b"# "
 KEY_INTERVAL = 0.1
@@ -215,20 +214,8 @@ def run(config: DaemonConfig, *, runs: int, terminals: int, seconds: float) -> d
         runtime=replace(config.runtime, max_sandboxes=max(config.runtime.max_sandboxes, terminals)),
         creates_per_minute=max(config.creates_per_minute, runs + 1),
     )
-    argv = [sys.executable, "-m", "sandboxapp.runtime.daemon", "--config", config.to_json()]
-    daemon = subprocess.Popen([*argv, "--log-level", "WARNING"])
+    daemon = daemon_spawn(config, log_level="WARNING")
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if daemon.poll() is not None:
-                raise SandboxdError("the bench's sandboxd exited at start (see above)")
-            try:
-                call_sync(config.socket_path, "ping")
-                break
-            except SandboxdError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
         client = SandboxdClient(config.socket_path, timeout=60)
         return asyncio.run(measure(client, runs, terminals, seconds))
     finally:

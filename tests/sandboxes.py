@@ -14,9 +14,7 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,10 +26,9 @@ from sandboxapp.runtime.client import (
     SandboxdClient,
     SandboxdError,
     Terminal,
-    Unavailable,
     call_sync,
 )
-from sandboxapp.runtime.daemon import DaemonConfig
+from sandboxapp.runtime.daemon import DaemonConfig, daemon_spawn
 from sandboxapp.runtime.reconcile import reconcile
 from sandboxapp.runtime.sandbox import RuntimeConfig
 from sandboxapp.runtime.terminal import FlowLimits
@@ -112,21 +109,11 @@ class RunningDaemon:
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
-        argv = [sys.executable, "-m", "sandboxapp.runtime.daemon", "--config"]
         with open(self.log, "a") as log:
-            self.process = subprocess.Popen(
-                [*argv, self.config.to_json()], cwd=REPO, stdout=log, stderr=log
-            )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                pytest.fail(f"sandboxd exited at start:\n{self.log.read_text()}")
             try:
-                call_sync(self.config.socket_path, "ping")
-                return
-            except Unavailable:
-                time.sleep(0.05)
-        pytest.fail(f"sandboxd did not answer within 30 s:\n{self.log.read_text()}")
+                self.process = daemon_spawn(self.config, stdout=log, stderr=log)
+            except SandboxdError as exc:
+                pytest.fail(f"{exc}:\n{self.log.read_text()}")
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.process is None or self.process.poll() is not None:

@@ -25,6 +25,8 @@ import resource
 import signal
 import socket
 import struct
+import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -32,6 +34,7 @@ from pathlib import Path
 
 from . import ids, network, volumes, wire
 from .checks import CheckError, check_problems, check_run
+from .client import SandboxdError, Unavailable, call_sync
 from .probes import PROBES
 from .reconcile import reconcile
 from .sandbox import USERS, RuntimeConfig, Sandbox, SandboxError, sandbox_create, sandbox_link
@@ -713,6 +716,43 @@ def _error(code: str, message: str) -> dict:
 def _rss() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+# Where `python -m sandboxapp.runtime.daemon` finds its package.
+PROJECT = Path(__file__).resolve().parents[2]
+
+
+def daemon_argv(config: DaemonConfig, log_level: str = "INFO") -> list[str]:
+    """The command line of sandboxd: this module, given its whole configuration."""
+    return [
+        sys.executable,
+        "-m",
+        "sandboxapp.runtime.daemon",
+        "--config",
+        config.to_json(),
+        "--log-level",
+        log_level,
+    ]
+
+
+def daemon_spawn(
+    config: DaemonConfig, log_level: str = "INFO", timeout: float = 30.0, **popen: object
+) -> subprocess.Popen:
+    """Start sandboxd as a child process (tests, benchmarks) and return once it answers."""
+    process = subprocess.Popen(daemon_argv(config, log_level), cwd=PROJECT, **popen)  # type: ignore[call-overload]
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            raise SandboxdError(f"sandboxd exited at start with status {process.returncode}")
+        try:
+            call_sync(config.socket_path, "ping")
+            return process
+        except Unavailable:
+            if time.monotonic() > deadline:
+                process.kill()
+                process.wait()
+                raise
+            time.sleep(0.05)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from sandboxapp.runtime.daemon import DaemonConfig
+from sandboxapp.runtime.daemon import DaemonConfig, daemon_argv
 from sandboxapp.runtime.spec import Limits, SpecError, parse_size
 from sandboxapp.runtime.terminal import FlowLimits
 
@@ -79,8 +79,7 @@ class Command(BaseCommand):
             return
         if os.geteuid() != 0:
             raise CommandError("sandboxd needs root: it creates namespaces, cgroups and mounts")
-        level = settings.LOGGING["root"]["level"]
-        argv = [sys.executable, "-m", "sandboxapp.runtime.daemon", "--config", config.to_json()]
+        argv = daemon_argv(config, settings.LOGGING["root"]["level"])
         sys.stdout.flush()
         os.chdir(settings.BASE_DIR)
-        os.execv(sys.executable, [*argv, "--log-level", level])
+        os.execv(sys.executable, argv)
