@@ -71,6 +71,12 @@ def _plain_static_storage(settings) -> None:
     }
 
 
+@pytest.fixture
+def plain_http(settings) -> None:
+    """Pages without production's HTTP-to-HTTPS redirect, for tests of what lies behind it."""
+    settings.SECURE_SSL_REDIRECT = False
+
+
 @pytest.fixture(autouse=True)
 def _no_sandboxd_of_the_host(settings, tmp_path: Path) -> None:
     # A sandboxd the developer runs must not answer the tests: those that need one start it.

@@ -8,12 +8,7 @@ import pytest
 
 from sandboxapp.models import Learner
 
-pytestmark = [pytest.mark.root, pytest.mark.django_db]
-
-
-@pytest.fixture(autouse=True)
-def _plain_http(settings):
-    settings.SECURE_SSL_REDIRECT = False
+pytestmark = [pytest.mark.root, pytest.mark.django_db, pytest.mark.usefixtures("plain_http")]
 
 
 def test_the_explorer_shows_a_new_pid_namespace_when_the_learner_makes_one(

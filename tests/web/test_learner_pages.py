@@ -8,13 +8,7 @@ from lessons.models import Lesson
 from sandboxapp.learners import SESSION_KEY
 from sandboxapp.models import Learner
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _no_https_redirect(settings) -> None:
-    # Production redirects plain HTTP to HTTPS; these tests are about the pages behind it.
-    settings.SECURE_SSL_REDIRECT = False
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("plain_http")]
 
 
 def test_a_visitor_is_asked_for_a_name_before_a_terminal(client):

@@ -11,12 +11,11 @@ from lessons.loader import read_lesson, save
 from lessons.models import Step, StepProgress
 from sandboxapp.models import Learner
 
-pytestmark = [pytest.mark.root, pytest.mark.django_db]
+pytestmark = [pytest.mark.root, pytest.mark.django_db, pytest.mark.usefixtures("plain_http")]
 
 
 @pytest.fixture
 def lesson(settings):
-    settings.SECURE_SSL_REDIRECT = False
     save([read_lesson(settings.LESSONS_CONTENT_DIR / "02-pid-namespaces")])
     return Step.objects.get(slug="become-pid-1")
 
@@ -76,7 +75,6 @@ def test_a_visitor_cannot_check_or_take_hints(client, lesson):
 
 
 def test_a_quiz_answer_is_judged_against_the_learners_own_sandbox(client, settings, sandboxd):
-    settings.SECURE_SSL_REDIRECT = False
     save([read_lesson(settings.LESSONS_CONTENT_DIR / "01-no-such-thing")])
     learner = start(client)
     sandboxd.call("ensure", learner=learner.sandbox_id)
@@ -98,7 +96,6 @@ def test_a_quiz_answer_is_judged_against_the_learners_own_sandbox(client, settin
 
 
 def test_a_steps_setup_runs_in_the_learners_sandbox(client, settings, sandboxd):
-    settings.SECURE_SSL_REDIRECT = False
     save([read_lesson(settings.LESSONS_CONTENT_DIR / "10-images")])
     learner = start(client)
     url = "/lessons/images/steps/enter-an-overlay/prepare"
