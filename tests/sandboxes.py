@@ -32,6 +32,7 @@ from sandboxapp.runtime.daemon import DaemonConfig, daemon_spawn
 from sandboxapp.runtime.reconcile import reconcile
 from sandboxapp.runtime.sandbox import RuntimeConfig
 from sandboxapp.runtime.terminal import FlowLimits
+from sandboxapp.runtime.zygote import zygote_stop
 
 REPO = Path(__file__).resolve().parents[1]
 GUARD_MEMORY = 6 * 1024**3
@@ -65,6 +66,7 @@ def guard() -> Iterator[str]:
     try:
         yield name
     finally:
+        zygote_stop()  # started in here, it would keep the guard cgroup busy
         for path, pid in original:
             (path / "cgroup.procs").write_text(pid)
         for h in backend.hierarchies:

@@ -25,7 +25,6 @@ from . import syscalls as sc
 from .nsexec import in_namespace
 from .probes import ProcessFacts
 from .sandbox import Sandbox, process_start_time
-from .security import KEPT_MASK
 
 
 @dataclass(frozen=True)
@@ -475,8 +474,8 @@ def own_container(sandbox: Sandbox, params: dict) -> Outcome:
         missing = [ns for ns in NEW_NAMESPACES if p.namespaces[ns] == init.namespaces[ns]]
         if not _learners_overlay(_root_mount(p.pid), own_root):
             missing.append("overlay root")
-        # Fewer than the learner's root has: the init's own set is full and says nothing.
-        if not (_root_bounding_set(init, others) & ~p.cap_bnd):
+        # Fewer than the sandbox gives every process (its init's set) is a drop of theirs.
+        if not (init.cap_bnd & ~p.cap_bnd):
             missing.append("dropped capability")
         if len(missing) < len(best_missing):
             best, best_missing = p, missing
@@ -671,10 +670,9 @@ def new_namespace(sandbox: Sandbox, params: dict) -> Outcome:
 
 def extra_seccomp_filter(sandbox: Sandbox, params: dict) -> Outcome:
     """A process running under a seccomp filter of the learner's, on top of the one the
-    runtime gives every process it starts (the init itself runs unfiltered)."""
+    runtime gives the sandbox's init and so every process of the sandbox."""
     init, others = _processes(sandbox)
-    started = [p.seccomp_filters for p in others if p.ppid == init.pid]
-    baseline = min(started, default=1)
+    baseline = init.seccomp_filters
     expected = f"a process with more than your sandbox's {baseline} seccomp filter(s)"
     for p in others:
         if p.seccomp_filters > baseline:
@@ -718,17 +716,10 @@ def clone_flags_answer(sandbox: Sandbox, params: dict) -> Outcome:
     return Outcome(False, f"{given or 'no answer'} is not the number the header defines", expected)
 
 
-def _root_bounding_set(init: ProcessFacts, others: list[ProcessFacts]) -> int:
-    """The bounding set the runtime gives the processes it starts (the learner's root).
-    The init keeps a full one: it never runs learner code."""
-    started = [p.cap_bnd for p in others if p.ppid == init.pid]
-    return min(started, key=lambda b: bin(b).count("1"), default=KEPT_MASK)
-
-
 def missing_capabilities_answer(sandbox: Sandbox, params: dict) -> Outcome:
     """A quiz: which of the capabilities `among` the sandbox's root does not have."""
     init, others = _processes(sandbox)
-    bounding = _root_bounding_set(init, others)
+    bounding = init.cap_bnd
     among = [c.strip() for c in str(params["among"]).split(",")]
     right = {c for c in among if not bounding & (1 << CAPABILITY_BITS[c])}
     given = {_capability(a.strip()) for a in _answer(params).split(",") if a.strip()}
@@ -796,7 +787,7 @@ def capability_dropped(sandbox: Sandbox, params: dict) -> Outcome:
     bit = 1 << CAPABILITY_BITS[name]
     init, others = _processes(sandbox)
     expected = f"a process of yours without cap_{name}, even in its bounding set"
-    if not _root_bounding_set(init, others) & bit:
+    if not init.cap_bnd & bit:
         return Outcome(False, f"your sandbox itself has no cap_{name} to drop", expected)
     for p in others:
         if not p.cap_bnd & bit and not p.cap_eff & bit:

@@ -8,14 +8,16 @@ One flat, ordered pipeline, the parent side of each step being in sandbox.py:
                                hostname, loopback, sysfs, delegated cgroups
                                then: init (reap orphans, start processes on request,
                                exit when the parent's end of the control socket closes)
-    F (forked by I per exec)   credentials, capabilities, no_new_privs, seccomp, exec
+                               capabilities, no_new_privs, seccomp (all inherited)
+    F (forked by I per exec)   credentials, terminal, exec
 
 Every process of a sandbox is forked by its own init, so it starts inside the cgroup and
 every namespace already, and orphans always land on that init: no process ever has to
 be moved into the sandbox from outside.
 
 Nothing here may import lazily: after the id map is written the child is an unprivileged
-host user and cannot read the Python installation's files anymore.
+host user and cannot read the Python installation's files anymore. C is forked by the
+zygote (zygote.py), so this module and its imports are all a sandbox's processes carry.
 """
 
 from __future__ import annotations
@@ -35,10 +37,13 @@ from dataclasses import dataclass
 
 import setproctitle
 
-from . import network, rootfs, security
+from . import rootfs, security
 from . import syscalls as sc
 
 TIOCGPTPEER = 0x5441
+SIOCGIFFLAGS = 0x8913
+SIOCSIFFLAGS = 0x8914
+IFF_UP = 0x1
 TIOCSCTTY = 0x540E
 TIOCSPTLCK = 0x40045431
 
@@ -108,7 +113,7 @@ def run_c(plan: ChildPlan, sock: socket.socket, cgroup_ready: int) -> None:
         stage = "fork pid 1"
         unshared_r, unshared_w = os.pipe()
         mapped_r, mapped_w = os.pipe()
-        pid = os.fork()
+        pid = sc.fork_single_threaded()
         if pid == 0:
             os.close(unshared_r)
             os.close(mapped_w)
@@ -166,7 +171,7 @@ def _run_init(
         stage = "hostname"
         socket.sethostname(plan.hostname)
         stage = "loopback"
-        network.loopback_up()
+        _loopback_up()
         stage = "sysfs and cgroups"
         rootfs.apply(plan.inner_ops, {})
         stage = "/etc"
@@ -176,14 +181,18 @@ def _run_init(
         for std in (0, 1, 2):
             os.dup2(null, std)
         os.close(null)
-        # The init is a copy of the parent's memory: never let the learner read it, and
-        # let `ps` inside show what it is rather than the parent's command line.
+        # The init is a copy of the zygote's memory: never let the learner read it, and
+        # let `ps` inside show what it is rather than the zygote's command line.
         sc.prctl(sc.PR_SET_DUMPABLE, 0)
         setproctitle.setproctitle(INIT_TITLE)
+        stage = "hardening"
+        # Once, here, rather than in each process: everything the init forks inherits the
+        # bounding set, no_new_privs and the seccomp filter, and the init is held to them too.
+        security.harden_current_process(plan.seccomp)
         sock.send(b"ready %.3f" % ((time.perf_counter() - started) * 1000))
     except BaseException as exc:  # noqa: BLE001
         _fail(sock, stage, exc)
-    _Init(sock, plan.seccomp).serve()
+    _Init(sock).serve()
 
 
 def _enter_inner_namespaces(handshake: _Handshake) -> None:
@@ -197,6 +206,14 @@ def _enter_inner_namespaces(handshake: _Handshake) -> None:
     os.close(handshake.mapped)
     os.setresgid(0, 0, 0)
     os.setresuid(0, 0, 0)
+
+
+def _loopback_up() -> None:
+    """Bring `lo` up in the new network namespace: an ioctl, no netlink library needed."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        request = struct.pack("16sH14x", b"lo", 0)
+        flags = struct.unpack("16sH14x", fcntl.ioctl(s, SIOCGIFFLAGS, request))[1]
+        fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | IFF_UP))
 
 
 def _write_if_absent(path: str, text: str) -> None:
@@ -218,19 +235,19 @@ class _Init:
     and the init exits, taking every process of its namespace with it.
     """
 
-    def __init__(self, control: socket.socket, seccomp: bytes) -> None:
+    def __init__(self, control: socket.socket) -> None:
         self.control = control
-        self.seccomp = seccomp
         self.channels: dict[int, int] = {}
 
     def serve(self) -> None:
         gc.disable()
-        # The kernel drops signals sent to a pid 1 from inside its namespace unless pid 1
-        # handles them: keep only SIGCHLD handled (below), or `kill -INT 1` (Python's
-        # handler) or any handler the creator installed would end the sandbox.
-        for signum in signal.valid_signals():
-            if callable(signal.getsignal(signum)):
-                signal.signal(signum, signal.SIG_DFL)
+        # Every disposition back to the kernel's default, which the processes forked from
+        # here inherit: ignored signals would stay ignored across their exec (Python
+        # ignores SIGPIPE, and `yes | head` would print "Broken pipe"). The init is safe
+        # with them: the kernel drops a default-action signal to a pid 1 unless it comes
+        # from an ancestor namespace. Only SIGCHLD is handled (below); a handler of Python's
+        # would let `kill -INT 1` end the sandbox.
+        sc.reset_signal_dispositions()
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wake_w)
         # A handler (even one doing nothing) makes SIGCHLD write to the wakeup fd.
@@ -293,7 +310,8 @@ class _Init:
         *stdio, channel = fds
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         try:
-            pid = os.fork()  # EAGAIN at pids.max: the fork-bomb lesson makes that routine
+            # EAGAIN at pids.max: the fork-bomb lesson makes that routine.
+            pid = sc.fork_single_threaded()
         except OSError as exc:
             os.close(err_r)
             os.close(err_w)
@@ -301,7 +319,7 @@ class _Init:
             return
         if pid == 0:
             os.close(err_r)
-            _run_f(request, stdio, err_w, self.seccomp)
+            _run_f(request, stdio, err_w)
         os.close(err_w)
         # The error pipe closes at exec (close-on-exec) or carries why there was none.
         error = b""
@@ -342,14 +360,12 @@ def _send_quietly(fd: int, data: bytes) -> None:
         pass  # the parent stopped listening for this process
 
 
-def _run_f(request: dict, stdio: list[int], err_w: int, seccomp: bytes) -> None:
+def _run_f(request: dict, stdio: list[int], err_w: int) -> None:
     """F: become the learner's process: credentials, terminal, hardening, exec."""
     stage = "credentials"
     try:
         signal.set_wakeup_fd(-1)
-        # Ignored signals stay ignored across exec (Python ignores SIGPIPE, for one, and
-        # `yes | head` would then print "Broken pipe"): start from the defaults.
-        sc.reset_signal_dispositions()
+        # Its own SIGCHLD handler is the init's only one, and exec resets it.
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
         uid = gid = int(request.get("uid", 0))
         os.setgroups([gid])
@@ -365,8 +381,6 @@ def _run_f(request: dict, stdio: list[int], err_w: int, seccomp: bytes) -> None:
             os.dup2(fd, target, inheritable=True)
         stage = "working directory"
         os.chdir(request.get("cwd", "/root"))
-        stage = "hardening"
-        security.harden_current_process(seccomp)
         if uid:
             os.setresuid(uid, uid, uid)
         stage = "exec"

@@ -42,6 +42,7 @@ from .spec import Limits, SandboxSpec, SpecError
 from .terminal import Client, FlowLimits, Recorder, TerminalSession, set_winsize
 from .volumes import VolumeError
 from .wire import Refused
+from .zygote import zygote_start, zygote_stop
 
 log = logging.getLogger("contained.sandboxd")
 
@@ -185,6 +186,8 @@ class Daemon:
     async def run(self) -> None:
         lock = self._lock_state_dir()
         report = await asyncio.to_thread(reconcile, self.config.runtime)
+        # Before the first learner, who would otherwise wait for its start.
+        await asyncio.to_thread(zygote_start)
         for name in report.removed_sandboxes:
             self.notices[name] = "sandboxd restarted: this is a fresh sandbox, your files are kept"
         log.info(
@@ -208,6 +211,7 @@ class Daemon:
             server.close()
             for node in list(self.nodes.values()):
                 await self._stop(node, "sandboxd is stopping")
+            zygote_stop()
             self.config.socket_path.unlink(missing_ok=True)
             os.close(lock)
 

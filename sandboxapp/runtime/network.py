@@ -1,35 +1,20 @@
-"""Networking of a sandbox: its own network namespace, with only loopback, up.
+"""Links between one learner's sandboxes (pyroute2), for the topology lessons.
 
-A fresh network namespace has no route anywhere, so the host's loopback services, other
+Each sandbox has its own network namespace with only loopback, up (child.py). A fresh
+network namespace has no route anywhere, so the host's loopback services, other
 learners and the outside world are all unreachable by construction. The only links ever
-made are veth pairs between one learner's own nodes (pyroute2), for the topology lessons.
+made are veth pairs between one learner's own nodes.
 """
 
 from __future__ import annotations
 
-import fcntl
 import os
-import socket
-import struct
 from dataclasses import dataclass
 
 from pyroute2 import IPRoute
 
 from .nsexec import in_namespace
 from .syscalls import CLONE_NEWNET
-
-_SIOCGIFFLAGS = 0x8913
-_SIOCSIFFLAGS = 0x8914
-_IFF_UP = 0x1
-
-
-def loopback_up() -> None:
-    """Bring `lo` up in the current network namespace (child side, no netlink needed)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        request = struct.pack("16sH14x", b"lo", 0)
-        flags = struct.unpack("16sH14x", fcntl.ioctl(s, _SIOCGIFFLAGS, request))[1]
-        fcntl.ioctl(s, _SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | _IFF_UP))
-
 
 # Host-side names of a veth pair while it is being handed to two sandboxes. Reconcile
 # deletes any left in the host's namespace by a crash in between.

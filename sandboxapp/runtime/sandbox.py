@@ -8,7 +8,6 @@ whose closing ends the sandbox.
 from __future__ import annotations
 
 import contextlib
-import gc
 import json
 import os
 import select
@@ -19,7 +18,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import child, ids, image, network, rootfs, security, volumes
+from . import child, ids, image, network, rootfs, security, volumes, zygote
 from . import syscalls as sc
 from .cgroups import CgroupBackend, SandboxCgroup, detect
 from .spec import ID_BLOCK, SandboxSpec
@@ -429,21 +428,19 @@ def _start(
     sc.prctl(sc.PR_SET_CHILD_SUBREAPER, 1)
     parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     cgroup_ready_r, cgroup_ready_w = os.pipe()
-    # Everything the parent's garbage collector would touch in the child is frozen, so
-    # the forked init shares the parent's pages instead of copying them.
-    gc.freeze()
-    pid = os.fork()
-    if pid == 0:
+    try:
+        pid, creator = zygote.zygote_fork(plan, [child_sock.fileno(), cgroup_ready_r])
+    except BaseException as exc:
         parent_sock.close()
         os.close(cgroup_ready_w)
-        child.run_c(plan, child_sock, cgroup_ready_r)
-    # Only the child keeps them frozen: here they stay collectable.
-    gc.unfreeze()
-    child_sock.close()
-    os.close(cgroup_ready_r)
+        if isinstance(exc, zygote.ZygoteError):
+            raise SandboxError(f"could not start the sandbox: {exc}") from exc
+        raise
+    finally:
+        child_sock.close()
+        os.close(cgroup_ready_r)
     image_fd = usr_fd = userns_fd = -1
     init_pid = 0
-    creator: int | None = pid
     try:
         parent_sock.settimeout(10)
         _expect(parent_sock, b"userns")
@@ -473,20 +470,24 @@ def _start(
         with contextlib.suppress(BrokenPipeError):
             # If the init failed already, its reason is waiting to be read below.
             os.write(cgroup_ready_w, b"c")
-        _reap(pid)
-        creator = None
         _expect(parent_sock, b"ready")
+        # The creator exits right after the learner's id map, before "ready": from here
+        # on the init is our child, for destroy to reap.
+        _readable(creator, 10)
         cgroup.settle(init_pid, spec.uid_base)
     except BaseException:
-        # Only processes still ours: a reaped pid may already name someone else.
-        for leftover in (creator, init_pid):
-            if leftover:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(leftover, signal.SIGKILL)
-                _reap(leftover)
+        with contextlib.suppress(ProcessLookupError):
+            sc.pidfd_send_signal(creator, signal.SIGKILL)
+        if init_pid:
+            # The init is ours to reap once its creator is gone, and not before.
+            _readable(creator, 10)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(init_pid, signal.SIGKILL)
+            _reap(init_pid)
         parent_sock.close()
         raise
     finally:
+        os.close(creator)
         os.close(cgroup_ready_w)
         for fd in (image_fd, usr_fd, userns_fd):
             if fd >= 0:

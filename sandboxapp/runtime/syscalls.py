@@ -194,6 +194,17 @@ def pidfd_send_signal(pidfd: int, sig: int) -> None:
     _check(result, f"pidfd_send_signal({sig})")
 
 
+def fork_single_threaded() -> int:
+    """fork(2) straight from libc, for a process that has only one thread.
+
+    os.fork() also re-initialises the interpreter in the child (threads, locks, at-fork
+    hooks such as random's reseed), which costs a millisecond of copy-on-write faults
+    here. A single-threaded process holds no lock another thread could have taken, so
+    the child may go on running Python until it execs or exits.
+    """
+    return _check(_libc.fork(), "fork")
+
+
 PR_SET_DUMPABLE = 4
 PR_SET_SECCOMP = 22
 SECCOMP_MODE_FILTER = 2

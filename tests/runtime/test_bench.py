@@ -13,6 +13,9 @@ def test_bench_reports_every_runtime_side_by_side(config, manage):
     for runtime in ("contained", "bwrap", "unshare"):
         assert figures[runtime]["runs"] == 3, figures
         assert 0 < figures[runtime]["p50_ms"] <= figures[runtime]["p90_ms"]
+    ours = figures["contained"]
+    assert 0 < ours["first_exec_p50_ms"] <= ours["first_exec_p90_ms"]
+    assert ours["first_exec_p50_ms"] < ours["p50_ms"], "the first exec comes before teardown"
     assert figures["idle_memory_kib_per_sandbox"] > 0
     # Every sandbox the bench made is gone again.
     assert not any((config.state_dir / "sandboxes").glob("bench-*"))

@@ -1,0 +1,93 @@
+"""The zygote that forks every sandbox: what a sandbox's init carries, and its lifecycle."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from sandboxapp.runtime import zygote
+from sandboxapp.runtime.security import KEPT_MASK
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _memory_holds(pid: int, needle: bytes) -> bool:
+    """Whether any writable mapping of `pid` contains `needle` (read as host root)."""
+    with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/mem", "rb", 0) as mem:
+        for line in maps:
+            addresses, perms = line.split()[:2]
+            if not perms.startswith("rw"):
+                continue
+            start, end = (int(a, 16) for a in addresses.split("-"))
+            try:
+                mem.seek(start)
+                if needle in mem.read(end - start):
+                    return True
+            except OSError:
+                continue  # a guard page or an unreadable special mapping
+    return False
+
+
+def test_a_sandbox_init_carries_none_of_its_creators_memory(make_sandbox):
+    # The secret lives only in this process: a forked copy of it would hold it too.
+    secret = ("contained-secret-" + secrets.token_hex(16)).encode()
+    assert _memory_holds(os.getpid(), secret), "the scan must find what is there"
+    sandbox = make_sandbox()
+    assert not _memory_holds(sandbox.init_pid, secret)
+    assert Path(f"/proc/{sandbox.init_pid}/cmdline").read_bytes().startswith(b"init [contained]")
+
+
+def test_the_init_itself_is_held_to_the_sandbox_hardening(make_sandbox):
+    sandbox = make_sandbox()
+    status = dict(
+        line.split(":\t", 1)
+        for line in Path(f"/proc/{sandbox.init_pid}/status").read_text().splitlines()
+    )
+    assert int(status["CapBnd"], 16) == KEPT_MASK
+    assert status["NoNewPrivs"].strip() == "1"
+    assert status["Seccomp"].strip() == "2"
+
+
+def test_a_killed_zygote_is_replaced_at_the_next_sandbox(make_sandbox, sh):
+    make_sandbox()
+    process = zygote._ZYGOTE._process
+    assert process is not None and process.poll() is None
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    code, out = sh(make_sandbox(), "echo alive")
+    assert (code, out.strip()) == (0, "alive")
+    assert zygote._ZYGOTE._process is not process
+
+
+def test_the_zygote_ends_with_the_process_that_started_it(guard):
+    script = (
+        f"import sys; sys.path.insert(0, {str(REPO)!r})\n"
+        "from sandboxapp.runtime import zygote\n"
+        "zygote.zygote_start()\n"
+        "print(zygote._ZYGOTE._process.pid, flush=True)\n"
+        "import time; time.sleep(60)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        child_pid = int(parent.stdout.readline())
+        assert Path(f"/proc/{child_pid}/cmdline").read_bytes().startswith(b"zygote [contained]")
+    finally:
+        parent.kill()
+        parent.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{child_pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            break
+        if state == "Z":  # dead, waiting for the init of this machine to reap it
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(child_pid, signal.SIGKILL)
+        raise AssertionError("the zygote outlived its parent")
