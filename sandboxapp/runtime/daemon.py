@@ -76,6 +76,8 @@ class DaemonConfig:
     flow: FlowLimits = field(default_factory=FlowLimits)
     recordings_dir: Path | None = None
     recording_max_bytes: int = 64 * 1024 * 1024
+    # Formatted layers of the default size kept ready, so a new learner never waits for mkfs.
+    spare_volumes: int = 0
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -100,6 +102,7 @@ class DaemonConfig:
             flow=FlowLimits(**data["flow"]),
             recordings_dir=Path(recordings) if recordings else None,
             recording_max_bytes=data["recording_max_bytes"],
+            spare_volumes=data["spare_volumes"],
         )
 
 
@@ -168,6 +171,7 @@ class Daemon:
         self.started = time.monotonic()
         self.counters = collections.Counter[str]()
         self.stopping = asyncio.Event()
+        self.refill: asyncio.Task[None] | None = None
         self.ops: dict[str, Callable[[dict], Awaitable[dict]]] = {
             "ping": self.op_ping,
             "ensure": self.op_ensure,
@@ -202,12 +206,15 @@ class Daemon:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.stopping.set)
         reaper = asyncio.create_task(self._reap_idle())
+        self._refill_spares()
         log.info("sandboxd listening on %s", self.config.socket_path)
         try:
             await self.stopping.wait()
         finally:
             log.info("sandboxd stopping: ending %d sandboxes (files kept)", len(self.nodes))
             reaper.cancel()
+            if self.refill is not None:
+                await self.refill  # a mkfs cut short would only leave a file to tidy
             server.close()
             for node in list(self.nodes.values()):
                 await self._stop(node, "sandboxd is stopping")
@@ -329,7 +336,28 @@ class Daemon:
             self.counters["created"] += 1
             asyncio.get_running_loop().add_reader(sandbox.pidfd, self._init_exited, node)
             log.info("started %s in %.1f ms", name, sandbox.startup_ms)
+            self._refill_spares()
             return node, True
+
+    def _refill_spares(self) -> None:
+        """Format spare layers in a worker thread, one refill at a time."""
+        if self.config.spare_volumes > 0 and (self.refill is None or self.refill.done()):
+            self.refill = asyncio.create_task(self._fill_spares())
+
+    async def _fill_spares(self) -> None:
+        try:
+            made = await asyncio.to_thread(
+                volumes.volume_spares_fill,
+                self.config.runtime.state_dir,
+                self.config.limits.disk_bytes,
+                self.config.spare_volumes,
+            )
+        except (OSError, VolumeError) as exc:
+            # A full disk, say: new learners then wait for mkfs, and nothing else changes.
+            log.warning("could not format spare layers: %s", exc)
+        else:
+            if made:
+                log.info("formatted %d spare layers", made)
 
     def _create(self, spec: SandboxSpec, limits: Limits) -> Sandbox:
         state_dir = self.config.runtime.state_dir

@@ -30,7 +30,12 @@ def _dir(state_dir: Path) -> Path:
 
 
 def _claim(directory: Path, owner: str) -> int:
+    # One listing rather than one failed open per block held: a host keeps a block for
+    # every learner it has ever had. O_EXCL still settles a race for the same block.
+    taken = set(os.listdir(directory))
     for block in range(FIRST_BLOCK, LAST_BLOCK + 1):
+        if f"block-{block}" in taken:
+            continue
         try:
             fd = os.open(directory / f"block-{block}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:

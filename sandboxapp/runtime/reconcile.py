@@ -39,6 +39,7 @@ class ReconcileReport:
     unmounted_volumes: list[str] = field(default_factory=list)
     freed_id_blocks: list[int] = field(default_factory=list)
     deleted_links: list[str] = field(default_factory=list)
+    removed_spares: list[str] = field(default_factory=list)
     live: list[str] = field(default_factory=list)
 
 
@@ -99,6 +100,7 @@ def reconcile(config: RuntimeConfig) -> ReconcileReport:
         if sandbox not in report.live:
             ids.release_ids(config.state_dir, block_base, ids.borrower(sandbox))
             report.freed_id_blocks.append(block_base)
+    report.removed_spares = volumes.volume_spares_tidy(config.state_dir)
     # veth ends still in the host's namespace: a crash between making and moving them.
     report.deleted_links = network.leftover_veths()
     network.delete_links(report.deleted_links)

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from sandboxapp.runtime import network, wire
+from sandboxapp.runtime import network, volumes, wire
 from sandboxapp.runtime.client import Refused, call_sync
 from sandboxapp.runtime.sandbox import cgroup_backend, state_read
+from sandboxapp.runtime.spec import Limits
 
 
 def learner() -> str:
@@ -312,3 +313,26 @@ def test_topology_starts_a_learners_nodes_and_links_them(start_sandboxd):
     ):
         with pytest.raises(Refused):
             daemon.call("topology", learner=name, **bad)
+
+
+def test_spare_layers_are_kept_ready_for_new_learners(start_sandboxd, config):
+    spares = config.state_dir / "volumes" / volumes.SPARES
+    size = Limits().disk_bytes
+
+    def ready() -> int:
+        return len(list(spares.glob(f"{size}-*.ext4")))
+
+    def wait_for(count: int) -> None:
+        deadline = time.monotonic() + 20
+        while ready() != count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ready() == count
+
+    for spare in spares.glob("*"):
+        spare.unlink()  # what other tests left: start from none
+    daemon = start_sandboxd(spare_volumes=2)
+    wait_for(2)  # formatted at start-up
+    taken = set(spares.glob("*.ext4"))
+    daemon.call("ensure", learner=learner())
+    assert set(spares.glob("*.ext4")) != taken  # a spare was used
+    wait_for(2)  # and replaced in the background

@@ -223,3 +223,15 @@ def test_forgetting_a_learner_frees_their_block(tmp_path):
     ids.ids_forget(tmp_path, "ada")
     assert ids.ids_borrow(tmp_path, "box") == base
     ids.ids_forget(tmp_path, "nobody")  # nothing to do
+
+
+def test_a_claim_opens_only_free_blocks_however_many_are_held(tmp_path, monkeypatch):
+    for i in range(2000):
+        (tmp_path / "ids").mkdir(exist_ok=True)
+        (tmp_path / "ids" / f"block-{FIRST_BLOCK + i}").write_text(f"learner:old{i}")
+    opened = []
+    real_open = os.open
+    monkeypatch.setattr(ids.os, "open", lambda path, *a: opened.append(path) or real_open(path, *a))
+    base = ids_borrow(tmp_path, "newcomer")
+    assert base == (FIRST_BLOCK + 2000) * ID_BLOCK
+    assert len(opened) == 1

@@ -59,6 +59,7 @@ def daemon_config() -> DaemonConfig:
             max_nodes_per_learner=settings.SANDBOXD_MAX_PER_LEARNER,
             idle_timeout=settings.SANDBOXD_IDLE_TIMEOUT,
             creates_per_minute=settings.SANDBOXD_CREATES_PER_MINUTE,
+            spare_volumes=settings.SANDBOXD_SPARE_VOLUMES,
             flow=flow,
             recordings_dir=settings.SANDBOXD_RECORDINGS_DIR,
         )

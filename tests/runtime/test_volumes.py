@@ -1,0 +1,80 @@
+"""A learner's layer: formatted spares, loop devices set up and freed by the runtime itself."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from sandboxapp.runtime import volumes
+from sandboxapp.runtime.reconcile import reconcile
+from sandboxapp.runtime.spec import Limits
+
+
+def _spares(state_dir: Path, size: int) -> list[Path]:
+    return sorted((state_dir / "volumes" / volumes.SPARES).glob(f"{size}-*.ext4"))
+
+
+def _loops_backed_by(image: Path) -> list[str]:
+    found = []
+    for device in Path("/sys/block").glob("loop*"):
+        try:
+            backing = (device / "loop" / "backing_file").read_text().strip()
+        except FileNotFoundError:
+            continue  # not bound to any file
+        if backing == str(image):
+            found.append(device.name)
+    return found
+
+
+def test_a_new_learner_takes_a_formatted_spare(make_sandbox, sh, config):
+    size = Limits().disk_bytes
+    volumes.volume_spares_fill(config.state_dir, size, 2)
+    before = _spares(config.state_dir, size)
+    assert len(before) == 2
+    sandbox = make_sandbox(learner="sparrow")
+    after = _spares(config.state_dir, size)
+    assert len(after) == 1 and after[0] in before
+    # The spare became the learner's layer, owned by their sandbox's root, and it works.
+    mountpoint = config.state_dir / "volumes" / "sparrow"
+    assert os.stat(mountpoint).st_uid == sandbox.spec.uid_base
+    code, out = sh(sandbox, "echo mine > /root/file && cat /root/file")
+    assert (code, out.strip()) == (0, "mine")
+    # A second fill tops up to the count again, and only that.
+    assert volumes.volume_spares_fill(config.state_dir, size, 2) == 1
+
+
+def test_a_layer_of_another_size_is_formatted_on_the_spot(make_sandbox, sh, config):
+    volumes.volume_spares_fill(config.state_dir, Limits().disk_bytes, 1)
+    spares = _spares(config.state_dir, Limits().disk_bytes)
+    sandbox = make_sandbox(learner="odd", disk_bytes=64 * 1024 * 1024)
+    assert _spares(config.state_dir, Limits().disk_bytes) == spares
+    code, out = sh(sandbox, "df -k / | tail -1")
+    assert code == 0 and 50_000 < int(out.split()[1]) <= 65_536
+
+
+def test_the_loop_device_is_freed_with_the_layer(make_sandbox, config):
+    sandbox = make_sandbox(learner="looper")
+    image = config.state_dir / "volumes" / "looper.ext4"
+    assert len(_loops_backed_by(image)) == 1
+    sandbox.destroy()
+    deadline = time.monotonic() + 5
+    while _loops_backed_by(image) and time.monotonic() < deadline:
+        time.sleep(0.05)  # the lazy unmount lets go once the last file closes
+    assert _loops_backed_by(image) == []
+
+
+def test_reconcile_removes_half_made_spares_but_not_ready_ones(config):
+    size = Limits().disk_bytes
+    volumes.volume_spares_fill(config.state_dir, size, 1)
+    ready = _spares(config.state_dir, size)
+    spares = config.state_dir / "volumes" / volumes.SPARES
+    old, young = spares / "new-crashed", spares / "claimed-young.ext4"
+    old.write_bytes(b"half an mkfs")
+    young.write_bytes(b"being claimed right now")
+    an_hour_ago = time.time() - 3600
+    os.utime(old, (an_hour_ago, an_hour_ago))
+    report = reconcile(config)
+    assert report.removed_spares == ["new-crashed"]
+    assert young.exists() and _spares(config.state_dir, size) == ready
+    young.unlink()
