@@ -1,4 +1,5 @@
 from django.db import models
+from django.utils import timezone
 
 
 class Lesson(models.Model):
@@ -57,6 +58,8 @@ class StepProgress(models.Model):
 
     learner = models.ForeignKey("sandboxapp.Learner", on_delete=models.CASCADE)
     step = models.ForeignKey(Step, on_delete=models.CASCADE)
+    # When the learner first had the step open (its first check, counted or not).
+    started_at = models.DateTimeField(default=timezone.now)
     passed_at = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveIntegerField(default=0)
     hints_used = models.PositiveIntegerField(default=0)

@@ -17,8 +17,10 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
+from classroom.joining import classroom_now
 from lessons.models import Lesson
 from sandboxapp.learners import learner_of
+from sandboxapp.models import Learner
 from sandboxapp.ratelimit import allow
 from sandboxapp.runtime.client import (
     Output,
@@ -68,6 +70,12 @@ def _topology_of(slug: str | None) -> dict | None:
     return {"nodes": lesson.nodes, "links": lesson.links}
 
 
+def _limits_of(learner: Learner) -> dict | None:
+    """A classroom's per-learner limits, for a sandbox started while its learner is in one."""
+    classroom = classroom_now(learner)
+    return classroom.sandbox_limits() if classroom else None
+
+
 def _int(value: str | None, default: int, low: int, high: int) -> int:
     try:
         number = int(value) if value is not None else default
@@ -97,6 +105,7 @@ class TerminalConsumer(AsyncWebsocketConsumer):
             return
         query = _query(self.scope)
         topology = await database_sync_to_async(_topology_of)(query.get("lesson"))
+        limits = await database_sync_to_async(_limits_of)(learner)
         node = None
         if topology is not None:
             node = query.get("node") if query.get("node") in topology["nodes"] else None
@@ -107,10 +116,11 @@ class TerminalConsumer(AsyncWebsocketConsumer):
         client = SandboxdClient(settings.SANDBOXD_SOCKET)
         try:
             if topology is not None:
-                await client.call("topology", learner=learner.sandbox_id, **topology)
+                await client.call("topology", learner=learner.sandbox_id, limits=limits, **topology)
             self.terminal = await client.attach(
                 learner.sandbox_id,
                 node=node,
+                limits=limits,
                 session=session,
                 offset=_int(query.get("offset"), 0, 0, 2**62),
                 rows=_int(query.get("rows"), 24, 1, 1000),

@@ -42,25 +42,46 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def live_site(start_sandboxd, fresh_env, tmp_path: Path) -> Iterator[str]:
-    """The whole lab on a free port: its URL (host `localhost`, the only allowed host)."""
-    daemon = start_sandboxd()
-    port = _free_port()
-    env = fresh_env(
+def site_daemon(start_sandboxd):
+    return start_sandboxd()
+
+
+@pytest.fixture
+def site_env(site_daemon, fresh_env) -> dict[str, str]:
+    return fresh_env(
         CONTAINED_DEBUG="1",
         ALLOWED_HOSTS="localhost",
-        SANDBOXD_SOCKET=str(daemon.config.socket_path),
+        SANDBOXD_SOCKET=str(site_daemon.config.socket_path),
     )
-    # As `make run` does: the database, then the lessons.
-    for command in (["migrate", "--noinput", "-v", "0"], ["lessons", "load"]):
-        subprocess.run(
-            [sys.executable, "manage.py", *command],
+
+
+@pytest.fixture
+def site_manage(site_env):
+    """site_manage(*args) -> stdout of `manage.py ARGS` against the live site's database."""
+
+    def run(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "manage.py", *args],
             cwd=REPO,
-            env=env,
-            check=True,
+            env=site_env,
             timeout=120,
             capture_output=True,
+            text=True,
         )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    return run
+
+
+@pytest.fixture
+def live_site(site_env, site_manage, tmp_path: Path) -> Iterator[str]:
+    """The whole lab on a free port: its URL (host `localhost`, the only allowed host)."""
+    port = _free_port()
+    env = site_env
+    # As `make run` does: the database, then the lessons.
+    site_manage("migrate", "--noinput", "-v", "0")
+    site_manage("lessons", "load")
     log = open(tmp_path / "daphne.log", "w")  # noqa: SIM115 (closed below)
     daphne = subprocess.Popen(
         [

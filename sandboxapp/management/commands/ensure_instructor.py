@@ -12,7 +12,8 @@ from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import transaction
 
-INSTRUCTORS_GROUP = "instructors"
+from classroom.access import INSTRUCTORS_GROUP
+
 DEFAULT_USERNAME = "instructor"
 
 

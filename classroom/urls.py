@@ -1,0 +1,30 @@
+from django.urls import path
+
+from classroom import views
+
+urlpatterns = [
+    path("classrooms/", views.classroom_list, name="classroom_list"),
+    path("classrooms/new/", views.classroom_new, name="classroom_new"),
+    path("classrooms/<int:pk>/", views.classroom_dashboard, name="classroom_dashboard"),
+    path(
+        "classrooms/<int:pk>/progress.json",
+        views.classroom_progress_json,
+        name="classroom_progress",
+    ),
+    path("classrooms/<int:pk>/qr.svg", views.classroom_qr, name="classroom_qr"),
+    path(
+        "classrooms/<int:pk>/results.csv",
+        views.classroom_export,
+        {"fmt": "csv"},
+        name="classroom_csv",
+    ),
+    path(
+        "classrooms/<int:pk>/results.json",
+        views.classroom_export,
+        {"fmt": "json"},
+        name="classroom_json",
+    ),
+    path("join/", views.join, name="classroom_join"),
+    path("join/<str:code>/", views.join, name="classroom_join_code"),
+    path("c/<str:code>/", views.classroom_home, name="classroom_home"),
+]

@@ -1,0 +1,42 @@
+"""A class in two real Chromium contexts: the instructor's dashboard follows a learner live."""
+
+from __future__ import annotations
+
+import re
+import time
+
+
+def test_a_learners_pass_turns_the_dashboard_cell_green_without_a_reload(
+    live_site, site_manage, new_page
+):
+    output = site_manage("ensure_instructor")
+    password = re.search(r"password: (\S+)", output).group(1)
+
+    teacher = new_page(1400, 900)
+    teacher.goto(f"{live_site}/accounts/login/?next=/classrooms/new/")
+    teacher.fill("#id_username", "instructor")
+    teacher.fill("#id_password", password)
+    teacher.click("button[type=submit]")
+    teacher.fill("#id_name", "Friday lab")
+    teacher.check("label:has-text('02 PID namespaces') >> input")
+    teacher.fill("#id_ends_at", "2099-01-01T12:00")
+    teacher.click("text=Create classroom")
+    teacher.locator("#dash-status", has_text="Live").wait_for()
+    code = teacher.locator(".join-code").inner_text().strip()
+    assert re.fullmatch(r"[A-Z0-9]{6}", code)
+
+    learner = new_page(1400, 900)
+    learner.goto(f"{live_site}/join/{code}/")
+    learner.fill("#display-name", "Ada")
+    learner.click("button:has-text('Join')")
+    teacher.locator("tr", has_text="Ada").wait_for(timeout=5000)  # joined, shown live
+    learner.click("text=PID namespaces")
+    learner.wait_for_function("window.contained && window.contained.text().includes('# ')")
+    step = learner.locator("#step-become-pid-1")
+    step.locator("pre button", has_text="Run in terminal").click()
+    learner.locator("#step-become-pid-1.step-passed").wait_for(timeout=20000)
+    passed_at = time.monotonic()
+    cell = teacher.locator("tr", has_text="Ada").locator("td").first
+    cell.locator("xpath=self::*[@data-state='passed']").wait_for(timeout=2000)
+    assert time.monotonic() - passed_at < 2
+    assert "passed" in cell.get_attribute("aria-label")

@@ -1,0 +1,115 @@
+"""The authorization matrix: every classroom page and socket, for every kind of visitor."""
+
+from __future__ import annotations
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.contrib.auth.models import User
+
+from sandboxapp.asgi import application
+
+pytestmark = pytest.mark.usefixtures("plain_http")
+
+PAGES = [
+    "/classrooms/{pk}/",
+    "/classrooms/{pk}/progress.json",
+    "/classrooms/{pk}/qr.svg",
+    "/classrooms/{pk}/results.csv",
+    "/classrooms/{pk}/results.json",
+]
+
+
+@pytest.fixture
+def classroom(instructor, make_classroom):
+    return make_classroom(instructor)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("page", ["/classrooms/", "/classrooms/new/", *PAGES])
+def test_anonymous_visitors_are_sent_to_log_in(client, classroom, page):
+    response = client.get(page.format(pk=classroom.pk))
+    assert response.status_code == 302 and response["Location"].startswith("/accounts/login/")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("page", ["/classrooms/", "/classrooms/new/", *PAGES])
+def test_an_account_that_is_not_an_instructor_is_refused(client, classroom, page):
+    client.force_login(User.objects.create_user("student"))
+    assert client.get(page.format(pk=classroom.pk)).status_code == 403
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("page", PAGES)
+def test_an_instructor_never_reaches_another_instructors_classroom(
+    client, classroom, other_instructor, page
+):
+    client.force_login(other_instructor)
+    assert client.get(page.format(pk=classroom.pk)).status_code == 404
+    listing = client.get("/classrooms/")
+    assert classroom.join_code.encode() not in listing.content
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("page", PAGES)
+def test_the_owner_and_a_superuser_reach_every_page(client, classroom, instructor, page):
+    for user in (instructor, User.objects.create_superuser("root", password="pw")):
+        client.force_login(user)
+        assert client.get(page.format(pk=classroom.pk)).status_code == 200
+    assert classroom.join_code.encode() in client.get("/classrooms/").content
+
+
+@pytest.mark.django_db
+def test_a_joined_learner_cannot_open_the_dashboard(client, classroom, join):
+    join(classroom.join_code, "Ada")
+    for page in PAGES:
+        assert client.get(page.format(pk=classroom.pk)).status_code == 302
+
+
+@pytest.mark.django_db
+def test_a_learner_never_sees_other_learners_unless_the_leaderboard_is_on(
+    client, classroom, join, django_user_model
+):
+    from django.test import Client
+
+    other = Client()
+    join(classroom.join_code, "Grace", browser=other)
+    join(classroom.join_code, "Ada")
+    page = client.get(f"/c/{classroom.join_code}/")
+    assert page.status_code == 200 and b"Ada" in page.content and b"Grace" not in page.content
+    classroom.leaderboard = True
+    classroom.save()
+    assert b"Grace" in client.get(f"/c/{classroom.join_code}/").content
+
+
+async def _dashboard(pk: int, cookie: bytes, origin: bytes = b"http://localhost"):
+    ws = WebsocketCommunicator(
+        application,
+        f"/ws/classrooms/{pk}/dashboard/",
+        headers=[(b"host", b"localhost"), (b"origin", origin), (b"cookie", cookie)],
+    )
+    return ws, await ws.connect(timeout=10)
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+async def test_the_dashboard_socket_admits_only_the_owner(
+    instructor, other_instructor, make_classroom, cookie_of
+):
+    classroom = await database_sync_to_async(make_classroom)(instructor)
+    student = await database_sync_to_async(User.objects.create_user)("student")
+    for user in (None, student, other_instructor):
+        ws, (connected, code) = await _dashboard(classroom.pk, await cookie_of(user))
+        assert not connected and code == 4403, user
+    ws, (connected, _) = await _dashboard(classroom.pk, await cookie_of(instructor))
+    assert connected
+    await ws.disconnect()
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+async def test_the_dashboard_socket_refuses_another_origin(instructor, make_classroom, cookie_of):
+    classroom = await database_sync_to_async(make_classroom)(instructor)
+    cookie = await cookie_of(instructor)
+    ws, (connected, _) = await _dashboard(classroom.pk, cookie, origin=b"https://evil.example")
+    assert not connected
