@@ -14,7 +14,7 @@ from channels.layers import get_channel_layer
 from django.db import transaction
 from django.utils import timezone
 
-from classroom.models import Member
+from classroom.models import Classroom, Member
 from classroom.progress import cell_of, members_following
 from lessons.models import StepProgress
 
@@ -23,6 +23,10 @@ log = logging.getLogger(__name__)
 
 def dashboard_group(classroom_id: int) -> str:
     return f"classroom-{classroom_id}-dashboard"
+
+
+def learners_group(classroom_id: int) -> str:
+    return f"classroom-{classroom_id}-learners"
 
 
 def _send(group: str, event: dict) -> None:
@@ -55,3 +59,11 @@ def member_joined(member: Member) -> None:
             dashboard_group(member.classroom_id), {"type": "member.joined", "member": member.pk}
         )
     )
+
+
+def learners_broadcast(classroom: Classroom, message: str) -> None:
+    _send(learners_group(classroom.pk), {"type": "class.message", "message": message})
+
+
+def learners_state(classroom: Classroom) -> None:
+    _send(learners_group(classroom.pk), {"type": "class.state", "state": classroom.state})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django.db import IntegrityError, transaction
 from django.http import HttpRequest
 from django.utils import timezone
@@ -33,6 +35,8 @@ def classroom_by_code(raw: str) -> Classroom:
     now = timezone.now()
     if classroom.state == Classroom.State.ENDED or classroom.ends_at <= now:
         raise JoinError(f"“{classroom.name}” has ended. Ask your instructor for a new code.")
+    if classroom.state == Classroom.State.PAUSED:
+        raise JoinError(f"“{classroom.name}” is paused. Try again when your instructor resumes it.")
     if classroom.starts_at > now:
         opens = timezone.localtime(classroom.starts_at).strftime("%H:%M on %d %b")
         raise JoinError(f"“{classroom.name}” opens at {opens}.")
@@ -84,17 +88,19 @@ def classroom_join(request: HttpRequest, raw_code: str, display_name: str) -> Me
 
 
 def classroom_now(learner: Learner) -> Classroom | None:
-    """The open classroom the learner joined last: its limits are their sandbox's."""
+    """The running class the learner joined last (its end moved by any time they were
+    given): its limits are their sandbox's."""
     now = timezone.now()
-    member = (
+    members = (
         Member.objects.filter(
             learner=learner,
             classroom__state=Classroom.State.OPEN,
             classroom__starts_at__lte=now,
-            classroom__ends_at__gt=now,
         )
         .select_related("classroom")
         .order_by("-joined_at")
-        .first()
     )
-    return member.classroom if member else None
+    for member in members:
+        if member.classroom.ends_at + timedelta(minutes=member.extra_minutes) > now:
+            return member.classroom
+    return None

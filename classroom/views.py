@@ -8,19 +8,28 @@ import json
 from collections.abc import Callable
 
 import segno
+from django.contrib import messages
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import redirect, render
+from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_POST
 
 from classroom.access import classroom_for_instructor, classrooms_of, is_instructor
 from classroom.classrooms import classroom_create, classroom_results, results_csv
 from classroom.forms import ClassroomForm
 from classroom.joining import JoinError, classroom_by_code, classroom_join, member_of
-from classroom.models import Classroom
+from classroom.models import Classroom, Member
 from classroom.progress import classroom_progress
+from classroom.running import (
+    ClassroomActionError,
+    classroom_broadcast,
+    classroom_set_state,
+    member_extend,
+    member_reset,
+)
 from lessons.models import StepProgress
 
 
@@ -147,3 +156,79 @@ def classroom_home(request: HttpRequest, code: str) -> HttpResponse:
         "leaderboard": leaderboard,
     }
     return render(request, "classroom/home.html", context)
+
+
+def _member(request: HttpRequest, pk: int, member: int) -> Member:
+    classroom = classroom_for_instructor(request.user, pk)
+    return get_object_or_404(
+        Member.objects.select_related("learner", "classroom"), pk=member, classroom=classroom
+    )
+
+
+@instructor_only
+def member_watch(request: HttpRequest, pk: int, member: int) -> HttpResponse:
+    """A member's terminal, read-only: what they type and see, as they do it."""
+    watched = _member(request, pk, member)
+    context = {
+        "classroom": watched.classroom,
+        "member": watched,
+        "terminal_ws_path": f"/ws/classrooms/{pk}/watch/{watched.pk}/",
+        "terminal_label": f"{watched.display_name}'s terminal, read-only",
+    }
+    return render(request, "classroom/watch.html", context)
+
+
+def _done(request: HttpRequest, pk: int, action: Callable[[], None], success: str) -> HttpResponse:
+    try:
+        action()
+    except ClassroomActionError as error:
+        messages.error(request, str(error))
+    else:
+        messages.success(request, success)
+    return redirect("classroom_dashboard", pk=pk)
+
+
+@require_POST
+@instructor_only
+def member_reset_view(request: HttpRequest, pk: int, member: int) -> HttpResponse:
+    target = _member(request, pk, member)
+    keep = request.POST.get("keep_files") != "no"
+    what = "with their files kept" if keep else "to a clean one, files deleted"
+    return _done(
+        request,
+        pk,
+        lambda: member_reset(target, keep),
+        f"Reset {target.display_name}'s sandbox {what}.",
+    )
+
+
+@require_POST
+@instructor_only
+def member_extend_view(request: HttpRequest, pk: int, member: int) -> HttpResponse:
+    target = _member(request, pk, member)
+    return _done(
+        request, pk, lambda: member_extend(target), f"{target.display_name} has 15 more minutes."
+    )
+
+
+@require_POST
+@instructor_only
+def broadcast_view(request: HttpRequest, pk: int) -> HttpResponse:
+    classroom = classroom_for_instructor(request.user, pk)
+    text = request.POST.get("message", "")
+    return _done(
+        request, pk, lambda: classroom_broadcast(classroom, text), "Sent to every learner's screen."
+    )
+
+
+@require_POST
+@instructor_only
+def state_view(request: HttpRequest, pk: int) -> HttpResponse:
+    classroom = classroom_for_instructor(request.user, pk)
+    state = request.POST.get("state", "")
+    done = {
+        "open": "The class is open again.",
+        "paused": "The class is paused.",
+        "ended": "The class has ended: every sandbox is stopped, all progress is kept.",
+    }
+    return _done(request, pk, lambda: classroom_set_state(classroom, state), done.get(state, ""))

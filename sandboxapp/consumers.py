@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import struct
+from dataclasses import dataclass
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
@@ -20,7 +21,6 @@ from django.conf import settings
 from classroom.joining import classroom_now
 from lessons.models import Lesson
 from sandboxapp.learners import learner_of
-from sandboxapp.models import Learner
 from sandboxapp.ratelimit import allow
 from sandboxapp.runtime.client import (
     Output,
@@ -70,12 +70,6 @@ def _topology_of(slug: str | None) -> dict | None:
     return {"nodes": lesson.nodes, "links": lesson.links}
 
 
-def _limits_of(learner: Learner) -> dict | None:
-    """A classroom's per-learner limits, for a sandbox started while its learner is in one."""
-    classroom = classroom_now(learner)
-    return classroom.sandbox_limits() if classroom else None
-
-
 def _int(value: str | None, default: int, low: int, high: int) -> int:
     try:
         number = int(value) if value is not None else default
@@ -84,43 +78,84 @@ def _int(value: str | None, default: int, low: int, high: int) -> int:
     return max(low, min(high, number))
 
 
+@dataclass(frozen=True)
+class Target:
+    """Whose terminal a socket attaches to, and how."""
+
+    sandbox_id: str
+    # Reconnects are limited per key: the learner's own, or one per watcher and learner.
+    rate_key: str
+    role: str = "writer"
+    node: str | None = None
+    limits: dict | None = None
+    topology: dict | None = None
+    # Whether a session this opens is recorded (when the host records at all).
+    record: bool = True
+
+
+def _learner_target(session, user, query: dict[str, str]) -> Target | None:
+    learner = learner_of(session, user)
+    if learner is None:
+        return None
+    topology = _topology_of(query.get("lesson"))
+    node = None
+    if topology is not None:
+        node = query.get("node") if query.get("node") in topology["nodes"] else None
+        node = node or topology["nodes"][0]
+    # In a running class, the class sets the sandbox's limits and whether it is recorded.
+    classroom = classroom_now(learner)
+    return Target(
+        learner.sandbox_id,
+        rate_key=f"ws:{learner.sandbox_id}",
+        node=node,
+        limits=classroom.sandbox_limits() if classroom else None,
+        topology=topology,
+        record=classroom.record_sessions if classroom else True,
+    )
+
+
 class TerminalConsumer(AsyncWebsocketConsumer):
+    """The learner's own terminal. Subclasses attach someone else to another target."""
+
     terminal: Terminal | None = None
     relay: asyncio.Task | None = None
+    # Closed with this when `target` finds nobody to attach for.
+    no_target_close = CLOSE_NO_LEARNER
+
+    async def target(self, query: dict[str, str]) -> Target | None:
+        return await database_sync_to_async(_learner_target)(
+            self.scope["session"], self.scope.get("user"), query
+        )
 
     async def connect(self) -> None:
-        learner = await database_sync_to_async(learner_of)(
-            self.scope["session"], self.scope.get("user")
-        )
-        if learner is None:
-            await self.close(CLOSE_NO_LEARNER)
+        query = _query(self.scope)
+        target = await self.target(query)
+        if target is None:
+            await self.close(self.no_target_close)
             return
         await self.accept()
-        if not allow(f"ws:{learner.sandbox_id}", settings.TERMINAL_CONNECTS_PER_MINUTE, 60):
+        if not allow(target.rate_key, settings.TERMINAL_CONNECTS_PER_MINUTE, 60):
             await self._fail(
                 CLOSE_RATE_LIMITED,
                 "rate_limited",
                 "Too many reconnects in a minute: wait a moment, then reload the page.",
             )
             return
-        query = _query(self.scope)
-        topology = await database_sync_to_async(_topology_of)(query.get("lesson"))
-        limits = await database_sync_to_async(_limits_of)(learner)
-        node = None
-        if topology is not None:
-            node = query.get("node") if query.get("node") in topology["nodes"] else None
-            node = node or topology["nodes"][0]
         session = query.get("session") or None
         if session is not None and (len(session) > SESSION_RE_MAX or not session.isalnum()):
             session = None
         client = SandboxdClient(settings.SANDBOXD_SOCKET)
         try:
-            if topology is not None:
-                await client.call("topology", learner=learner.sandbox_id, limits=limits, **topology)
+            if target.topology is not None:
+                await client.call(
+                    "topology", learner=target.sandbox_id, limits=target.limits, **target.topology
+                )
             self.terminal = await client.attach(
-                learner.sandbox_id,
-                node=node,
-                limits=limits,
+                target.sandbox_id,
+                role=target.role,
+                node=target.node,
+                limits=target.limits,
+                record=target.record,
                 session=session,
                 offset=_int(query.get("offset"), 0, 0, 2**62),
                 rows=_int(query.get("rows"), 24, 1, 1000),
@@ -131,7 +166,7 @@ class TerminalConsumer(AsyncWebsocketConsumer):
             await self._fail(code, refusal.code, refusal.message)
             return
         except SandboxdError as exc:
-            log.error("terminal of %s: %s", learner.sandbox_id, exc)
+            log.error("terminal of %s: %s", target.sandbox_id, exc)
             await self._fail(
                 CLOSE_UNAVAILABLE,
                 "unavailable",
@@ -149,7 +184,7 @@ class TerminalConsumer(AsyncWebsocketConsumer):
                     "reset": info["reset"],
                     "created": info.get("created", False),
                     "hostname": sandbox.get("name"),
-                    "node": node,
+                    "node": target.node,
                     "startup_ms": sandbox.get("startup_ms"),
                 }
             )

@@ -630,6 +630,9 @@ class Daemon:
         session = message.get("session")
         if session is not None and not isinstance(session, str):
             raise Refused("bad_request", "session: the id from an earlier attach, or null")
+        record = message.get("record", True)
+        if not isinstance(record, bool):
+            raise Refused("bad_request", "record: true or false")
         if role == "viewer":
             # A viewer never starts anything: it watches a learner who is there.
             node, created = self._running(message), False
@@ -638,7 +641,7 @@ class Daemon:
         else:
             node, created = await self.ensure(message)
         async with node.terminal_lock:
-            terminal = node.terminal or await self._open_terminal(node, rows, cols)
+            terminal = node.terminal or await self._open_terminal(node, rows, cols, record)
         same = session == terminal.id
         start = terminal.tail_from(offset if same else terminal.start)
         client = Client(writer, role, sent=start)
@@ -666,7 +669,9 @@ class Daemon:
             pump.cancel()
             node.last_active = time.monotonic()
 
-    async def _open_terminal(self, node: Node, rows: int, cols: int) -> TerminalSession:
+    async def _open_terminal(
+        self, node: Node, rows: int, cols: int, record: bool
+    ) -> TerminalSession:
         sandbox = node.sandbox
         master = await asyncio.to_thread(sandbox.open_pty)
         try:
@@ -676,7 +681,7 @@ class Daemon:
             os.close(master)
             raise
         recorder = None
-        if self.config.recordings_dir is not None:
+        if record and self.config.recordings_dir is not None:
             self.config.recordings_dir.mkdir(parents=True, exist_ok=True)
             stamp = time.strftime("%Y%m%dT%H%M%S")
             path = self.config.recordings_dir / f"{sandbox.name}-{stamp}.cast"

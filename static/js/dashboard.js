@@ -45,6 +45,31 @@
     td.setAttribute("aria-label", td.title);
   }
 
+  function postButton(action, label, fields) {
+    const form = el("form", { method: "post", action });
+    form.append(el("input", { type: "hidden", name: "csrfmiddlewaretoken", value: root.dataset.csrf }));
+    for (const [name, value] of Object.entries(fields || {})) {
+      form.append(el("input", { type: "hidden", name, value }));
+    }
+    form.append(el("button", { type: "submit", class: "button button-small button-quiet" }, label));
+    return form;
+  }
+
+  function memberActions(member) {
+    const base = `/classrooms/${root.dataset.classroom}`;
+    const menu = el("details", { class: "member-actions" });
+    menu.append(el("summary", { "aria-label": `Actions for ${member.name}` }, "⋯"));
+    const box = el("div", { class: "member-actions-box" });
+    box.append(
+      el("a", { class: "button button-small", href: `${base}/watch/${member.id}/` }, "Watch terminal"),
+      postButton(`${base}/members/${member.id}/reset`, "Reset sandbox, keep files", { keep_files: "yes" }),
+      postButton(`${base}/members/${member.id}/reset`, "Reset to a clean sandbox", { keep_files: "no" }),
+      postButton(`${base}/members/${member.id}/extend`, "15 more minutes"),
+    );
+    menu.append(box);
+    return menu;
+  }
+
   function drawTable() {
     table.replaceChildren(table.querySelector("caption"));
     const head = el("thead");
@@ -60,8 +85,10 @@
     }
     for (const member of data.members) {
       const row = el("tr", { "data-member": String(member.id) });
-      const who = el("th", { scope: "row" }, member.name);
+      const who = el("th", { scope: "row" });
+      who.append(el("span", { class: "member-name" }, member.name));
       if (member.idle) who.append(el("span", { class: "tag" }, "idle"));
+      who.append(memberActions(member));
       row.append(who);
       for (const step of data.steps) {
         const td = el("td", { "data-step": String(step.id) });
@@ -123,7 +150,7 @@
     const td = row && row.querySelector(`td[data-step="${event.step}"]`);
     const step = data && data.steps.find((s) => s.id === event.step);
     if (!td || !step) return refetch();
-    fillCell(td, row.querySelector("th").firstChild.textContent, step, event.cell);
+    fillCell(td, row.querySelector(".member-name").textContent, step, event.cell);
     refetchSoon(); // the charts, the idle tags and who is stuck follow
   }
 
@@ -151,6 +178,12 @@
       delay = Math.min(delay * 2, 10000);
     };
   }
+
+  // A click that stops every sandbox of the class asks first.
+  document.addEventListener("click", (event) => {
+    const button = event.target.closest("[data-confirm]");
+    if (button && !window.confirm(button.dataset.confirm)) event.preventDefault();
+  });
 
   refetch().then(connect);
   setInterval(refetch, 30000); // idle tags and minutes move on with the clock

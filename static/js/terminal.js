@@ -87,7 +87,11 @@
     return bytes;
   }
 
+  // A watcher's terminal: the learner's size is the one that counts, so never send ours.
+  var watching = panel.dataset.readonly === "true";
+
   function sendResize() {
+    if (watching) return;
     var bytes = new Uint8Array(4);
     var view = new DataView(bytes.buffer);
     view.setUint16(0, term.rows);
@@ -110,8 +114,10 @@
       session = message.session;
       offset = message.offset;
       attempts = 0;
-      var text = "Connected to " + message.hostname;
-      if (message.startup_ms) {
+      var text = (watching ? "Watching " : "Connected to ") + message.hostname;
+      if (watching) {
+        text += " · read-only";
+      } else if (message.startup_ms) {
         text += " · your container started in " + Math.round(message.startup_ms) + " ms";
       }
       setStatus(text, "connected");
@@ -123,6 +129,8 @@
       } else if (message.event === "exit") {
         setStatus("The shell ended; starting a new one…", "restarting");
         session = null;
+      } else if (message.event === "error" && message.code === "read_only") {
+        setStatus("Read-only: the sandbox service refuses your keys here.", "connected");
       } else if (message.event === "detached") {
         setStatus("This terminal is open in another window. Reload to use it here.", "closed");
         attempts = -1;
@@ -276,6 +284,14 @@
     type: typeCommand,
     switchTo: switchTo,
     node: function () { return node; },
+    // Close for good (the class ended): no reconnect, and the reason in the status line.
+    stop: function (reason) {
+      attempts = -1;
+      var old = ws;
+      ws = null;
+      if (old) old.close();
+      setStatus(reason, "closed");
+    },
     text: function () {
       var lines = [];
       var buffer = term.buffer.active;

@@ -1,4 +1,5 @@
-"""A class in two real Chromium contexts: the instructor's dashboard follows a learner live."""
+"""A class in two real Chromium contexts: the dashboard follows a learner live, the instructor
+watches their terminal without being able to type in it, and ends the class."""
 
 from __future__ import annotations
 
@@ -6,9 +7,7 @@ import re
 import time
 
 
-def test_a_learners_pass_turns_the_dashboard_cell_green_without_a_reload(
-    live_site, site_manage, new_page
-):
+def test_a_class_from_join_to_end_in_two_browsers(live_site, site_manage, new_page):
     output = site_manage("ensure_instructor")
     password = re.search(r"password: (\S+)", output).group(1)
 
@@ -40,3 +39,26 @@ def test_a_learners_pass_turns_the_dashboard_cell_green_without_a_reload(
     cell.locator("xpath=self::*[@data-state='passed']").wait_for(timeout=2000)
     assert time.monotonic() - passed_at < 2
     assert "passed" in cell.get_attribute("aria-label")
+
+    # Watching Ada's terminal, read-only.
+    teacher.locator("tr", has_text="Ada").locator("summary").click()
+    teacher.click("text=Watch terminal")
+    teacher.locator("[data-terminal-status]", has_text="read-only").wait_for()
+    learner.evaluate("window.contained.type('echo watched-$((6*7))')")
+    teacher.wait_for_function("window.contained.text().includes('watched-42')", timeout=10000)
+    teacher.locator("[data-terminal-screen]").click()
+    teacher.keyboard.type("touch /root/viewer-was-here\n")
+    teacher.locator("[data-terminal-status]", has_text="refuses your keys").wait_for()
+    learner.evaluate("window.contained.type('ls /root/viewer-was-here || echo nothing-$((2+2))')")
+    learner.wait_for_function("window.contained.text().includes('nothing-4')", timeout=10000)
+
+    # Ending the class closes the learner's terminal with a clear notice; the results stay.
+    teacher.go_back()
+    teacher.on("dialog", lambda dialog: dialog.accept())
+    teacher.click("text=End the class")
+    teacher.locator(".notice", has_text="The class has ended").wait_for()
+    learner.locator(".class-banner", has_text="ended the class").wait_for(timeout=5000)
+    learner.locator("[data-terminal-status]", has_text="The class has ended.").wait_for()
+    results = teacher.request.get(teacher.url.rstrip("/") + "/results.csv").text()
+    ada = next(line for line in results.splitlines() if line.startswith("Ada,"))
+    assert ada.startswith("Ada,1,3,passed")

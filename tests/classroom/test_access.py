@@ -11,6 +11,12 @@ from sandboxapp.asgi import application
 
 pytestmark = pytest.mark.usefixtures("plain_http")
 
+ACTIONS = [
+    "/classrooms/{pk}/members/{member}/reset",
+    "/classrooms/{pk}/members/{member}/extend",
+    "/classrooms/{pk}/broadcast",
+    "/classrooms/{pk}/state",
+]
 PAGES = [
     "/classrooms/{pk}/",
     "/classrooms/{pk}/progress.json",
@@ -59,6 +65,56 @@ def test_the_owner_and_a_superuser_reach_every_page(client, classroom, instructo
     assert classroom.join_code.encode() in client.get("/classrooms/").content
 
 
+@pytest.fixture
+def member(classroom, join):
+    from django.test import Client
+
+    join(classroom.join_code, "Ada", browser=Client())
+    return classroom.members.get()
+
+
+@pytest.mark.django_db
+def test_the_watch_page_and_every_action_follow_the_same_rules(
+    client, classroom, member, instructor, other_instructor
+):
+    watch = f"/classrooms/{classroom.pk}/watch/{member.pk}/"
+    actions = [a.format(pk=classroom.pk, member=member.pk) for a in ACTIONS]
+    assert client.get(watch)["Location"].startswith("/accounts/login/")
+    for action in actions:
+        assert client.post(action, {"state": "ended"})["Location"].startswith("/accounts/login/")
+    client.force_login(User.objects.create_user("student"))
+    assert client.get(watch).status_code == 403
+    assert all(client.post(a, {"state": "ended"}).status_code == 403 for a in actions)
+    client.force_login(other_instructor)
+    assert client.get(watch).status_code == 404
+    assert all(client.post(a, {"state": "ended"}).status_code == 404 for a in actions)
+    classroom.refresh_from_db()
+    member.refresh_from_db()
+    assert classroom.state == "open" and member.extra_minutes == 0  # nothing happened
+    client.force_login(instructor)
+    page = client.get(watch)
+    assert page.status_code == 200 and b"read-only" in page.content
+    assert (
+        f'data-ws-path="/ws/classrooms/{classroom.pk}/watch/{member.pk}/"'.encode() in page.content
+    )
+    # Actions are POST only: a link or an image cannot trigger them.
+    assert all(client.get(a).status_code == 405 for a in actions)
+
+
+@pytest.mark.django_db
+def test_a_member_of_another_class_cannot_be_watched_through_mine(
+    client, instructor, make_classroom, join
+):
+    from django.test import Client
+
+    mine = make_classroom(instructor)
+    other = make_classroom(instructor, name="Other")
+    join(other.join_code, "Grace", browser=Client())
+    stranger = other.members.get()
+    client.force_login(instructor)
+    assert client.get(f"/classrooms/{mine.pk}/watch/{stranger.pk}/").status_code == 404
+
+
 @pytest.mark.django_db
 def test_a_joined_learner_cannot_open_the_dashboard(client, classroom, join):
     join(classroom.join_code, "Ada")
@@ -104,6 +160,27 @@ async def test_the_dashboard_socket_admits_only_the_owner(
     ws, (connected, _) = await _dashboard(classroom.pk, await cookie_of(instructor))
     assert connected
     await ws.disconnect()
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+async def test_the_watch_socket_admits_only_the_owner(
+    instructor, other_instructor, make_classroom, cookie_of
+):
+    classroom = await database_sync_to_async(make_classroom)(instructor)
+    student = await database_sync_to_async(User.objects.create_user)("student")
+    for user in (None, student, other_instructor):
+        ws = WebsocketCommunicator(
+            application,
+            f"/ws/classrooms/{classroom.pk}/watch/1/",
+            headers=[
+                (b"host", b"localhost"),
+                (b"origin", b"http://localhost"),
+                (b"cookie", await cookie_of(user)),
+            ],
+        )
+        connected, code = await ws.connect(timeout=10)
+        assert not connected and code == 4403, user
 
 
 @pytest.mark.asyncio

@@ -1,4 +1,4 @@
-"""A classroom's per-learner limits are the limits of its members' sandboxes."""
+"""A classroom's per-learner limits and recording choice hold for its members' sandboxes."""
 
 from __future__ import annotations
 
@@ -32,11 +32,14 @@ def _join(classroom, name: str) -> tuple[Member, bytes]:
     return member, f"{django_settings.SESSION_COOKIE_NAME}={cookie}".encode()
 
 
-async def test_a_members_sandbox_gets_the_classrooms_limits(
-    start_sandboxd, settings, config, instructor, make_classroom
+async def test_a_members_sandbox_gets_the_classrooms_limits_and_recording_choice(
+    start_sandboxd, settings, config, instructor, make_classroom, tmp_path
 ):
-    settings.SANDBOXD_SOCKET = start_sandboxd().config.socket_path
-    classroom = await database_sync_to_async(make_classroom)(instructor, memory_mb=96, pids=64)
+    casts = tmp_path / "casts"
+    settings.SANDBOXD_SOCKET = start_sandboxd(recordings_dir=casts).config.socket_path
+    classroom = await database_sync_to_async(make_classroom)(
+        instructor, memory_mb=96, pids=64, record_sessions=False
+    )
     member, cookie = await _join(classroom, "Ada")
     ws = WebsocketCommunicator(
         application,
@@ -50,4 +53,6 @@ async def test_a_members_sandbox_gets_the_classrooms_limits(
     cgroup = SandboxCgroup(cgroup_backend(), config.cgroup_parent, member.learner.sandbox_id)
     limits = cgroup.limits()
     assert limits["memory_bytes"] == 96 * 1024 * 1024 and limits["pids"] == 64
+    # The host records sessions, but this class chose not to.
+    assert not list(casts.glob("*.cast"))
     await ws.disconnect()

@@ -254,6 +254,13 @@ async def test_sessions_are_recorded_as_asciicast(start_sandboxd, screen, tmp_pa
     assert header["version"] == 2 and (header["width"], header["height"]) == (70, 20)
     assert "rec-25" in "".join(e[2] for e in events if e[1] == "o")
     assert all(later[0] >= earlier[0] for earlier, later in zip(events, events[1:], strict=False))
+    # A session opened with record: false (a class that does not record) leaves no file.
+    other = learner()
+    s = screen(await daemon.client.attach(other, record=False))
+    await s.type("echo unrecorded\r")
+    await s.expect(b"unrecorded")
+    await s.close()
+    assert not list((tmp_path / "casts").glob(f"{other}-*.cast"))
 
 
 async def test_attaches_at_once_share_one_terminal(start_sandboxd):

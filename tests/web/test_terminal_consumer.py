@@ -8,19 +8,15 @@ import struct
 
 import pytest
 from channels.db import database_sync_to_async
-from channels.testing import WebsocketCommunicator
 from django.conf import settings as django_settings
 from django.contrib.sessions.backends.db import SessionStore
 
-from sandboxapp.asgi import application
-from sandboxapp.consumers import OP_ACK, OP_INPUT, OP_RESIZE
+from sandboxapp.consumers import OP_RESIZE
 from sandboxapp.learners import SESSION_KEY
 from sandboxapp.models import Learner
+from tests.websockets import Browser
 
 pytestmark = [pytest.mark.root, pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
-
-ORIGIN = (b"origin", b"http://localhost")
-HOST = (b"host", b"localhost")
 
 
 @pytest.fixture
@@ -38,46 +34,6 @@ def guest(name: str) -> tuple[Learner, bytes]:
     session[SESSION_KEY] = learner.pk
     session.save()
     return learner, f"{django_settings.SESSION_COOKIE_NAME}={session.session_key}".encode()
-
-
-class Browser:
-    """What a page's terminal.js does, over a WebsocketCommunicator."""
-
-    def __init__(self, cookie: bytes, query: str = "", origin: tuple = ORIGIN) -> None:
-        self.ws = WebsocketCommunicator(
-            application, f"/ws/terminal/?{query}", headers=[HOST, origin, (b"cookie", cookie)]
-        )
-        self.screen = bytearray()
-        self.messages: list[dict] = []
-        self.offset = 0
-
-    async def connect(self) -> dict:
-        connected, code = await self.ws.connect(timeout=30)
-        assert connected, code
-        hello = json.loads(await self.ws.receive_from(timeout=30))
-        assert hello["type"] == "hello", hello
-        self.offset = hello["offset"]
-        return hello
-
-    async def type(self, text: str) -> None:
-        await self.ws.send_to(bytes_data=bytes([OP_INPUT]) + text.encode())
-
-    async def expect(self, pattern: bytes, timeout: float = 20) -> None:
-        async with asyncio.timeout(timeout):
-            while pattern not in self.screen:
-                frame = await self.ws.receive_output(timeout)
-                if frame["type"] == "websocket.close":
-                    raise AssertionError(f"closed {frame}; saw {bytes(self.screen[-300:])!r}")
-                if frame.get("bytes"):
-                    data = frame["bytes"]
-                    (at,) = struct.unpack(">Q", data[1:9])
-                    self.screen += data[9:]
-                    self.offset = at + len(data) - 9
-                    await self.ws.send_to(
-                        bytes_data=bytes([OP_ACK]) + struct.pack(">Q", self.offset)
-                    )
-                else:
-                    self.messages.append(json.loads(frame["text"]))
 
 
 async def test_a_guest_types_in_their_own_sandbox(sandboxd):
