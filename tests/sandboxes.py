@@ -157,6 +157,14 @@ def start_sandboxd(config: RuntimeConfig, tmp_path: Path) -> Iterator:
     shutil.rmtree(socket_dir, ignore_errors=True)
 
 
+@pytest.fixture
+def sandboxd(start_sandboxd, settings) -> RunningDaemon:
+    """A real sandboxd that the web tier of this test talks to."""
+    daemon = start_sandboxd()
+    settings.SANDBOXD_SOCKET = daemon.config.socket_path
+    return daemon
+
+
 class Screen:
     """What one attached client has drawn, read in the background; acks as it draws
     unless told not to."""

@@ -15,6 +15,17 @@ ORIGIN = (b"origin", b"http://localhost")
 HOST = (b"host", b"localhost")
 
 
+async def ws_open(
+    path: str, cookie: bytes, origin: bytes = b"http://localhost"
+) -> tuple[WebsocketCommunicator, bool, int | None]:
+    """Open a websocket as a page of `origin` with this session cookie would."""
+    ws = WebsocketCommunicator(
+        application, path, headers=[HOST, (b"origin", origin), (b"cookie", cookie)]
+    )
+    connected, code = await ws.connect(timeout=10)
+    return ws, connected, code
+
+
 class Browser:
     """What a page's terminal.js does, over a WebsocketCommunicator."""
 

@@ -96,3 +96,23 @@ def cookie_of():
         return f"{django_settings.SESSION_COOKIE_NAME}={session.session_key}".encode()
 
     return make
+
+
+@pytest.fixture
+def joined():
+    """await joined(classroom, name) -> (member, session cookie of their browser)."""
+    from django.test import Client
+
+    from classroom.models import Member
+
+    @database_sync_to_async
+    def join(classroom: Classroom, name: str):
+        browser = Client()
+        browser.post("/join/", {"code": classroom.join_code, "display_name": name})
+        cookie = browser.cookies[django_settings.SESSION_COOKIE_NAME].value
+        member = Member.objects.select_related("learner").get(
+            classroom=classroom, display_name=name
+        )
+        return member, f"{django_settings.SESSION_COOKIE_NAME}={cookie}".encode()
+
+    return join

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 from channels.db import database_sync_to_async
-from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import User
 
-from sandboxapp.asgi import application
+from tests.websockets import ws_open
 
 pytestmark = pytest.mark.usefixtures("plain_http")
 
@@ -139,12 +138,8 @@ def test_a_learner_never_sees_other_learners_unless_the_leaderboard_is_on(
 
 
 async def _dashboard(pk: int, cookie: bytes, origin: bytes = b"http://localhost"):
-    ws = WebsocketCommunicator(
-        application,
-        f"/ws/classrooms/{pk}/dashboard/",
-        headers=[(b"host", b"localhost"), (b"origin", origin), (b"cookie", cookie)],
-    )
-    return ws, await ws.connect(timeout=10)
+    ws, connected, code = await ws_open(f"/ws/classrooms/{pk}/dashboard/", cookie, origin)
+    return ws, (connected, code)
 
 
 @pytest.mark.asyncio
@@ -170,16 +165,8 @@ async def test_the_watch_socket_admits_only_the_owner(
     classroom = await database_sync_to_async(make_classroom)(instructor)
     student = await database_sync_to_async(User.objects.create_user)("student")
     for user in (None, student, other_instructor):
-        ws = WebsocketCommunicator(
-            application,
-            f"/ws/classrooms/{classroom.pk}/watch/1/",
-            headers=[
-                (b"host", b"localhost"),
-                (b"origin", b"http://localhost"),
-                (b"cookie", await cookie_of(user)),
-            ],
-        )
-        connected, code = await ws.connect(timeout=10)
+        path = f"/ws/classrooms/{classroom.pk}/watch/1/"
+        _, connected, code = await ws_open(path, await cookie_of(user))
         assert not connected and code == 4403, user
 
 

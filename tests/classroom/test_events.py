@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import pytest
 from channels.db import database_sync_to_async
-from channels.testing import WebsocketCommunicator
-from django.test import Client
 
 from classroom.models import Member
 from lessons.models import Step, StepProgress
-from sandboxapp.asgi import application
-from sandboxapp.models import Learner
+from tests.websockets import ws_open
 
 pytestmark = [
     pytest.mark.asyncio,
@@ -19,34 +16,22 @@ pytestmark = [
 ]
 
 
-async def _dashboard(classroom, cookie: bytes) -> WebsocketCommunicator:
-    ws = WebsocketCommunicator(
-        application,
-        f"/ws/classrooms/{classroom.pk}/dashboard/",
-        headers=[
-            (b"host", b"localhost"),
-            (b"origin", b"http://localhost"),
-            (b"cookie", cookie),
-        ],
-    )
-    connected, _ = await ws.connect(timeout=10)
+async def _dashboard(classroom, cookie: bytes):
+    ws, connected, _ = await ws_open(f"/ws/classrooms/{classroom.pk}/dashboard/", cookie)
     assert connected
     return ws
 
 
-@database_sync_to_async
-def _join(classroom, name: str) -> Learner:
-    Client().post("/join/", {"code": classroom.join_code, "display_name": name})
-    return Member.objects.get(classroom=classroom, display_name=name).learner
-
-
-async def test_progress_and_joins_reach_the_dashboard_live(instructor, make_classroom, cookie_of):
+async def test_progress_and_joins_reach_the_dashboard_live(
+    instructor, make_classroom, cookie_of, joined
+):
     classroom = await database_sync_to_async(make_classroom)(instructor)
     ws = await _dashboard(classroom, await cookie_of(instructor))
-    learner = await _join(classroom, "Ada")
-    joined = await ws.receive_json_from(timeout=5)
+    member_of_ada, _ = await joined(classroom, "Ada")
+    learner = member_of_ada.learner
+    joined_event = await ws.receive_json_from(timeout=5)
     member = await database_sync_to_async(Member.objects.get)(learner=learner)
-    assert joined == {"event": "joined", "member": member.pk}
+    assert joined_event == {"event": "joined", "member": member.pk}
     step = await database_sync_to_async(Step.objects.order_by("number").first)()
     progress = await database_sync_to_async(StepProgress.objects.create)(learner=learner, step=step)
     opened = await ws.receive_json_from(timeout=5)
@@ -60,12 +45,12 @@ async def test_progress_and_joins_reach_the_dashboard_live(instructor, make_clas
 
 
 async def test_a_dashboard_hears_nothing_of_learners_outside_its_class(
-    instructor, other_instructor, make_classroom, cookie_of
+    instructor, other_instructor, make_classroom, cookie_of, joined
 ):
     mine = await database_sync_to_async(make_classroom)(instructor)
     theirs = await database_sync_to_async(make_classroom)(other_instructor, name="Elsewhere")
     ws = await _dashboard(mine, await cookie_of(instructor))
-    stranger = await _join(theirs, "Grace")
+    stranger = (await joined(theirs, "Grace"))[0].learner
     step = await database_sync_to_async(Step.objects.order_by("number").first)()
     await database_sync_to_async(StepProgress.objects.create)(learner=stranger, step=step)
     assert await ws.receive_nothing(timeout=0.5)

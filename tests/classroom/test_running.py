@@ -6,19 +6,17 @@ from datetime import timedelta
 
 import pytest
 from channels.db import database_sync_to_async
-from channels.testing import WebsocketCommunicator
 from django.conf import settings as django_settings
 from django.test import Client
 from django.utils import timezone
 
 from classroom.joining import classroom_now
-from classroom.models import Classroom, Member
+from classroom.models import Classroom
 from classroom.running import classroom_broadcast, classroom_set_state, member_extend
 from lessons.models import Step, StepProgress
-from sandboxapp.asgi import application
 from sandboxapp.consumers import OP_INPUT
 from sandboxapp.runtime.client import call_sync
-from tests.websockets import HOST, ORIGIN, Browser
+from tests.websockets import Browser, ws_open
 
 pytestmark = [
     pytest.mark.root,
@@ -28,36 +26,17 @@ pytestmark = [
 ]
 
 
-@pytest.fixture
-def sandboxd(start_sandboxd, settings):
-    daemon = start_sandboxd()
-    settings.SANDBOXD_SOCKET = daemon.config.socket_path
-    return daemon
-
-
-@database_sync_to_async
-def _join(classroom: Classroom, name: str) -> tuple[Member, bytes]:
-    browser = Client()
-    browser.post("/join/", {"code": classroom.join_code, "display_name": name})
-    cookie = browser.cookies[django_settings.SESSION_COOKIE_NAME].value
-    member = Member.objects.select_related("learner").get(classroom=classroom, display_name=name)
-    return member, f"{django_settings.SESSION_COOKIE_NAME}={cookie}".encode()
-
-
-async def _class_events(cookie: bytes) -> WebsocketCommunicator:
-    ws = WebsocketCommunicator(
-        application, "/ws/classroom/", headers=[HOST, ORIGIN, (b"cookie", cookie)]
-    )
-    connected, code = await ws.connect(timeout=10)
+async def _class_events(cookie: bytes):
+    ws, connected, code = await ws_open("/ws/classroom/", cookie)
     assert connected, code
     return ws
 
 
 async def test_the_instructor_watches_and_cannot_type(
-    sandboxd, instructor, make_classroom, cookie_of
+    sandboxd, instructor, make_classroom, cookie_of, joined
 ):
     classroom = await database_sync_to_async(make_classroom)(instructor)
-    member, cookie = await _join(classroom, "Ada")
+    member, cookie = await joined(classroom, "Ada")
     learner = Browser(cookie)
     await learner.connect()
     watcher = Browser(
@@ -76,10 +55,10 @@ async def test_the_instructor_watches_and_cannot_type(
 
 
 async def test_a_broadcast_and_the_end_reach_the_learners_page(
-    sandboxd, instructor, make_classroom
+    sandboxd, instructor, make_classroom, joined
 ):
     classroom = await database_sync_to_async(make_classroom)(instructor)
-    member, cookie = await _join(classroom, "Ada")
+    member, cookie = await joined(classroom, "Ada")
     events = await _class_events(cookie)
     learner = Browser(cookie)
     await learner.connect()
@@ -102,10 +81,7 @@ async def test_a_broadcast_and_the_end_reach_the_learners_page(
     )
     await events.disconnect()
     # An ended class has no page to tell any more: the socket says so and stays shut.
-    ws = WebsocketCommunicator(
-        application, "/ws/classroom/", headers=[HOST, ORIGIN, (b"cookie", cookie)]
-    )
-    connected, code = await ws.connect(timeout=10)
+    _, connected, code = await ws_open("/ws/classroom/", cookie)
     assert not connected and code == 4404
     await learner.ws.disconnect()
 
@@ -114,22 +90,16 @@ async def test_a_learner_in_no_class_gets_no_class_events(sandboxd):
     cookie = Client()
     await database_sync_to_async(cookie.post)("/start/", {"display_name": "Solo"})
     value = cookie.cookies[django_settings.SESSION_COOKIE_NAME].value
-    ws = WebsocketCommunicator(
-        application,
-        "/ws/classroom/",
-        headers=[
-            HOST,
-            ORIGIN,
-            (b"cookie", f"{django_settings.SESSION_COOKIE_NAME}={value}".encode()),
-        ],
-    )
-    connected, code = await ws.connect(timeout=10)
+    cookie = f"{django_settings.SESSION_COOKIE_NAME}={value}".encode()
+    _, connected, code = await ws_open("/ws/classroom/", cookie)
     assert not connected and code == 4404
 
 
-async def test_more_time_keeps_a_learner_in_a_class_past_its_end(instructor, make_classroom):
+async def test_more_time_keeps_a_learner_in_a_class_past_its_end(
+    instructor, make_classroom, joined
+):
     classroom = await database_sync_to_async(make_classroom)(instructor)
-    member, _ = await _join(classroom, "Ada")
+    member, _ = await joined(classroom, "Ada")
     ended = timezone.now() - timedelta(minutes=1)
     await database_sync_to_async(Classroom.objects.filter(pk=classroom.pk).update)(ends_at=ended)
     assert await database_sync_to_async(classroom_now)(member.learner) is None

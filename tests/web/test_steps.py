@@ -20,13 +20,6 @@ def lesson(settings):
     return Step.objects.get(slug="become-pid-1")
 
 
-@pytest.fixture
-def sandboxd(start_sandboxd, settings):
-    daemon = start_sandboxd()
-    settings.SANDBOXD_SOCKET = daemon.config.socket_path
-    return daemon
-
-
 def start(client) -> Learner:
     client.post("/start/", {"display_name": "Ada"})
     return Learner.objects.get()

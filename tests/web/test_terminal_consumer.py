@@ -19,13 +19,6 @@ from tests.websockets import Browser
 pytestmark = [pytest.mark.root, pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 
 
-@pytest.fixture
-def sandboxd(start_sandboxd, settings):
-    daemon = start_sandboxd()
-    settings.SANDBOXD_SOCKET = daemon.config.socket_path
-    return daemon
-
-
 @database_sync_to_async
 def guest(name: str) -> tuple[Learner, bytes]:
     """A guest learner and the cookie of their browser session."""
