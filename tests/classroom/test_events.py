@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from channels.db import database_sync_to_async
 
@@ -54,4 +56,27 @@ async def test_a_dashboard_hears_nothing_of_learners_outside_its_class(
     step = await database_sync_to_async(Step.objects.order_by("number").first)()
     await database_sync_to_async(StepProgress.objects.create)(learner=stranger, step=step)
     assert await ws.receive_nothing(timeout=0.5)
+    await ws.disconnect()
+
+
+@pytest.mark.services
+async def test_events_travel_through_redis_between_workers(
+    service_urls, settings, instructor, make_classroom, cookie_of, joined
+):
+    # With channels-redis, the dashboard and the learner's request may be on different
+    # Daphne workers: the event goes through Redis, so it must survive its serialisation.
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [service_urls["REDIS_URL"]], "prefix": f"test{os.getpid()}"},
+        }
+    }
+    classroom = await database_sync_to_async(make_classroom)(instructor)
+    ws = await _dashboard(classroom, await cookie_of(instructor))
+    member, _ = await joined(classroom, "Ada")
+    assert (await ws.receive_json_from(timeout=5))["event"] == "joined"
+    step = await database_sync_to_async(Step.objects.order_by("number").first)()
+    await database_sync_to_async(StepProgress.objects.create)(learner=member.learner, step=step)
+    cell = await ws.receive_json_from(timeout=5)
+    assert cell["member"] == member.pk and cell["cell"]["state"] == "in_progress"
     await ws.disconnect()
