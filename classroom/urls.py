@@ -35,6 +35,21 @@ urlpatterns = [
         views.member_extend_view,
         name="member_extend",
     ),
+    path(
+        "classrooms/<int:pk>/members/<int:member>/recordings/",
+        views.member_recordings_page,
+        name="member_recordings",
+    ),
+    path(
+        "classrooms/<int:pk>/members/<int:member>/recordings/<str:name>",
+        views.member_recording_cast,
+        name="member_recording_cast",
+    ),
+    path(
+        "classrooms/<int:pk>/members/<int:member>/replay/<str:name>",
+        views.member_replay,
+        name="member_replay",
+    ),
     path("classrooms/<int:pk>/broadcast", views.broadcast_view, name="classroom_broadcast"),
     path("classrooms/<int:pk>/state", views.state_view, name="classroom_state"),
     path("join/", views.join, name="classroom_join"),

@@ -11,7 +11,7 @@ import segno
 from django.contrib import messages
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.cache import never_cache
@@ -23,6 +23,7 @@ from classroom.forms import ClassroomForm
 from classroom.joining import JoinError, classroom_by_code, classroom_join, member_of
 from classroom.models import Classroom, Member
 from classroom.progress import classroom_progress
+from classroom.replays import member_recordings, recording_chunks, recording_first_chunk
 from classroom.running import (
     ClassroomActionError,
     classroom_broadcast,
@@ -31,6 +32,7 @@ from classroom.running import (
     member_reset,
 )
 from lessons.models import StepProgress
+from sandboxapp.middleware import POLICY
 
 
 def instructor_only(view: Callable) -> Callable:
@@ -232,3 +234,42 @@ def state_view(request: HttpRequest, pk: int) -> HttpResponse:
         "ended": "The class has ended: every sandbox is stopped, all progress is kept.",
     }
     return _done(request, pk, lambda: classroom_set_state(classroom, state), done.get(state, ""))
+
+
+@instructor_only
+def member_recordings_page(request: HttpRequest, pk: int, member: int) -> HttpResponse:
+    watched = _member(request, pk, member)
+    try:
+        recordings, error = member_recordings(watched), None
+    except ClassroomActionError as failure:
+        recordings, error = [], str(failure)
+    context = {"classroom": watched.classroom, "member": watched, "recordings": recordings}
+    return render(request, "classroom/recordings.html", {**context, "error": error})
+
+
+@instructor_only
+def member_recording_cast(request: HttpRequest, pk: int, member: int, name: str) -> HttpResponse:
+    """The asciicast file itself, streamed from sandboxd chunk by chunk."""
+    watched = _member(request, pk, member)
+    try:
+        first = recording_first_chunk(watched, name)
+    except ClassroomActionError:
+        raise Http404("No such recording.") from None
+    response = StreamingHttpResponse(
+        recording_chunks(watched, name, first), content_type="application/x-asciicast"
+    )
+    response["Content-Length"] = str(first["size"])
+    return response
+
+
+@instructor_only
+def member_replay(request: HttpRequest, pk: int, member: int, name: str) -> HttpResponse:
+    watched = _member(request, pk, member)
+    cast = reverse("member_recording_cast", args=[pk, watched.pk, name])
+    context = {"classroom": watched.classroom, "member": watched, "name": name, "cast_url": cast}
+    response = render(request, "classroom/replay.html", context)
+    # The player runs its terminal emulator as WebAssembly: this page alone allows compiling it.
+    response["Content-Security-Policy"] = POLICY.replace(
+        "script-src 'self'", "script-src 'self' 'wasm-unsafe-eval'"
+    )
+    return response

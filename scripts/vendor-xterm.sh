@@ -17,7 +17,8 @@ PACKAGES=(
   "@xterm/addon-unicode11 0.9.0"
   "@xterm/addon-webgl 0.19.0"
 )
-REGISTRY=${NPM_REGISTRY:-https://registry.npmjs.org}
+# shellcheck source=scripts/npm-fetch.sh
+source "$(dirname "$0")/npm-fetch.sh"
 DEST="$(cd "$(dirname "$0")/.." && pwd)/static/vendor/xterm"
 latest=0
 [[ "${1:-}" == "--latest" ]] && latest=1
@@ -30,28 +31,8 @@ mkdir -p "$work/out"
 for entry in "${PACKAGES[@]}"; do
   read -r name version <<< "$entry"
   short=${name#@xterm/}
-  meta="$work/$short.json"
-  curl -fsSL "$REGISTRY/${name/\//%2f}" -o "$meta"
-  if (( latest )); then
-    version=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["dist-tags"]["latest"])' "$meta")
-  fi
-  read -r tarball integrity < <(python3 - "$meta" "$version" <<'EOF'
-import json, sys
-meta, version = json.load(open(sys.argv[1])), sys.argv[2]
-if version not in meta["versions"]:
-    sys.exit(f"{meta['name']} has no version {version}")
-dist = meta["versions"][version]["dist"]
-print(dist["tarball"], dist["integrity"])
-EOF
-  )
-  curl -fsSL "$tarball" -o "$work/$short.tgz"
-  actual="sha512-$(openssl dgst -sha512 -binary "$work/$short.tgz" | base64 -w0)"
-  if [[ "$actual" != "$integrity" ]]; then
-    echo "$name $version: integrity mismatch ($actual != $integrity)" >&2
-    exit 1
-  fi
-  mkdir -p "$work/$short"
-  tar -xzf "$work/$short.tgz" -C "$work/$short" --strip-components=1
+  (( latest )) && version=latest
+  npm_fetch "$name" "$version" "$work/$short"
   # Without its .map beside it, the sourceMappingURL line would break collectstatic's
   # manifest storage: drop the line rather than vendor megabytes of maps.
   grep -v '^//# sourceMappingURL=' "$work/$short/lib/$short.js" > "$work/out/$short.js"
@@ -59,8 +40,8 @@ EOF
   if [[ -f "$work/$short/css/xterm.css" ]]; then
     cp "$work/$short/css/xterm.css" "$work/out/xterm.css"
   fi
-  echo "$name $version $integrity" >> "$work/out/VERSIONS"
-  echo "vendored $name $version"
+  echo "$name $FETCHED_VERSION $FETCHED_INTEGRITY" >> "$work/out/VERSIONS"
+  echo "vendored $name $FETCHED_VERSION"
 done
 
 rm -rf "$DEST"

@@ -32,7 +32,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from . import ids, network, volumes, wire
+from . import ids, network, recordings, volumes, wire
 from .checks import CheckError, check_problems, check_run
 from .client import SandboxdError, Unavailable, call_sync
 from .probes import PROBES
@@ -183,6 +183,8 @@ class Daemon:
             "destroy": self.op_destroy,
             "list": self.op_list,
             "stats": self.op_stats,
+            "recordings": self.op_recordings,
+            "recording": self.op_recording,
         }
 
     # -- start and stop ----------------------------------------------------------------
@@ -583,6 +585,34 @@ class Daemon:
             await self._stop(node, "stopped")
         return {"stopped": node.sandbox.name}
 
+    async def op_recordings(self, message: dict) -> dict:
+        """The learner's recorded sessions (none when this host does not record)."""
+        learner = _learner(message)
+        if self.config.recordings_dir is None:
+            return {"recordings": []}
+        found = await asyncio.to_thread(
+            recordings.recordings_of, self.config.recordings_dir, learner
+        )
+        return {"recordings": found}
+
+    async def op_recording(self, message: dict) -> dict:
+        """A chunk of one of the learner's recordings, from `offset`."""
+        learner = _learner(message)
+        offset = _int(message, "offset", 0, 0, 2**40)
+        if self.config.recordings_dir is None:
+            raise Refused("not_found", "this host does not record sessions")
+        try:
+            data, size = await asyncio.to_thread(
+                recordings.recording_read,
+                self.config.recordings_dir,
+                learner,
+                message.get("name"),
+                offset,
+            )
+        except recordings.RecordingError as exc:
+            raise Refused("not_found", str(exc)) from None
+        return {"data": base64.b64encode(data).decode(), "size": size, "next": offset + len(data)}
+
     async def op_list(self, message: dict) -> dict:
         now = time.monotonic()
         return {
@@ -683,8 +713,7 @@ class Daemon:
         recorder = None
         if record and self.config.recordings_dir is not None:
             self.config.recordings_dir.mkdir(parents=True, exist_ok=True)
-            stamp = time.strftime("%Y%m%dT%H%M%S")
-            path = self.config.recordings_dir / f"{sandbox.name}-{stamp}.cast"
+            path = recordings.recording_path(self.config.recordings_dir, sandbox.name)
             recorder = Recorder(path, rows, cols, self.config.recording_max_bytes)
 
         def ended(terminal: TerminalSession) -> None:

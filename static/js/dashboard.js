@@ -62,6 +62,7 @@
     const box = el("div", { class: "member-actions-box" });
     box.append(
       el("a", { class: "button button-small", href: `${base}/watch/${member.id}/` }, "Watch terminal"),
+      el("a", { class: "button button-small button-quiet", href: `${base}/members/${member.id}/recordings/` }, "Recorded sessions"),
       postButton(`${base}/members/${member.id}/reset`, "Reset sandbox, keep files", { keep_files: "yes" }),
       postButton(`${base}/members/${member.id}/reset`, "Reset to a clean sandbox", { keep_files: "no" }),
       postButton(`${base}/members/${member.id}/extend`, "15 more minutes"),
@@ -71,6 +72,9 @@
   }
 
   function drawTable() {
+    // A redraw must not close the menu the instructor has open.
+    const openMenu = table.querySelector("details.member-actions[open]");
+    const openFor = openMenu && openMenu.closest("tr").dataset.member;
     table.replaceChildren(table.querySelector("caption"));
     const head = el("thead");
     const headRow = el("tr");
@@ -98,6 +102,10 @@
       body.append(row);
     }
     table.append(head, body);
+    if (openFor) {
+      const menu = table.querySelector(`tr[data-member="${openFor}"] details.member-actions`);
+      if (menu) menu.open = true;
+    }
   }
 
   function drawBars(target, values, max, unit) {

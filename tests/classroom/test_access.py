@@ -77,15 +77,22 @@ def test_the_watch_page_and_every_action_follow_the_same_rules(
     client, classroom, member, instructor, other_instructor
 ):
     watch = f"/classrooms/{classroom.pk}/watch/{member.pk}/"
+    member_pages = [
+        watch,
+        f"/classrooms/{classroom.pk}/members/{member.pk}/recordings/",
+        f"/classrooms/{classroom.pk}/members/{member.pk}/recordings/x-20260101T000000.cast",
+        f"/classrooms/{classroom.pk}/members/{member.pk}/replay/x-20260101T000000.cast",
+    ]
     actions = [a.format(pk=classroom.pk, member=member.pk) for a in ACTIONS]
-    assert client.get(watch)["Location"].startswith("/accounts/login/")
+    for page in member_pages:
+        assert client.get(page)["Location"].startswith("/accounts/login/")
     for action in actions:
         assert client.post(action, {"state": "ended"})["Location"].startswith("/accounts/login/")
     client.force_login(User.objects.create_user("student"))
-    assert client.get(watch).status_code == 403
+    assert all(client.get(page).status_code == 403 for page in member_pages)
     assert all(client.post(a, {"state": "ended"}).status_code == 403 for a in actions)
     client.force_login(other_instructor)
-    assert client.get(watch).status_code == 404
+    assert all(client.get(page).status_code == 404 for page in member_pages)
     assert all(client.post(a, {"state": "ended"}).status_code == 404 for a in actions)
     classroom.refresh_from_db()
     member.refresh_from_db()

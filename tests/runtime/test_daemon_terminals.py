@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import secrets
 import signal
@@ -273,3 +274,38 @@ async def test_attaches_at_once_share_one_terminal(start_sandboxd):
     assert [s["writers"] for s in listed] == [1]
     for terminal in terminals:
         await terminal.close()
+
+
+async def test_a_learners_recordings_are_listed_and_read_back_and_no_one_elses(
+    start_sandboxd, screen, tmp_path
+):
+    casts = tmp_path / "casts"
+    daemon = start_sandboxd(recordings_dir=casts)
+    ada = learner()
+    s = screen(await daemon.client.attach(ada))
+    await s.type("echo replay-$((7*6))\r")
+    await s.expect(b"replay-42")
+    await s.close()
+    await daemon.client.call("destroy", learner=ada)
+    # Another learner whose id starts like ada's, and a file that is no recording.
+    (casts / f"{ada}-x-20260101T000000.cast").write_text("not ada's")
+    (casts / "secret.txt").write_text("host file")
+    (listed,) = (await daemon.client.call("recordings", learner=ada))["recordings"]
+    assert listed["node"] is None and listed["bytes"] == (casts / listed["name"]).stat().st_size
+    data, offset = b"", 0
+    while True:
+        chunk = await daemon.client.call(
+            "recording", learner=ada, name=listed["name"], offset=offset
+        )
+        data += base64.b64decode(chunk["data"])
+        offset = chunk["next"]
+        if offset >= chunk["size"]:
+            break
+    assert data == (casts / listed["name"]).read_bytes() and b"replay-42" in data
+    for name in (f"{ada}-x-20260101T000000.cast", "secret.txt", "../casts/secret.txt", None):
+        with pytest.raises(Refused, match="no such recording"):
+            await daemon.client.call("recording", learner=ada, name=name, offset=0)
+    other = learner()
+    assert (await daemon.client.call("recordings", learner=other))["recordings"] == []
+    with pytest.raises(Refused, match="no such recording"):
+        await daemon.client.call("recording", learner=other, name=listed["name"], offset=0)
