@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -140,3 +141,42 @@ def new_page(browser: Browser) -> Iterator:
     yield make
     for context in contexts:
         context.close()
+
+
+@pytest.fixture
+def start_class(live_site, site_manage, new_page):
+    """start_class(name, record=False) -> (the instructor's dashboard page, the join code):
+    logged in as `make run`'s instructor, through the real form."""
+
+    def start(name: str, record: bool = False) -> tuple[Page, str]:
+        password = re.search(r"password: (\S+)", site_manage("ensure_instructor")).group(1)
+        teacher = new_page(1400, 900)
+        teacher.goto(f"{live_site}/accounts/login/?next=/classrooms/new/")
+        teacher.fill("#id_username", "instructor")
+        teacher.fill("#id_password", password)
+        teacher.click("button[type=submit]")
+        teacher.fill("#id_name", name)
+        teacher.check("label:has-text('02 PID namespaces') >> input")
+        if record:
+            teacher.check("#id_record_sessions")
+        teacher.fill("#id_ends_at", "2099-01-01T12:00")
+        teacher.click("text=Create classroom")
+        teacher.locator("#dash-status", has_text="Live").wait_for()
+        return teacher, teacher.locator(".join-code").inner_text().strip()
+
+    return start
+
+
+@pytest.fixture
+def join_class(live_site, new_page):
+    """join_class(code, name) -> the learner's page, joined, on the class page."""
+
+    def join(code: str, name: str) -> Page:
+        learner = new_page(1400, 900)
+        learner.goto(f"{live_site}/join/{code}/")
+        learner.fill("#display-name", name)
+        learner.click("button:has-text('Join')")
+        learner.wait_for_url(f"**/c/{code}/")
+        return learner
+
+    return join

@@ -7,27 +7,10 @@ import re
 import time
 
 
-def test_a_class_from_join_to_end_in_two_browsers(live_site, site_manage, new_page):
-    output = site_manage("ensure_instructor")
-    password = re.search(r"password: (\S+)", output).group(1)
-
-    teacher = new_page(1400, 900)
-    teacher.goto(f"{live_site}/accounts/login/?next=/classrooms/new/")
-    teacher.fill("#id_username", "instructor")
-    teacher.fill("#id_password", password)
-    teacher.click("button[type=submit]")
-    teacher.fill("#id_name", "Friday lab")
-    teacher.check("label:has-text('02 PID namespaces') >> input")
-    teacher.fill("#id_ends_at", "2099-01-01T12:00")
-    teacher.click("text=Create classroom")
-    teacher.locator("#dash-status", has_text="Live").wait_for()
-    code = teacher.locator(".join-code").inner_text().strip()
+def test_a_class_from_join_to_end_in_two_browsers(live_site, start_class, join_class):
+    teacher, code = start_class("Friday lab")
     assert re.fullmatch(r"[A-Z0-9]{6}", code)
-
-    learner = new_page(1400, 900)
-    learner.goto(f"{live_site}/join/{code}/")
-    learner.fill("#display-name", "Ada")
-    learner.click("button:has-text('Join')")
+    learner = join_class(code, "Ada")
     teacher.locator("tr", has_text="Ada").wait_for(timeout=5000)  # joined, shown live
     learner.click("text=PID namespaces")
     learner.wait_for_function("window.contained && window.contained.text().includes('# ')")

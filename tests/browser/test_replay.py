@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-
 import pytest
 
 
@@ -13,24 +11,9 @@ def site_daemon(start_sandboxd, tmp_path):
     return start_sandboxd(recordings_dir=tmp_path / "casts")
 
 
-def test_a_recorded_session_replays_in_the_browser(live_site, site_manage, new_page):
-    password = re.search(r"password: (\S+)", site_manage("ensure_instructor")).group(1)
-    teacher = new_page(1300, 900)
-    teacher.goto(f"{live_site}/accounts/login/?next=/classrooms/new/")
-    teacher.fill("#id_username", "instructor")
-    teacher.fill("#id_password", password)
-    teacher.click("button[type=submit]")
-    teacher.fill("#id_name", "Taped lab")
-    teacher.check("label:has-text('02 PID namespaces') >> input")
-    teacher.check("#id_record_sessions")
-    teacher.fill("#id_ends_at", "2099-01-01T12:00")
-    teacher.click("text=Create classroom")
-    code = teacher.locator(".join-code").inner_text().strip()
-
-    learner = new_page()
-    learner.goto(f"{live_site}/join/{code}/")
-    learner.fill("#display-name", "Ada")
-    learner.click("button:has-text('Join')")
+def test_a_recorded_session_replays_in_the_browser(live_site, start_class, join_class):
+    teacher, code = start_class("Taped lab", record=True)
+    learner = join_class(code, "Ada")
     learner.goto(f"{live_site}/terminal/")
     learner.wait_for_function("window.contained && window.contained.text().includes('# ')")
     learner.evaluate("window.contained.type('echo taped-$((6*7))')")
