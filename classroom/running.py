@@ -22,20 +22,25 @@ class ClassroomActionError(ValueError):
     """Why an action could not be done; the message is for the instructor."""
 
 
-def member_reset(member: Member, keep_files: bool) -> None:
-    """Stop the learner's sandboxes; their next terminal starts a fresh one."""
+def sandboxd_ask(op: str, member: Member, reply_timeout: float = 30, **params: object) -> dict:
+    """One sandboxd request about a member's sandbox; refusals become the instructor's message."""
     try:
-        call_sync(
+        return call_sync(
             settings.SANDBOXD_SOCKET,
-            "reset",
-            reply_timeout=60,
+            op,
+            reply_timeout=reply_timeout,
             learner=member.learner.sandbox_id,
-            keep_files=keep_files,
+            **params,
         )
     except Refused as refusal:
         raise ClassroomActionError(refusal.message) from None
     except SandboxdError:
         raise ClassroomActionError("The sandbox service is not answering; try again.") from None
+
+
+def member_reset(member: Member, keep_files: bool) -> None:
+    """Stop the learner's sandboxes; their next terminal starts a fresh one."""
+    sandboxd_ask("reset", member, reply_timeout=60, keep_files=keep_files)
 
 
 def member_extend(member: Member) -> None:

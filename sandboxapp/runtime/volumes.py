@@ -147,9 +147,13 @@ def volumes_of(state_dir: Path, learner: str) -> list[str]:
     return sorted(n for n in names if n == learner or n.startswith(f"{learner}."))
 
 
+def _spares(state_dir: Path) -> Path:
+    return state_dir / "volumes" / SPARES
+
+
 def _format(state_dir: Path, size: int) -> Path:
     """A new, empty layer of `size` bytes: a sparse file with ext4 in it."""
-    spares = state_dir / "volumes" / SPARES
+    spares = _spares(state_dir)
     spares.mkdir(mode=0o700, parents=True, exist_ok=True)
     # Made under a name no reader picks up, then renamed: a failed mkfs leaves nothing.
     fresh = spares / f"new-{secrets.token_hex(6)}"
@@ -166,8 +170,7 @@ def _format(state_dir: Path, size: int) -> Path:
 
 def _take_spare(state_dir: Path, size: int) -> Path | None:
     """Claim a formatted spare of exactly `size` bytes; rename is the claim."""
-    spares = state_dir / "volumes" / SPARES
-    for spare in sorted(spares.glob(f"{size}-*.ext4")) if spares.is_dir() else []:
+    for spare in sorted(_spares(state_dir).glob(f"{size}-*.ext4")):
         claimed = spare.with_name(f"claimed-{spare.name}")
         try:
             spare.rename(claimed)
@@ -179,9 +182,9 @@ def _take_spare(state_dir: Path, size: int) -> Path | None:
 
 def volume_spares_fill(state_dir: Path, size: int, count: int) -> int:
     """Format spares of `size` bytes until `count` are waiting; return how many were made."""
-    spares = state_dir / "volumes" / SPARES
+    spares = _spares(state_dir)
     made = 0
-    while len(list(spares.glob(f"{size}-*.ext4")) if spares.is_dir() else []) < count:
+    while len(list(spares.glob(f"{size}-*.ext4"))) < count:
         _format(state_dir, size).rename(spares / f"{size}-{secrets.token_hex(6)}.ext4")
         made += 1
     return made
@@ -189,9 +192,9 @@ def volume_spares_fill(state_dir: Path, size: int, count: int) -> int:
 
 def volume_spares_tidy(state_dir: Path, min_age: float = 60.0) -> list[str]:
     """Remove half-made and claimed-but-unused spares that a crash left (for reconcile)."""
-    spares = state_dir / "volumes" / SPARES
+    spares = _spares(state_dir)
     removed = []
-    for leftover in [*spares.glob("new-*"), *spares.glob("claimed-*")] if spares.is_dir() else []:
+    for leftover in [*spares.glob("new-*"), *spares.glob("claimed-*")]:
         try:
             if time.time() - leftover.stat().st_mtime >= min_age:
                 leftover.unlink()
@@ -205,34 +208,22 @@ def _mount(image: Path, mountpoint: Path) -> None:
     """Attach `image` to a free loop device and mount its ext4 on `mountpoint`."""
     backing = os.open(image, os.O_RDWR | os.O_CLOEXEC)
     try:
-        loop = _loop_attach(backing, str(image))
+        number, device = _loop_attach(backing, str(image))
     finally:
         os.close(backing)
     try:
-        sc.mount(f"/dev/loop{loop[0]}", str(mountpoint), "ext4", MOUNT_FLAGS)
+        sc.mount(f"/dev/loop{number}", str(mountpoint), "ext4", MOUNT_FLAGS)
     finally:
-        os.close(loop[1])  # the mount holds the device now; autoclear frees it after
+        os.close(device)  # the mount holds the device now; autoclear frees it after
 
 
 def _loop_attach(backing: int, name: str) -> tuple[int, int]:
     """LOOP_CONFIGURE a free loop device onto `backing`; return its number and an fd."""
     # struct loop_config: fd, block_size, struct loop_info64 (lo_flags, lo_file_name), reserved.
+    # loop_info64: five u64 and three u32 left zero, lo_flags, lo_file_name, the rest zero.
+    zeros = (0,) * 8
     info = struct.pack(
-        "5Q4I64s64s32s2Q",
-        0,
-        0,
-        0,
-        0,
-        0,
-        0,
-        0,
-        0,
-        LO_FLAGS_AUTOCLEAR,
-        name.encode()[-63:],
-        b"",
-        b"",
-        0,
-        0,
+        "5Q4I64s64s32s2Q", *zeros, LO_FLAGS_AUTOCLEAR, name.encode()[-63:], b"", b"", 0, 0
     )
     config = struct.pack("II", backing, 0) + info + bytes(64)
     for _ in range(16):
