@@ -8,11 +8,12 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: help run test lint format system-deps test-deps
+.PHONY: help run test test-compose lint format system-deps test-deps
 
 help:
 	@echo "make run    set up and start Contained on http://$(HOST):$(PORT)/ (HOST=, PORT= to change)"
 	@echo "make test   install what the tests need, then run ruff and the whole test suite"
+	@echo "make test-compose  build the docker compose stack with no network and test it end to end"
 	@echo "make format reformat the code with ruff"
 
 # Debug is on for the local lab only; set CONTAINED_DEBUG=0 on the command line to try production.
@@ -26,6 +27,12 @@ run: system-deps $(VENV)/.installed-run
 
 test: test-deps $(VENV)/.installed-dev lint
 	@scripts/test-services.sh $(VENV)/bin/pytest
+
+# Installs Docker from Debian, makes a local base image and wheels, then builds, starts, tests
+# and removes the compose stack (tests/compose).
+test-compose: $(VENV)/.installed-dev
+	@scripts/compose-prepare.sh
+	@CONTAINED_COMPOSE_TEST=1 $(VENV)/bin/pytest tests/compose
 
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .

@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import struct
 from dataclasses import dataclass
 from urllib.parse import parse_qs
 
@@ -30,25 +29,22 @@ from sandboxapp.runtime.client import (
     Terminal,
     Unavailable,
 )
+from sandboxapp.terminal_protocol import (
+    CLOSE_BAD_FRAME,
+    CLOSE_ENDED,
+    CLOSE_NO_LEARNER,
+    CLOSE_RATE_LIMITED,
+    CLOSE_REFUSED,
+    CLOSE_UNAVAILABLE,
+    OFFSET,
+    OP_ACK,
+    OP_INPUT,
+    OP_OUTPUT,
+    OP_RESIZE,
+    SIZE,
+)
 
 log = logging.getLogger(__name__)
-
-# Browser -> server opcodes (first byte of a binary frame).
-OP_INPUT = 0
-OP_RESIZE = 1
-OP_ACK = 2
-# Server -> browser: the one binary frame, output at an absolute offset.
-OP_OUTPUT = 0
-OFFSET = struct.Struct(">Q")
-SIZE = struct.Struct(">HH")
-
-# Close codes (4000-4999 are the application's own).
-CLOSE_NO_LEARNER = 4401
-CLOSE_RATE_LIMITED = 4429
-CLOSE_BAD_FRAME = 4400
-CLOSE_REFUSED = 4409
-CLOSE_UNAVAILABLE = 4503
-CLOSE_ENDED = 4000
 
 # Refusals by sandboxd that the learner can act on get their own close code.
 REFUSAL_CLOSE = {"rate_limited": CLOSE_RATE_LIMITED}

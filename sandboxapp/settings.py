@@ -131,6 +131,13 @@ if os.environ.get("REDIS_URL"):
             "CONFIG": {"hosts": [os.environ["REDIS_URL"]]},
         }
     }
+    # Shared by every worker, so a rate limit counts a learner once whichever worker they reach.
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": os.environ["REDIS_URL"],
+        }
+    }
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
@@ -196,7 +203,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = DATA_DIR / "staticfiles"
+# A container image collects its static files at build time, outside the data volume.
+STATIC_ROOT = Path(os.environ.get("CONTAINED_STATIC_ROOT") or DATA_DIR / "staticfiles")
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     # Hashed, compressed names let browsers cache static files forever in production; in debug

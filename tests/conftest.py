@@ -6,6 +6,9 @@ Markers (declared in pyproject.toml):
   cannot pass by quietly skipping the runtime tests. CI runs as root.
 * ``services``: the test needs the real Redis and PostgreSQL that ``make test`` starts and
   describes in ``TEST_REDIS_URL`` and ``TEST_DATABASE_URL``. See ``service_urls``.
+
+``tests/compose`` builds and runs the docker compose stack: ``make test-compose`` runs it
+(with ``CONTAINED_COMPOSE_TEST=1``), ``make test`` leaves it out.
 """
 
 import os
@@ -17,6 +20,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+collect_ignore = [] if os.environ.get("CONTAINED_COMPOSE_TEST") == "1" else ["compose"]
 
 # The guard cgroup, the runtime config and a real sandboxd, for any test that needs them.
 pytest_plugins = ["tests.sandboxes"]

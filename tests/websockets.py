@@ -9,7 +9,7 @@ import struct
 from channels.testing import WebsocketCommunicator
 
 from sandboxapp.asgi import application
-from sandboxapp.consumers import OP_ACK, OP_INPUT
+from sandboxapp.terminal_protocol import OP_ACK, OP_INPUT
 
 ORIGIN = (b"origin", b"http://localhost")
 HOST = (b"host", b"localhost")

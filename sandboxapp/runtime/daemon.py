@@ -37,7 +37,15 @@ from .checks import CheckError, check_problems, check_run
 from .client import SandboxdError, Unavailable, call_sync
 from .probes import PROBES
 from .reconcile import reconcile
-from .sandbox import USERS, RuntimeConfig, Sandbox, SandboxError, sandbox_create, sandbox_link
+from .sandbox import (
+    USERS,
+    RuntimeConfig,
+    Sandbox,
+    SandboxError,
+    sandbox_create,
+    sandbox_link,
+    sandbox_usr,
+)
 from .spec import Limits, SandboxSpec, SpecError
 from .terminal import Client, FlowLimits, Recorder, TerminalSession, set_winsize
 from .volumes import VolumeError
@@ -194,6 +202,9 @@ class Daemon:
         report = await asyncio.to_thread(reconcile, self.config.runtime)
         # Before the first learner, who would otherwise wait for its start.
         await asyncio.to_thread(zygote_start)
+        usr = await asyncio.to_thread(sandbox_usr, self.config.runtime.state_dir)
+        if str(usr) != "/usr":
+            log.info("sandboxes see a copy of /usr in %s: this /usr cannot be idmapped", usr)
         for name in report.removed_sandboxes:
             self.notices[name] = "sandboxd restarted: this is a fresh sandbox, your files are kept"
         log.info(

@@ -3,14 +3,23 @@
 It needs no download. The image directory is the lower layer of the sandbox's root
 overlay; /usr gets an overlay of its own whose lower layer is the host's /usr, so a
 learner can install into /usr/local without touching the host.
+
+Where the host's /usr cannot be idmapped (overlayfs, the root of a Docker container),
+`usr_ensure` keeps a copy of it in the state directory instead.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
+import subprocess
 import tempfile
 from pathlib import Path
+
+# Filesystems that refuse MOUNT_ATTR_IDMAP on kernels we support.
+_NOT_IDMAPPABLE = {"overlay", "fuse.fuse-overlayfs", "aufs"}
+_USR_STAMP = ".contained-usr-stamp"
 
 # Bump when the generated content changes: images are rebuilt on next use.
 IMAGE_VERSION = "5"
@@ -157,3 +166,68 @@ def _build_default(root: Path) -> None:
     # On disk as uid 1000: through the sandbox's id map, the learner user owns their home.
     os.chown(root / "home" / "learner", 1000, 1000)
     (root / _MARKER).write_text(IMAGE_VERSION)
+
+
+def usr_ensure(state_dir: Path, source: Path = Path("/usr")) -> Path:
+    """The /usr every sandbox sees: `source` itself, or a copy where it cannot be idmapped.
+
+    Each sandbox sees /usr through an idmapped mount. overlayfs does not support one, and
+    the root of a container is an overlay, so there `source` is copied once to the state
+    directory, and copied again whenever its stamp changes (the image was upgraded).
+    """
+    if _fstype(source) not in _NOT_IDMAPPABLE:
+        return source
+    target = state_dir / "usr"
+    stamp = _tree_stamp(source)
+    marker = target / _USR_STAMP
+    if marker.exists() and marker.read_text() == stamp:
+        return target
+    state_dir.mkdir(parents=True, exist_ok=True)
+    build = Path(tempfile.mkdtemp(prefix=".usr-", dir=state_dir))
+    try:
+        # cp -a keeps owners, modes, links and hard links; reflinks where the filesystem can.
+        subprocess.run(
+            ["cp", "-a", "--reflink=auto", f"{source}/.", str(build)],
+            check=True,
+            capture_output=True,
+        )
+        build.chmod(0o755)
+        (build / _USR_STAMP).write_text(stamp)
+        old = state_dir / ".usr-old"
+        shutil.rmtree(old, ignore_errors=True)
+        if target.exists():
+            target.rename(old)
+        build.rename(target)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(build, ignore_errors=True)
+    return target
+
+
+def _fstype(path: Path) -> str:
+    """The filesystem type of the mount holding `path` (the longest matching mount point)."""
+    best, fstype = "", ""
+    resolved = os.path.realpath(path)
+    with open("/proc/self/mountinfo") as mounts:
+        for line in mounts:
+            fields = line.split()
+            point = fields[4]
+            after = fields.index("-")
+            inside = resolved == point or resolved.startswith(point.rstrip("/") + "/")
+            if inside and len(point) >= len(best):
+                best, fstype = point, fields[after + 1]
+    return fstype
+
+
+def _tree_stamp(source: Path) -> str:
+    """Names, sizes and times two levels deep: a package install renames files into these
+    directories, so an upgraded image changes the stamp."""
+    digest = hashlib.sha256()
+    for top in sorted(os.scandir(source), key=lambda entry: entry.name):
+        entries = [top]
+        if top.is_dir(follow_symlinks=False):
+            entries += sorted(os.scandir(top.path), key=lambda entry: entry.name)
+        for entry in entries:
+            info = entry.stat(follow_symlinks=False)
+            digest.update(f"{entry.path}\0{info.st_size}\0{info.st_mtime_ns}\n".encode())
+    return digest.hexdigest()

@@ -364,6 +364,16 @@ def is_recorded_process(pid: int, start_time: int) -> bool:
     return pid > 0 and process_start_time(pid) == start_time
 
 
+_USR: dict[Path, Path] = {}
+
+
+def sandbox_usr(state_dir: Path) -> Path:
+    """Looked up (and copied, if need be) once per process: /usr changes only with an image."""
+    if state_dir not in _USR:
+        _USR[state_dir] = image.usr_ensure(state_dir)
+    return _USR[state_dir]
+
+
 def sandbox_create(spec: SandboxSpec, config: RuntimeConfig | None = None) -> Sandbox:
     """Build a sandbox from its spec and return it running (its init waiting)."""
     config = config or RuntimeConfig()
@@ -374,6 +384,7 @@ def sandbox_create(spec: SandboxSpec, config: RuntimeConfig | None = None) -> Sa
             "try again in a minute"
         )
     image_path = image.image_ensure(config.state_dir, spec.image)
+    usr_path = sandbox_usr(config.state_dir)
     rundir = rundir_of(config, spec.name)
     try:
         rundir.mkdir(parents=True)
@@ -399,7 +410,7 @@ def sandbox_create(spec: SandboxSpec, config: RuntimeConfig | None = None) -> Sa
             hosts=HOSTS.format(name=spec.effective_hostname),
             seccomp=security.seccomp_program(),
         )
-        sandbox = _start(spec, config, plan, image_path, cgroup, volume_lock)
+        sandbox = _start(spec, config, plan, image_path, usr_path, cgroup, volume_lock)
     except BaseException:
         cgroup.destroy()
         _cleanup(config, spec.name, spec.volume, spec.uid_base, volume_lock)
@@ -420,6 +431,7 @@ def _start(
     config: RuntimeConfig,
     plan: child.ChildPlan,
     image_path: Path,
+    usr_path: Path,
     cgroup: SandboxCgroup,
     volume_lock: int | None,
 ) -> Sandbox:
@@ -452,7 +464,7 @@ def _start(
         userns_fd = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
         image_fd = sc.open_tree_clone(str(image_path))
         sc.mount_setattr_idmap(image_fd, userns_fd, sc.MOUNT_ATTR_NOSUID | sc.MOUNT_ATTR_NODEV)
-        usr_fd = sc.open_tree_clone("/usr")
+        usr_fd = sc.open_tree_clone(str(usr_path))
         sc.mount_setattr_idmap(usr_fd, userns_fd, sc.MOUNT_ATTR_NOSUID | sc.MOUNT_ATTR_NODEV)
         socket.send_fds(parent_sock, [b"mapped"], [image_fd, usr_fd])
         init_pid = int(_expect(parent_sock, b"init ").split()[1])

@@ -12,11 +12,13 @@ about 1 ms where mount(8) took 8-60.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
 import secrets
 import shutil
+import stat
 import struct
 import subprocess
 import time
@@ -28,6 +30,7 @@ LAYER_DIRS = ("root/upper", "root/work", "usr/upper", "usr/work")
 SPARES = ".spare"
 LOOP_CTL_GET_FREE = 0x4C82
 LOOP_CONFIGURE = 0x4C0A
+LOOP_MAJOR = 7
 LO_FLAGS_AUTOCLEAR = 4  # the loop device frees itself when the filesystem is unmounted
 MOUNT_FLAGS = sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOATIME
 
@@ -232,7 +235,7 @@ def _loop_attach(backing: int, name: str) -> tuple[int, int]:
             number = fcntl.ioctl(control, LOOP_CTL_GET_FREE)
         finally:
             os.close(control)
-        device = os.open(f"/dev/loop{number}", os.O_RDWR | os.O_CLOEXEC)
+        device = _loop_open(number)
         try:
             fcntl.ioctl(device, LOOP_CONFIGURE, config)
         except OSError as exc:
@@ -242,3 +245,15 @@ def _loop_attach(backing: int, name: str) -> tuple[int, int]:
             raise VolumeError(f"could not set up a loop device: {exc}") from exc
         return number, device
     raise VolumeError("could not set up a loop device: every free one was taken meanwhile")
+
+
+def _loop_open(number: int) -> int:
+    path = f"/dev/loop{number}"
+    try:
+        return os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        # In a container /dev is a copy made at its start: a loop device the kernel adds later
+        # (LOOP_CTL_GET_FREE adds one when none is free) has no node there until we make it.
+        with contextlib.suppress(FileExistsError):
+            os.mknod(path, 0o660 | stat.S_IFBLK, os.makedev(LOOP_MAJOR, number))
+        return os.open(path, os.O_RDWR | os.O_CLOEXEC)

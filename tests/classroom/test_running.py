@@ -14,8 +14,8 @@ from classroom.joining import classroom_now
 from classroom.models import Classroom
 from classroom.running import classroom_broadcast, classroom_set_state, member_extend
 from lessons.models import Step, StepProgress
-from sandboxapp.consumers import OP_INPUT
 from sandboxapp.runtime.client import call_sync
+from sandboxapp.terminal_protocol import OP_INPUT
 from tests.websockets import Browser, ws_open
 
 pytestmark = [

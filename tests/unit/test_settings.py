@@ -1,6 +1,7 @@
 """Settings come from the environment, each test in a fresh interpreter with a clean one."""
 
 import json
+import re
 import stat
 from pathlib import Path
 
@@ -8,6 +9,7 @@ import pytest
 
 DUMP = """
 import json
+import re
 import django
 from django.conf import settings
 
@@ -29,6 +31,9 @@ print(json.dumps({
     "hsts_seconds": settings.SECURE_HSTS_SECONDS,
     "proxy_ssl_header": getattr(settings, "SECURE_PROXY_SSL_HEADER", None),
     "static_storage": settings.STORAGES["staticfiles"]["BACKEND"],
+    "static_root": str(settings.STATIC_ROOT),
+    "cache": settings.CACHES["default"]["BACKEND"],
+    "cache_location": settings.CACHES["default"].get("LOCATION"),
 }))
 """
 
@@ -78,6 +83,21 @@ def test_database_url_and_redis_url_switch_backends(load_settings):
     assert found["host"] == "db.example"
     assert found["layer"] == "channels_redis.core.RedisChannelLayer"
     assert found["layer_hosts"] == ["redis://redis.example:6379/2"]
+    # Rate limits then count a learner once across every worker.
+    assert found["cache"] == "django.core.cache.backends.redis.RedisCache"
+    assert found["cache_location"] == "redis://redis.example:6379/2"
+
+
+def test_without_redis_the_cache_is_per_process(load_settings):
+    assert load_settings()["cache"] == "django.core.cache.backends.locmem.LocMemCache"
+
+
+def test_static_files_collect_into_the_data_dir_unless_an_image_says_otherwise(
+    load_settings, tmp_path
+):
+    assert Path(load_settings()["static_root"]) == tmp_path / "data" / "staticfiles"
+    found = load_settings(CONTAINED_STATIC_ROOT="/app/staticfiles")
+    assert found["static_root"] == "/app/staticfiles"
 
 
 def test_host_lists_are_comma_separated(load_settings):
@@ -133,3 +153,15 @@ def test_a_flag_that_is_not_0_or_1_is_refused_clearly(fresh_env, run_python):
 
     assert result.returncode != 0
     assert "CONTAINED_HTTPS must be 0 or 1, not 'yes'" in result.stderr
+
+
+def test_env_example_documents_every_setting_the_app_reads():
+    repo = Path(__file__).resolve().parents[2]
+    source = (repo / "sandboxapp" / "settings.py").read_text()
+    read = set(
+        re.findall(r"""(?:environ(?:\.get\(|\[)|env_flag\(|env_list\()"([A-Z_]+)\"""", source)
+    )
+    example = (repo / ".env.example").read_text()
+    documented = set(re.findall(r"^#? ?([A-Z][A-Z_]+)=", example, re.MULTILINE))
+    assert len(read) > 30
+    assert read - documented == set()

@@ -11,9 +11,9 @@ from channels.db import database_sync_to_async
 from django.conf import settings as django_settings
 from django.contrib.sessions.backends.db import SessionStore
 
-from sandboxapp.consumers import OP_RESIZE
 from sandboxapp.learners import SESSION_KEY
 from sandboxapp.models import Learner
+from sandboxapp.terminal_protocol import OP_RESIZE
 from tests.websockets import Browser
 
 pytestmark = [pytest.mark.root, pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]

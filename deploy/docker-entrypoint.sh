@@ -1,0 +1,36 @@
+#!/bin/sh
+# The image's two services, and any other command (`docker compose run web manage.py ...`).
+set -eu
+cd /app
+
+# Docker hides parts of /proc and /sys in every container behind read-only or empty mounts.
+# The kernel lets a user namespace mount a new proc or sysfs (each sandbox needs its own) only
+# where one is fully visible, so sandboxd's container removes those masks, as `docker run
+# --security-opt systempaths=unconfined` would (compose cannot ask for it). Learners never see
+# this /proc: every sandbox mounts its own, with the sensitive paths masked again.
+unmask_proc_and_sys() {
+  awk '$5 ~ "^/proc/|^/sys/firmware" {print $5}' /proc/self/mountinfo | sort -r |
+    while read -r path; do umount "$path"; done
+}
+
+case "${1:-web}" in
+  web)
+    # Each step is idempotent, so every start (and an upgrade) runs them all.
+    python manage.py migrate --noinput
+    python manage.py lessons load
+    python manage.py ensure_instructor
+    exec daphne --bind 0.0.0.0 --port "${PORT:-8000}" \
+      sandboxapp.asgi:application
+    ;;
+  sandboxd)
+    unmask_proc_and_sys
+    exec python manage.py sandboxd
+    ;;
+  manage.py)
+    shift
+    exec python manage.py "$@"
+    ;;
+  *)
+    exec "$@"
+    ;;
+esac
