@@ -108,7 +108,7 @@ class LiveLearner:
         began = time.perf_counter()
         async with asyncio.timeout(timeout):
             while not self._seen(pattern):
-                await self._next_frame()
+                await self.read_frame()
         return time.perf_counter() - began
 
     def _seen(self, pattern: bytes | re.Pattern) -> bool:
@@ -124,9 +124,10 @@ class LiveLearner:
                     if kind in (message.get("type"), message.get("event"), message.get("code")):
                         self.messages.remove(message)
                         return message
-                await self._next_frame()
+                await self.read_frame()
 
-    async def _next_frame(self) -> None:
+    async def read_frame(self) -> None:
+        """Read one frame: output is drawn (kept) and acknowledged, a message is queued."""
         frame = await self.ws.recv()
         if isinstance(frame, str):
             self.messages.append(json.loads(frame))

@@ -36,6 +36,7 @@ fi
 # Wheels made by the base image's own Python, whose markers may differ from this machine's
 # (Debian's 3.11.2 needs async-timeout, 3.11.7 does not). This machine's CA bundle goes in
 # with it, in case PyPI is reached through a proxy that this machine alone trusts.
+rm -f wheels/*.whl
 docker run --rm --network host -v "$PWD:/src" -e PIP_DISABLE_PIP_VERSION_CHECK=1 \
   -v /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro "$BASE_IMAGE" \
   sh -c 'python3 -m venv /tmp/venv && /tmp/venv/bin/pip wheel -q -r /src/requirements.txt -w /src/wheels'
