@@ -12,6 +12,7 @@ are always bounded by the limits on <name>.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import time
@@ -307,8 +308,10 @@ def procs(dirs: list[Path]) -> list[int]:
         for sub, _, _ in os.walk(d):
             try:
                 text = Path(sub, "cgroup.procs").read_text()
-            except FileNotFoundError:
-                continue
+            except OSError as exc:
+                if exc.errno in (errno.ENOENT, errno.ENODEV):
+                    continue  # removed while we walked: ENODEV is a cgroup being torn down
+                raise
             found.update(int(p) for p in text.split())
     return sorted(found)
 

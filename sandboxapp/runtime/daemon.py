@@ -53,6 +53,8 @@ from .wire import Refused
 from .zygote import zygote_start, zygote_stop
 
 log = logging.getLogger("contained.sandboxd")
+# Refusals an operator should see in the log: the host or a learner at a limit.
+ADMISSION_REFUSALS = {"host_full", "learner_limit", "rate_limited"}
 
 PROTOCOL_VERSION = 1
 # Learner ids never hold "--", so "<learner>--<node>" names one sandbox unambiguously.
@@ -284,6 +286,8 @@ class Daemon:
             writer.write(wire.encode_json({"ok": True, **await handler(message)}))
         except Refused as refusal:
             self.counters[f"refused_{refusal.code}"] += 1
+            if refusal.code in ADMISSION_REFUSALS:
+                log.info("refused %s: %s", refusal.code, refusal.message)
             writer.write(wire.encode_json(_error(refusal.code, refusal.message)))
         except wire.ProtocolError as exc:
             log.info("protocol error from a client: %s", exc)

@@ -89,6 +89,8 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
                 f"POSTGRES_PASSWORD={secrets.token_urlsafe(16)}",
                 f"CONTAINED_PORT={port}",
                 "CONTAINED_HTTPS=0",
+                # Apart from any sandboxd the host's own tests run.
+                f"CONTAINED_CGROUP_PARENT={PROJECT}",
                 "",
             ]
         )

@@ -6,72 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import secrets
-import shutil
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 import websockets
 
 from bench.learner import LiveLearner
+from bench.workers import Site, manage, site_prepare, workers_running
 
 pytestmark = [pytest.mark.root, pytest.mark.asyncio]
-
-REPO = Path(__file__).resolve().parents[2]
-SITE_CONF = REPO / "deploy" / "nginx" / "contained.conf"
-
-
-@dataclass
-class Site:
-    proxy: str
-    workers: list[str]
-    manage: object
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_listening(port: int, process: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"{process.args[0]} did not listen on {port}:\n{log.read_text()}")
-            time.sleep(0.1)
-
-
-def _nginx_config(tmp: Path, listen: int, workers: list[int]) -> Path:
-    """The shipped site file, on our ports, inside a main config of its own."""
-    site = SITE_CONF.read_text()
-    servers = "".join(f"    server 127.0.0.1:{port};\n" for port in workers)
-    upstream = r"(upstream contained_workers \{\n)(?:.*\n)*?(\})"
-    site = re.sub(upstream, rf"\1{servers}\2", site, count=1)
-    site = site.replace("listen 8000;", f"listen 127.0.0.1:{listen};")
-    (tmp / "site.conf").write_text(site)
-    main = tmp / "nginx.conf"
-    main.write_text(
-        f"daemon off;\npid {tmp}/nginx.pid;\nerror_log {tmp}/nginx-error.log;\n"
-        "events {}\nhttp {\n  access_log off;\n"
-        + "".join(
-            f"  {kind}_temp_path {tmp}/{kind};\n"
-            for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-        )
-        + f"  include {tmp}/site.conf;\n}}\n"
-    )
-    return main
 
 
 @pytest.fixture
@@ -83,46 +27,9 @@ def site(start_sandboxd, fresh_env, service_urls, tmp_path) -> Iterator[Site]:
         ALLOWED_HOSTS="127.0.0.1",
         SANDBOXD_SOCKET=str(daemon.config.socket_path),
     )
-
-    def manage(*args: str) -> str:
-        done = subprocess.run(
-            [sys.executable, "manage.py", *args],
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert done.returncode == 0, done.stderr
-        return done.stdout
-
-    manage("migrate", "--noinput", "-v", "0")
-    manage("lessons", "load")
-    manage("collectstatic", "--noinput", "-v", "0")  # production settings: hashed names
-    processes = []
-    try:
-        ports = [_free_port(), _free_port()]
-        for port in ports:
-            log = tmp_path / f"daphne-{port}.log"
-            daphne = str(Path(sys.executable).parent / "daphne")
-            argv = [daphne, "-b", "127.0.0.1", "-p", str(port), "sandboxapp.asgi:application"]
-            with log.open("w") as out:
-                processes.append(subprocess.Popen(argv, cwd=REPO, env=env, stdout=out, stderr=out))
-            _wait_listening(port, processes[-1], log)
-        listen = _free_port()
-        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-        config = _nginx_config(tmp_path, listen, ports)
-        processes.append(subprocess.Popen([nginx, "-c", str(config)], stderr=subprocess.DEVNULL))
-        _wait_listening(listen, processes[-1], tmp_path / "nginx-error.log")
-        yield Site(
-            proxy=f"http://127.0.0.1:{listen}",
-            workers=[f"http://127.0.0.1:{port}" for port in ports],
-            manage=manage,
-        )
-    finally:
-        for process in reversed(processes):
-            process.terminate()
-            process.wait(30)
+    site_prepare(env)
+    with workers_running(env, tmp_path, count=2) as site:
+        yield site
 
 
 def _on(learner: LiveLearner, url: str) -> LiveLearner:
@@ -170,7 +77,8 @@ async def test_an_idle_terminal_outlives_the_channel_layers_blocking_reads(site)
 
 
 async def test_the_dashboard_hears_a_learner_on_the_other_worker(site):
-    made = site.manage(
+    made = manage(
+        site.env,
         "shell",
         "-c",
         "import json; from django.contrib.auth.models import User; "

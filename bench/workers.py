@@ -1,0 +1,180 @@
+"""Several Daphne workers behind nginx on this machine, as docs/operations.md describes.
+
+`workers_running` is what tests/web/test_several_workers.py runs; `python -m bench.workers`
+runs the same for `bench/load.py` to measure against, with sandboxd, until Ctrl-C:
+
+    DATABASE_URL=postgres://... REDIS_URL=redis://... sudo -E .venv/bin/python -m bench.workers \\
+        --workers 2 --port 8080
+
+It prints each process's pid, so a fault can kill one (`kill -9 <pid>` of a worker).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SITE_CONF = REPO / "deploy" / "nginx" / "contained.conf"
+
+
+@dataclass
+class Site:
+    proxy: str
+    workers: list[str]
+    processes: dict[str, subprocess.Popen]
+    env: dict[str, str]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_listening(port: int, process: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"{process.args[0]} did not listen on {port}:\n{log.read_text()}"
+                ) from None
+            time.sleep(0.1)
+
+
+def nginx_config(workdir: Path, listen: int, workers: list[int]) -> Path:
+    """The shipped site file, on these ports, inside a main config of its own."""
+    servers = "".join(
+        f"    server 127.0.0.1:{port} max_fails=1 fail_timeout=10s;\n" for port in workers
+    )
+    upstream = r"(upstream contained_workers \{\n)(?:.*\n)*?(\})"
+    site = re.sub(upstream, rf"\1{servers}\2", SITE_CONF.read_text(), count=1)
+    site = site.replace("listen 8000;", f"listen 127.0.0.1:{listen};")
+    (workdir / "site.conf").write_text(site)
+    temp_paths = "".join(
+        f"  {kind}_temp_path {workdir}/{kind};\n"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    main = workdir / "nginx.conf"
+    main.write_text(
+        f"daemon off;\npid {workdir}/nginx.pid;\nerror_log {workdir}/nginx-error.log;\n"
+        f"events {{}}\nhttp {{\n  access_log off;\n{temp_paths}  include {workdir}/site.conf;\n}}\n"
+    )
+    return main
+
+
+def start_daphne(env: dict[str, str], port: int, log: Path) -> subprocess.Popen:
+    daphne = str(Path(sys.executable).parent / "daphne")
+    argv = [daphne, "-b", "127.0.0.1", "-p", str(port), "sandboxapp.asgi:application"]
+    with log.open("a") as out:
+        process = subprocess.Popen(argv, cwd=REPO, env=env, stdout=out, stderr=out)
+    _wait_listening(port, process, log)
+    return process
+
+
+@contextlib.contextmanager
+def workers_running(
+    env: dict[str, str], workdir: Path, count: int = 2, listen: int | None = None
+) -> Iterator[Site]:
+    """`count` Daphne workers with `env` (DATABASE_URL, REDIS_URL, SANDBOXD_SOCKET, ...) and
+    nginx in front; all stopped on the way out."""
+    processes: dict[str, subprocess.Popen] = {}
+    try:
+        ports = [free_port() for _ in range(count)]
+        for index, port in enumerate(ports, 1):
+            processes[f"daphne-{index}"] = start_daphne(env, port, workdir / f"daphne-{index}.log")
+        listen = listen or free_port()
+        config = nginx_config(workdir, listen, ports)
+        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+        processes["nginx"] = subprocess.Popen([nginx, "-c", str(config)], stderr=subprocess.DEVNULL)
+        _wait_listening(listen, processes["nginx"], workdir / "nginx-error.log")
+        yield Site(
+            proxy=f"http://127.0.0.1:{listen}",
+            workers=[f"http://127.0.0.1:{port}" for port in ports],
+            processes=processes,
+            env=env,
+        )
+    finally:
+        for process in reversed(processes.values()):
+            process.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(30)
+
+
+def manage(env: dict[str, str], *args: str) -> str:
+    """`manage.py ARGS` with `env`; its output, or CalledProcessError with its stderr."""
+    done = subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    return done.stdout
+
+
+def site_prepare(env: dict[str, str]) -> None:
+    """What a site needs before its workers start, as `make run` and the image do."""
+    manage(env, "migrate", "--noinput", "-v", "0")
+    manage(env, "lessons", "load")
+    manage(env, "collectstatic", "--noinput", "-v", "0")  # production: hashed names
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.workers", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--port", type=int, default=8080)
+    args = parser.parse_args(argv)
+    if not (os.environ.get("DATABASE_URL") and os.environ.get("REDIS_URL")):
+        parser.error("several workers need DATABASE_URL and REDIS_URL")
+    workdir = Path(tempfile.mkdtemp(prefix="contained-workers-"))
+    env = {
+        **os.environ,
+        "ALLOWED_HOSTS": os.environ.get("ALLOWED_HOSTS", "127.0.0.1,localhost"),
+        "CONTAINED_HTTPS": os.environ.get("CONTAINED_HTTPS", "0"),
+        "SANDBOXD_SOCKET": str(workdir / "sandboxd.sock"),
+    }
+    site_prepare(env)
+    with (workdir / "sandboxd.log").open("w") as log:
+        sandboxd = subprocess.Popen(
+            [sys.executable, "manage.py", "sandboxd"], cwd=REPO, env=env, stdout=log, stderr=log
+        )
+    try:
+        while not Path(env["SANDBOXD_SOCKET"]).exists():
+            if sandboxd.poll() is not None:
+                sys.exit(f"sandboxd exited:\n{(workdir / 'sandboxd.log').read_text()}")
+            time.sleep(0.1)
+        with workers_running(env, workdir, args.workers, args.port) as site:
+            print(f"Serving {site.proxy} (logs in {workdir})")
+            print(f"  sandboxd pid {sandboxd.pid}")
+            for name, process in site.processes.items():
+                print(f"  {name} pid {process.pid}")
+            signal.sigwait({signal.SIGINT, signal.SIGTERM})
+    finally:
+        sandboxd.terminate()
+        sandboxd.wait(60)
+
+
+if __name__ == "__main__":
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    main(sys.argv[1:])
