@@ -26,6 +26,14 @@ class SiteError(Exception):
     """The site answered with something a browser would show as an error."""
 
 
+class TerminalClosed(SiteError):
+    """The site closed the terminal's websocket: its close code, and what it said why."""
+
+    def __init__(self, code: int | None, said: list[str]) -> None:
+        super().__init__(f"closed with {code}: {'; '.join(said) or 'no reason given'}")
+        self.code = code
+
+
 class LiveLearner:
     """One browser: its cookies, and at most one open terminal."""
 
@@ -128,7 +136,11 @@ class LiveLearner:
 
     async def read_frame(self) -> None:
         """Read one frame: output is drawn (kept) and acknowledged, a message is queued."""
-        frame = await self.ws.recv()
+        try:
+            frame = await self.ws.recv()
+        except websockets.ConnectionClosed as closed:
+            said = [m.get("message") for m in self.messages if m.get("type") == "error"]
+            raise TerminalClosed(closed.rcvd.code if closed.rcvd else None, said) from None
         if isinstance(frame, str):
             self.messages.append(json.loads(frame))
             return

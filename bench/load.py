@@ -49,6 +49,7 @@ class Phase:
     name: str
     started: float
     echoes_ms: list[float] = field(default_factory=list)
+    interrupts_ms: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     reconnects: int = 0
 
@@ -59,10 +60,16 @@ class Phase:
             "keystrokes": len(echoes),
             "echo_p50_ms": round(_percentile(echoes, 50), 2) if echoes else None,
             "echo_p99_ms": round(_percentile(echoes, 99), 2) if echoes else None,
+            "ctrl_c_to_prompt_p50_ms": _p(self.interrupts_ms, 50),
+            "ctrl_c_to_prompt_max_ms": _p(self.interrupts_ms, 100),
             "errors": len(self.errors),
             "first_errors": sorted(set(self.errors))[:5],
             "reconnects": self.reconnects,
         }
+
+
+def _p(values: list[float], pct: float) -> float | None:
+    return round(_percentile(sorted(values), pct), 1) if values else None
 
 
 def _percentile(values: list[float], pct: float) -> float:
@@ -161,7 +168,8 @@ class Run:
             await learner.read_frame()
         learner.screen.clear()
         await learner.type("\x03")
-        await learner.expect(re.compile(rb"[#$] $"), timeout=ECHO_TIMEOUT)
+        took = await learner.expect(re.compile(rb"\^C.*[#$] $", re.S), timeout=ECHO_TIMEOUT)
+        self.phase.interrupts_ms.append(took * 1000)
         await asyncio.sleep(1)
 
     async def faults(self) -> None:
@@ -237,9 +245,10 @@ async def run(args: argparse.Namespace) -> dict:
         "all": Phase(
             "all",
             0,
-            [ms for phase in load.phases for ms in phase.echoes_ms],
-            [e for phase in load.phases for e in phase.errors],
-            sum(phase.reconnects for phase in load.phases),
+            echoes_ms=[ms for phase in load.phases for ms in phase.echoes_ms],
+            interrupts_ms=[ms for phase in load.phases for ms in phase.interrupts_ms],
+            errors=[e for phase in load.phases for e in phase.errors],
+            reconnects=sum(phase.reconnects for phase in load.phases),
         ).summary(),
         "dropped_sessions": len(load.dropped),
         "sandboxes": sandboxes,
@@ -247,10 +256,9 @@ async def run(args: argparse.Namespace) -> dict:
     }
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.load", description=__doc__.split("\n")[0]
-    )
+def parser() -> argparse.ArgumentParser:
+    summary = __doc__.split("\n")[0]
+    parser = argparse.ArgumentParser(prog="python -m bench.load", description=summary)
     parser.add_argument("--url", default="http://127.0.0.1:8000")
     parser.add_argument("--learners", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=60, help="of steady state")
@@ -261,7 +269,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--give-up", type=float, default=60, help="seconds without a terminal")
     parser.add_argument("--fault", type=_fault, action="append", default=[])
     parser.add_argument("--json", action="store_true")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
     report = asyncio.run(run(args))
     if args.json:
         print(json.dumps(report, indent=2))
@@ -281,6 +293,11 @@ def _print(report: dict) -> None:
             f"  {p['phase']:<40} keys {p['keystrokes']:>6}  echo p50 {p['echo_p50_ms']} ms"
             f"  p99 {p['echo_p99_ms']} ms  errors {p['errors']}  reconnects {p['reconnects']}"
         )
+        if p["ctrl_c_to_prompt_p50_ms"] is not None:
+            print(
+                f"  {'':<40} Ctrl-C to prompt during yes: p50 {p['ctrl_c_to_prompt_p50_ms']} ms,"
+                f" max {p['ctrl_c_to_prompt_max_ms']} ms"
+            )
         for error in p["first_errors"]:
             print(f"      {error}")
 

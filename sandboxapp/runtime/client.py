@@ -145,6 +145,10 @@ class Terminal:
         return str(self.info["session"])
 
     async def _send(self, frame: bytes) -> None:
+        # Writing to a lost connection only logs asyncio's "socket.send() raised exception",
+        # once per keystroke or acknowledgement still on its way: say it is gone instead.
+        if self.writer.is_closing():
+            raise SandboxdError("the terminal connection closed")
         try:
             self.writer.write(frame)
             await self.writer.drain()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import secrets
 from collections.abc import Iterator
 
@@ -105,3 +106,18 @@ async def test_the_dashboard_hears_a_learner_on_the_other_worker(site):
         await learner.post(f"/join/{code}/", {"display_name": "Grace"})
         event = json.loads(await ws.recv())
     assert event["event"] == "joined"
+
+
+async def test_the_load_bench_drives_typists_a_flood_and_a_reload_through_the_proxy(site):
+    from bench import load
+
+    args = load.parser().parse_args(
+        ["--url", site.proxy, "--learners", "3", "--flooders", "1", "--reloaders", "1"]
+        + ["--seconds", "6", "--ramp", "1", "--think", "0.5", "--give-up", "10"]
+    )
+    report = await load.run(args)
+    assert report["dropped_sessions"] == 0, report["all"]["first_errors"]
+    assert report["all"]["errors"] == 0, report
+    assert report["all"]["keystrokes"] > 10
+    assert report["all"]["ctrl_c_to_prompt_p50_ms"] is not None
+    assert re.match(r"\d+ of \d+ sandboxes", report["sandboxes"])
