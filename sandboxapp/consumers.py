@@ -113,6 +113,10 @@ def _learner_target(session, user, query: dict[str, str]) -> Target | None:
 class TerminalConsumer(AsyncWebsocketConsumer):
     """The learner's own terminal. Subclasses attach someone else to another target."""
 
+    # No channel layer: a terminal talks only to sandboxd, so it keeps working while Redis
+    # restarts (a consumer on the layer dies with its connection). An alias that names no
+    # layer is how Channels is told so.
+    channel_layer_alias = "terminals-use-no-channel-layer"
     terminal: Terminal | None = None
     relay: asyncio.Task | None = None
     # Closed with this when `target` finds nobody to attach for.
