@@ -98,6 +98,7 @@ class LiveLearner:
         self.ws = await websockets.connect(
             url, origin=self.origin, additional_headers={"Cookie": cookie}, max_size=None
         )
+        self.messages.clear()  # what the previous connection said is not about this one
         hello = await self.expect_message("hello")
         self.session = hello["session"]
         if hello.get("reset") or not resume:

@@ -50,8 +50,11 @@ class Phase:
     started: float
     echoes_ms: list[float] = field(default_factory=list)
     interrupts_ms: list[float] = field(default_factory=list)
+    # Seconds each learner cut off in this phase went without a terminal.
+    outages_s: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     reconnects: int = 0
+    screens_kept: int = 0
 
     def summary(self) -> dict:
         echoes = sorted(self.echoes_ms)
@@ -62,9 +65,13 @@ class Phase:
             "echo_p99_ms": round(_percentile(echoes, 99), 2) if echoes else None,
             "ctrl_c_to_prompt_p50_ms": _p(self.interrupts_ms, 50),
             "ctrl_c_to_prompt_max_ms": _p(self.interrupts_ms, 100),
+            "terminals_cut": len(self.outages_s),
+            "outage_p50_s": _p(self.outages_s, 50),
+            "outage_max_s": _p(self.outages_s, 100),
             "errors": len(self.errors),
             "first_errors": sorted(set(self.errors))[:5],
             "reconnects": self.reconnects,
+            "screens_kept": self.screens_kept,
         }
 
 
@@ -98,7 +105,7 @@ class Run:
         try:
             await learner.start(f"Load {index}")
             await learner.get(f"/lessons/{LESSON}/")
-            await self._connect(learner, name, resume=False)
+            await self._connect(learner, resume=False)
             self.ready += 1
         except Exception as error:  # noqa: BLE001 (a learner's failure is data, not a crash)
             self.phase.errors.append(f"start: {type(error).__name__}: {error}"[:200])
@@ -114,20 +121,23 @@ class Run:
                 if reloader and time.monotonic() > next_reload:
                     next_reload = time.monotonic() + rng.uniform(10, 30)
                     await learner.close()
-                    await self._connect(learner, name, resume=True)
+                    await self._connect(learner, resume=True)
             except (websockets.ConnectionClosed, OSError, TimeoutError, SiteError) as error:
                 self.phase.errors.append(f"{type(error).__name__}: {error}"[:200])
-                if not await self._reconnect(learner, name):
+                if not await self._reconnect(learner, self.phase):
                     self.dropped.append(name)
                     return
         await learner.close()
 
-    async def _connect(self, learner: LiveLearner, name: str, resume: bool) -> None:
-        await learner.open_terminal(resume=resume)
+    async def _connect(self, learner: LiveLearner, resume: bool) -> dict:
+        hello = await learner.open_terminal(resume=resume)
         # The prompt, so the first keystroke is read by the shell's line editor.
         await learner.expect(re.compile(rb"[#$] $"), timeout=30)
+        return hello
 
-    async def _reconnect(self, learner: LiveLearner, name: str) -> bool:
+    async def _reconnect(self, learner: LiveLearner, lost: Phase) -> bool:
+        """As the page does; what it takes is counted against the phase it was `lost` in."""
+        lost_at = time.monotonic()
         delay = BACKOFF[0]
         deadline = time.monotonic() + self.args.give_up
         while time.monotonic() < deadline and not self.stop.is_set():
@@ -137,11 +147,14 @@ class Run:
             except Exception:  # noqa: BLE001 (already broken)
                 learner.ws = None
             try:
-                await self._connect(learner, name, resume=True)
-                self.phase.reconnects += 1
+                hello = await self._connect(learner, resume=True)
+                lost.reconnects += 1
+                # The same terminal, resumed where the page had drawn: the screen is kept.
+                lost.screens_kept += not hello["reset"]
+                lost.outages_s.append(time.monotonic() - lost_at)
                 return True
             except Exception as error:  # noqa: BLE001
-                self.phase.errors.append(f"reconnect: {type(error).__name__}: {error}"[:200])
+                lost.errors.append(f"reconnect: {type(error).__name__}: {error}"[:200])
                 delay = min(BACKOFF[1], delay * 2)
         return self.stop.is_set()
 
@@ -249,6 +262,8 @@ async def run(args: argparse.Namespace) -> dict:
             interrupts_ms=[ms for phase in load.phases for ms in phase.interrupts_ms],
             errors=[e for phase in load.phases for e in phase.errors],
             reconnects=sum(phase.reconnects for phase in load.phases),
+            outages_s=[s for phase in load.phases for s in phase.outages_s],
+            screens_kept=sum(phase.screens_kept for phase in load.phases),
         ).summary(),
         "dropped_sessions": len(load.dropped),
         "sandboxes": sandboxes,
@@ -293,6 +308,12 @@ def _print(report: dict) -> None:
             f"  {p['phase']:<40} keys {p['keystrokes']:>6}  echo p50 {p['echo_p50_ms']} ms"
             f"  p99 {p['echo_p99_ms']} ms  errors {p['errors']}  reconnects {p['reconnects']}"
         )
+        if p["terminals_cut"]:
+            print(
+                f"  {'':<40} {p['terminals_cut']} terminals cut off, back after"
+                f" p50 {p['outage_p50_s']} s, max {p['outage_max_s']} s;"
+                f" {p['screens_kept']} with their screen as it was"
+            )
         if p["ctrl_c_to_prompt_p50_ms"] is not None:
             print(
                 f"  {'':<40} Ctrl-C to prompt during yes: p50 {p['ctrl_c_to_prompt_p50_ms']} ms,"

@@ -21,6 +21,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -81,7 +82,8 @@ def nginx_config(workdir: Path, listen: int, workers: list[int]) -> Path:
 
 def start_daphne(env: dict[str, str], port: int, log: Path) -> subprocess.Popen:
     daphne = str(Path(sys.executable).parent / "daphne")
-    argv = [daphne, "-b", "127.0.0.1", "-p", str(port), "sandboxapp.asgi:application"]
+    argv = [daphne, "-b", "127.0.0.1", "-p", str(port), "--websocket_connect_timeout", "30"]
+    argv.append("sandboxapp.asgi:application")  # as deploy/docker-entrypoint.sh runs it
     with log.open("a") as out:
         process = subprocess.Popen(argv, cwd=REPO, env=env, stdout=out, stderr=out)
     _wait_listening(port, process, log)
@@ -169,12 +171,15 @@ def main(argv: list[str] | None = None) -> None:
             print(f"  sandboxd pid {sandboxd.pid}")
             for name, process in site.processes.items():
                 print(f"  {name} pid {process.pid}")
-            signal.sigwait({signal.SIGINT, signal.SIGTERM})
+            stop = threading.Event()
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(signum, lambda *_: stop.set())
+            while not stop.wait(0.5):
+                pass
     finally:
         sandboxd.terminate()
         sandboxd.wait(60)
 
 
 if __name__ == "__main__":
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     main(sys.argv[1:])

@@ -19,7 +19,9 @@ case "${1:-web}" in
     python manage.py migrate --noinput
     python manage.py lessons load
     python manage.py ensure_instructor
-    exec daphne --bind 0.0.0.0 --port "${PORT:-8000}" \
+    # A class reconnecting at once after a sandboxd restart may wait its turn for a sandbox
+    # longer than Daphne's default 5 s before the websocket is accepted.
+    exec daphne --bind 0.0.0.0 --port "${PORT:-8000}" --websocket_connect_timeout 30 \
       sandboxapp.asgi:application
     ;;
   sandboxd)

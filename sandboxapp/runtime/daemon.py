@@ -231,8 +231,9 @@ class Daemon:
             if self.refill is not None:
                 await self.refill  # a mkfs cut short would only leave a file to tidy
             server.close()
-            for node in list(self.nodes.values()):
-                await self._stop(node, "sandboxd is stopping")
+            # Together, in worker threads: a learner's outage during a restart includes this.
+            stopping = list(self.nodes.values())
+            await asyncio.gather(*(self._stop(node, "sandboxd is stopping") for node in stopping))
             zygote_stop()
             self.config.socket_path.unlink(missing_ok=True)
             os.close(lock)
