@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 # Filesystems that refuse MOUNT_ATTR_IDMAP on kernels we support.
@@ -118,13 +119,18 @@ def image_ensure(state_dir: Path, name: str = "default") -> Path:
         return target
     if name != "default":
         raise FileNotFoundError(f"image {name!r} does not exist (only 'default' is built here)")
+    return _swap_in(target, _build_default)
+
+
+def _swap_in(target: Path, fill: Callable[[Path], None]) -> Path:
+    """Fill a directory beside `target`, then swap it in: a crash never leaves half of one."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    # Build beside the target and swap it in, so a crash never leaves half an image.
-    build = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
+    build = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
-        _build_default(build)
+        fill(build)
         build.chmod(0o755)
-        old = target.with_name(f".{name}-old")
+        old = target.with_name(f".{target.name}-old")
+        shutil.rmtree(old, ignore_errors=True)
         if target.exists():
             target.rename(old)
         build.rename(target)
@@ -182,26 +188,17 @@ def usr_ensure(state_dir: Path, source: Path = Path("/usr")) -> Path:
     marker = target / _USR_STAMP
     if marker.exists() and marker.read_text() == stamp:
         return target
-    state_dir.mkdir(parents=True, exist_ok=True)
-    build = Path(tempfile.mkdtemp(prefix=".usr-", dir=state_dir))
-    try:
+
+    def copy(build: Path) -> None:
         # cp -a keeps owners, modes, links and hard links; reflinks where the filesystem can.
         subprocess.run(
             ["cp", "-a", "--reflink=auto", f"{source}/.", str(build)],
             check=True,
             capture_output=True,
         )
-        build.chmod(0o755)
         (build / _USR_STAMP).write_text(stamp)
-        old = state_dir / ".usr-old"
-        shutil.rmtree(old, ignore_errors=True)
-        if target.exists():
-            target.rename(old)
-        build.rename(target)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(build, ignore_errors=True)
-    return target
+
+    return _swap_in(target, copy)
 
 
 def _fstype(path: Path) -> str:

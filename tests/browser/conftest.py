@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
+
+from bench.workers import free_port, start_daphne
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
@@ -34,12 +34,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if here in Path(item.fspath).parents:
             item.add_marker(pytest.mark.root)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
@@ -78,41 +72,20 @@ def site_manage(site_env):
 @pytest.fixture
 def live_site(site_env, site_manage, tmp_path: Path) -> Iterator[str]:
     """The whole lab on a free port: its URL (host `localhost`, the only allowed host)."""
-    port = _free_port()
+    port = free_port()
     env = site_env
     # As `make run` does: the database, then the lessons.
     site_manage("migrate", "--noinput", "-v", "0")
     site_manage("lessons", "load")
-    log = open(tmp_path / "daphne.log", "w")  # noqa: SIM115 (closed below)
-    daphne = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "daphne"),
-            "-b",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "sandboxapp.asgi:application",
-        ],
-        cwd=REPO,
-        env=env,
-        stdout=log,
-        stderr=log,
-    )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if daphne.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"daphne did not start:\n{(tmp_path / 'daphne.log').read_text()}")
-                time.sleep(0.1)
+        daphne = start_daphne(env, port, tmp_path / "daphne.log")
+    except RuntimeError as failure:
+        pytest.fail(str(failure))
+    try:
         yield f"http://localhost:{port}"
     finally:
         daphne.terminate()
         daphne.wait(30)
-        log.close()
 
 
 @pytest.fixture(scope="module")

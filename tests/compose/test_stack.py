@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-import socket
 import subprocess
 import time
 import urllib.request
@@ -20,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from bench.learner import LiveLearner
+from bench.workers import free_port
 
 pytestmark = pytest.mark.root
 
@@ -70,16 +70,10 @@ class Stack:
         ).strip()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory) -> Iterator[Stack]:
     env_file = tmp_path_factory.mktemp("compose") / "env"
-    port = _free_port()
+    port = free_port()
     env_file.write_text(
         "\n".join(
             [

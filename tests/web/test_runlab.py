@@ -13,15 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from bench.workers import free_port
 from sandboxapp.management.commands.runlab import Child
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def read_until(process: subprocess.Popen, pattern: str, timeout: float = 30) -> str:
