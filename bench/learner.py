@@ -20,6 +20,9 @@ import websockets
 from sandboxapp.terminal_protocol import OFFSET, OP_ACK, OP_INPUT, OP_OUTPUT, OP_RESIZE, SIZE
 
 HTTP_TIMEOUT = 30.0
+# What is kept of the screen, as a terminal keeps a bounded scrollback: a flood of output
+# must not make every later search through the screen slower.
+SCREEN_KEEP = 64 * 1024
 
 
 class SiteError(Exception):
@@ -150,6 +153,8 @@ class LiveLearner:
         (at,) = OFFSET.unpack_from(frame, 1)
         data = frame[1 + OFFSET.size :]
         self.screen += data
+        if len(self.screen) > 2 * SCREEN_KEEP:
+            del self.screen[:-SCREEN_KEEP]
         self.offset = at + len(data)
         await self.ws.send(bytes([OP_ACK]) + OFFSET.pack(self.offset))
 
