@@ -17,7 +17,7 @@ from http.cookiejar import CookieJar
 
 import websockets
 
-from sandboxapp.terminal_protocol import OFFSET, OP_ACK, OP_INPUT, OP_OUTPUT, OP_RESIZE, SIZE
+from sandboxapp.terminal_protocol import OFFSET, OP_ACK, OP_INPUT, OP_OUTPUT
 
 HTTP_TIMEOUT = 30.0
 # What is kept of the screen, as a terminal keeps a bounded scrollback: a flood of output
@@ -30,11 +30,10 @@ class SiteError(Exception):
 
 
 class TerminalClosed(SiteError):
-    """The site closed the terminal's websocket: its close code, and what it said why."""
+    """The site closed the terminal's websocket, with its close code and what it said."""
 
     def __init__(self, code: int | None, said: list[str]) -> None:
         super().__init__(f"closed with {code}: {'; '.join(said) or 'no reason given'}")
-        self.code = code
 
 
 class LiveLearner:
@@ -111,9 +110,6 @@ class LiveLearner:
 
     async def type(self, text: str) -> None:
         await self.ws.send(bytes([OP_INPUT]) + text.encode())
-
-    async def resize(self, rows: int, cols: int) -> None:
-        await self.ws.send(bytes([OP_RESIZE]) + SIZE.pack(rows, cols))
 
     async def expect(self, pattern: bytes | re.Pattern, timeout: float = 20) -> float:
         """Read (and acknowledge) output until `pattern` is on the screen; seconds it took."""

@@ -61,11 +61,12 @@ def _wait_listening(port: int, process: subprocess.Popen, log: Path) -> None:
 
 def nginx_config(workdir: Path, listen: int, workers: list[int]) -> Path:
     """The shipped site file, on these ports, inside a main config of its own."""
-    servers = "".join(
-        f"    server 127.0.0.1:{port} max_fails=1 fail_timeout=10s;\n" for port in workers
-    )
+    # The shipped upstream, one line per worker: its first server line with our address.
+    shipped = SITE_CONF.read_text()
+    line = re.search(r"^\s*server 127\.0\.0\.1:\d+(.*)$", shipped, re.M)
+    servers = "".join(f"    server 127.0.0.1:{port}{line.group(1)}\n" for port in workers)
     upstream = r"(upstream contained_workers \{\n)(?:.*\n)*?(\})"
-    site = re.sub(upstream, rf"\1{servers}\2", SITE_CONF.read_text(), count=1)
+    site = re.sub(upstream, rf"\1{servers}\2", shipped, count=1)
     site = site.replace("listen 8000;", f"listen 127.0.0.1:{listen};")
     (workdir / "site.conf").write_text(site)
     temp_paths = "".join(

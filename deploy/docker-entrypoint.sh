@@ -3,14 +3,16 @@
 set -eu
 cd /app
 
-# Docker hides parts of /proc and /sys in every container behind read-only or empty mounts.
-# The kernel lets a user namespace mount a new proc or sysfs (each sandbox needs its own) only
-# where one is fully visible, so sandboxd's container removes those masks, as `docker run
+# Docker hides parts of /proc and /sys in every container behind read-only or empty mounts,
+# and mounts /sys read-only. The kernel lets a user namespace mount a new proc or sysfs (each
+# sandbox needs its own, and `ip netns exec` in a lesson a writable one) only where one is
+# fully visible and no more restricted, so sandboxd's container undoes both, as `docker run
 # --security-opt systempaths=unconfined` would (compose cannot ask for it). Learners never see
-# this /proc: every sandbox mounts its own, with the sensitive paths masked again.
+# these: every sandbox mounts its own /proc and /sys, masked again.
 unmask_proc_and_sys() {
-  awk '$5 ~ "^/proc/|^/sys/firmware" {print $5}' /proc/self/mountinfo | sort -r |
-    while read -r path; do umount "$path"; done
+  awk '$5 ~ "^/proc/|^/sys/" && $5 !~ "^/sys/fs/cgroup" {print $5}' /proc/self/mountinfo |
+    sort -r | while read -r path; do umount "$path"; done
+  mount -o remount,rw /sys
 }
 
 case "${1:-web}" in

@@ -233,7 +233,11 @@ class Daemon:
             server.close()
             # Together, in worker threads: a learner's outage during a restart includes this.
             stopping = list(self.nodes.values())
-            await asyncio.gather(*(self._stop(node, "sandboxd is stopping") for node in stopping))
+            ends = [self._stop(node, "sandboxd is stopping") for node in stopping]
+            results = await asyncio.gather(*ends, return_exceptions=True)
+            for node, failed in zip(stopping, results, strict=True):
+                if isinstance(failed, BaseException):
+                    log.error("could not end %s: %s", node.sandbox.name, failed)
             zygote_stop()
             self.config.socket_path.unlink(missing_ok=True)
             os.close(lock)

@@ -40,6 +40,8 @@ from . import syscalls as sc
 TITLE = "zygote [contained]"
 MAX_REQUEST = 1 << 20
 _PROJECT_ROOT = Path(__file__).resolve().parents[2]
+# What the zygote keeps of the daemon's environment: enough to run and to log.
+_ZYGOTE_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "CONTAINED_DEBUG_CHILD")
 
 
 class ZygoteError(RuntimeError):
@@ -93,10 +95,13 @@ class Zygote:
         )
         with theirs:
             # -I: no PYTHON* variables, no user site, nothing from the current directory.
+            # A bare environment: the daemon's holds the site's secrets (SECRET_KEY, the
+            # database URL), and every sandbox init is a copy of the zygote's memory.
             self._process = subprocess.Popen(
                 [sys.executable, "-I", "-c", boot],
                 pass_fds=[theirs.fileno()],
                 stdin=subprocess.DEVNULL,
+                env={name: os.environ[name] for name in _ZYGOTE_ENV if name in os.environ},
             )
         ours.settimeout(30)
         self._channel = ours

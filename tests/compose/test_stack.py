@@ -121,6 +121,9 @@ async def test_a_guests_progress_and_files_survive_down_and_up(stack):
     assert hello["created"] is True
     await learner.type("echo $((6*7))\r")
     await learner.expect(b"42")
+    # Lesson 6 in a container too: a named netns needs a new, writable sysfs inside.
+    await learner.type("ip netns add lab && ip netns exec lab ip -br link && echo NETNS-$((2+3))\r")
+    await learner.expect(b"NETNS-5")
     token = secrets.token_hex(8)
     await learner.type(f"echo {token} > ~/kept.txt && unshare -pf sleep 600 >/dev/null 2>&1 &\r")
     deadline = time.monotonic() + 20

@@ -91,3 +91,12 @@ def test_the_zygote_ends_with_the_process_that_started_it(guard):
     else:
         os.kill(child_pid, signal.SIGKILL)
         raise AssertionError("the zygote outlived its parent")
+
+
+def test_sandboxes_are_forked_from_a_process_without_the_sites_secrets(make_sandbox, monkeypatch):
+    # The daemon's environment holds SECRET_KEY and DATABASE_URL under compose.
+    monkeypatch.setenv("SECRET_KEY", "zygote-must-never-hold-this")
+    zygote.zygote_stop()
+    sandbox = make_sandbox()  # starts a fresh zygote, from this environment
+    assert not _memory_holds(zygote._ZYGOTE._process.pid, b"zygote-must-never-hold-this")
+    assert not _memory_holds(sandbox.init_pid, b"zygote-must-never-hold-this")

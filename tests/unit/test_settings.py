@@ -9,7 +9,6 @@ import pytest
 
 DUMP = """
 import json
-import re
 import django
 from django.conf import settings
 
