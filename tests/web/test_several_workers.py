@@ -136,7 +136,7 @@ async def test_the_dashboard_hears_a_learner_on_the_other_worker_even_after_idli
     assert event["event"] == "joined"
 
 
-async def test_the_load_bench_drives_typists_a_flood_and_a_reload_through_the_proxy(site):
+async def test_the_load_bench_drives_typists_a_flood_and_a_reload_through_the_proxy(site, tmp_path):
     from bench import load
 
     args = load.parser().parse_args(
@@ -144,7 +144,8 @@ async def test_the_load_bench_drives_typists_a_flood_and_a_reload_through_the_pr
         + ["--seconds", "6", "--ramp", "1", "--think", "0.5", "--give-up", "10"]
     )
     report = await load.run(args)
-    assert report["dropped_sessions"] == 0, report["all"]["first_errors"]
+    daemon_log = (tmp_path / "sandboxd.log").read_text()[-3000:]
+    assert report["dropped_sessions"] == 0, (report["all"]["first_errors"], daemon_log)
     assert report["all"]["errors"] == 0, report
     assert report["all"]["keystrokes"] > 10
     assert report["all"]["ctrl_c_to_prompt_p50_ms"] is not None
