@@ -38,7 +38,7 @@ RUN groupadd --gid 10001 contained \
 
 WORKDIR /app
 # What the site runs, named: the wheels, tests and docs stay out of the image.
-COPY manage.py pyproject.toml requirements.txt /app/
+COPY manage.py pyproject.toml /app/
 COPY sandboxapp /app/sandboxapp
 COPY lessons /app/lessons
 COPY classroom /app/classroom
