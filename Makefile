@@ -8,12 +8,13 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: help run test test-compose lint format system-deps test-deps
+.PHONY: help run test test-compose bench-peers lint format system-deps test-deps
 
 help:
 	@echo "make run    set up and start Contained on http://$(HOST):$(PORT)/ (HOST=, PORT= to change)"
 	@echo "make test   install what the tests need, then run ruff and the whole test suite"
 	@echo "make test-compose  build the docker compose stack with no network and test it end to end"
+	@echo "make bench-peers  install terminado and wetty under bench/peers/ for bench/terminal_peers.py"
 	@echo "make format reformat the code with ruff"
 
 # Debug is on for the local lab only; set CONTAINED_DEBUG=0 on the command line to try production.
@@ -33,6 +34,9 @@ test: test-deps $(VENV)/.installed-dev lint
 test-compose: $(VENV)/.installed-dev
 	@scripts/compose-prepare.sh
 	@CONTAINED_COMPOSE_TEST=1 $(VENV)/bin/pytest tests/compose
+
+bench-peers: $(VENV)/.installed-dev
+	@PYTHON=$(PYTHON) bench/peers/install.sh
 
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .

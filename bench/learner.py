@@ -136,6 +136,16 @@ class LiveLearner:
 
     async def read_frame(self) -> None:
         """Read one frame: output is drawn (kept) and acknowledged, a message is queued."""
+        data = await self.receive()
+        if data is not None:
+            self.screen += data
+            if len(self.screen) > 2 * SCREEN_KEEP:
+                del self.screen[:-SCREEN_KEEP]
+            await self.acknowledge()
+
+    async def receive(self) -> bytes | None:
+        """Read one frame: its output, for the caller to draw and then `acknowledge`, or None
+        for a JSON message (queued in `messages`)."""
         try:
             frame = await self.ws.recv()
         except websockets.ConnectionClosed as closed:
@@ -143,15 +153,16 @@ class LiveLearner:
             raise TerminalClosed(closed.rcvd.code if closed.rcvd else None, said) from None
         if isinstance(frame, str):
             self.messages.append(json.loads(frame))
-            return
+            return None
         if frame[0] != OP_OUTPUT:
             raise SiteError(f"unknown frame opcode {frame[0]}")
         (at,) = OFFSET.unpack_from(frame, 1)
         data = frame[1 + OFFSET.size :]
-        self.screen += data
-        if len(self.screen) > 2 * SCREEN_KEEP:
-            del self.screen[:-SCREEN_KEEP]
         self.offset = at + len(data)
+        return data
+
+    async def acknowledge(self) -> None:
+        """Everything received so far is drawn, as xterm.js's write callback tells."""
         await self.ws.send(bytes([OP_ACK]) + OFFSET.pack(self.offset))
 
     async def close(self) -> None:

@@ -60,6 +60,8 @@ class Shell:
     async def wait_for(self, pattern: bytes, since: int = 0, timeout: float = 30) -> None:
         async with asyncio.timeout(timeout):
             while self.seen.find(pattern, since) < 0:
+                # Only what arrives next is searched: a flood's megabytes are read once.
+                since = max(since, len(self.seen) - len(pattern) + 1)
                 self.changed.clear()
                 await self.changed.wait()
 
@@ -129,12 +131,14 @@ async def time_to_prompt(start: Callable[[], Awaitable[tuple[Shell, Callable]]])
     return elapsed
 
 
-async def echo_latencies(shells: list[Shell], seconds: float) -> list[float]:
-    """Every shell types a letter every ~100 ms (jittered) for `seconds`."""
+async def echo_latencies(
+    shells: list[Shell], seconds: float, interval: float = KEY_INTERVAL
+) -> list[float]:
+    """Every shell types a letter every `interval` (jittered by half) for `seconds`."""
     samples: list[float] = []
 
     async def typist(shell: Shell) -> None:
-        await asyncio.sleep(random.uniform(0, KEY_INTERVAL))
+        await asyncio.sleep(random.uniform(0, interval))
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             key = random.choice(b"abcdefghijklmnopqrstuvwxyz")
@@ -143,7 +147,7 @@ async def echo_latencies(shells: list[Shell], seconds: float) -> list[float]:
             await shell.send(bytes([key]))
             await shell.wait_for(bytes([key]), since)
             samples.append((time.perf_counter() - began) * 1000)
-            await asyncio.sleep(KEY_INTERVAL * random.uniform(0.5, 1.5))
+            await asyncio.sleep(interval * random.uniform(0.5, 1.5))
         await shell.send(b"\x15")  # Ctrl-U: the line typed is discarded
 
     await asyncio.gather(*(typist(shell) for shell in shells))

@@ -45,7 +45,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _wait_listening(port: int, process: subprocess.Popen, log: Path) -> None:
+def wait_listening(port: int, process: subprocess.Popen, log: Path) -> None:
     deadline = time.monotonic() + 30
     while True:
         try:
@@ -87,7 +87,7 @@ def start_daphne(env: dict[str, str], port: int, log: Path) -> subprocess.Popen:
     argv.append("sandboxapp.asgi:application")  # as deploy/docker-entrypoint.sh runs it
     with log.open("a") as out:
         process = subprocess.Popen(argv, cwd=REPO, env=env, stdout=out, stderr=out)
-    _wait_listening(port, process, log)
+    wait_listening(port, process, log)
     return process
 
 
@@ -106,7 +106,7 @@ def workers_running(
         config = nginx_config(workdir, listen, ports)
         nginx = shutil.which("nginx") or "/usr/sbin/nginx"
         processes["nginx"] = subprocess.Popen([nginx, "-c", str(config)], stderr=subprocess.DEVNULL)
-        _wait_listening(listen, processes["nginx"], workdir / "nginx-error.log")
+        wait_listening(listen, processes["nginx"], workdir / "nginx-error.log")
         yield Site(
             proxy=f"http://127.0.0.1:{listen}",
             workers=[f"http://127.0.0.1:{port}" for port in ports],
@@ -118,6 +118,26 @@ def workers_running(
             process.terminate()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(30)
+
+
+@contextlib.contextmanager
+def sandboxd_running(env: dict[str, str], workdir: Path) -> Iterator[subprocess.Popen]:
+    """`manage.py sandboxd` with `env`, its log in `workdir`, until its socket answers;
+    stopped (and its sandboxes ended) on the way out."""
+    log = workdir / "sandboxd.log"
+    with log.open("w") as out:
+        sandboxd = subprocess.Popen(
+            [sys.executable, "manage.py", "sandboxd"], cwd=REPO, env=env, stdout=out, stderr=out
+        )
+    try:
+        while not Path(env["SANDBOXD_SOCKET"]).exists():
+            if sandboxd.poll() is not None:
+                raise RuntimeError(f"sandboxd exited:\n{log.read_text()}")
+            time.sleep(0.1)
+        yield sandboxd
+    finally:
+        sandboxd.terminate()
+        sandboxd.wait(60)
 
 
 def manage(env: dict[str, str], *args: str) -> str:
@@ -155,18 +175,10 @@ def main(argv: list[str] | None = None) -> None:
         **os.environ,
         "ALLOWED_HOSTS": os.environ.get("ALLOWED_HOSTS", "127.0.0.1,localhost"),
         "CONTAINED_HTTPS": os.environ.get("CONTAINED_HTTPS", "0"),
-        "SANDBOXD_SOCKET": str(workdir / "sandboxd.sock"),
+        "SANDBOXD_SOCKET": str(workdir / "run" / "sandboxd.sock"),  # a directory of its own
     }
     site_prepare(env)
-    with (workdir / "sandboxd.log").open("w") as log:
-        sandboxd = subprocess.Popen(
-            [sys.executable, "manage.py", "sandboxd"], cwd=REPO, env=env, stdout=log, stderr=log
-        )
-    try:
-        while not Path(env["SANDBOXD_SOCKET"]).exists():
-            if sandboxd.poll() is not None:
-                sys.exit(f"sandboxd exited:\n{(workdir / 'sandboxd.log').read_text()}")
-            time.sleep(0.1)
+    with sandboxd_running(env, workdir) as sandboxd:
         with workers_running(env, workdir, args.workers, args.port) as site:
             print(f"Serving {site.proxy} (logs in {workdir})")
             print(f"  sandboxd pid {sandboxd.pid}")
@@ -177,9 +189,6 @@ def main(argv: list[str] | None = None) -> None:
                 signal.signal(signum, lambda *_: stop.set())
             while not stop.wait(0.5):
                 pass
-    finally:
-        sandboxd.terminate()
-        sandboxd.wait(60)
 
 
 if __name__ == "__main__":

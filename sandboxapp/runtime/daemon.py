@@ -35,6 +35,7 @@ from pathlib import Path
 from . import ids, network, recordings, volumes, wire
 from .checks import CheckError, check_problems, check_run
 from .client import SandboxdError, Unavailable, call_sync
+from .image import image_ensure
 from .probes import PROBES
 from .reconcile import reconcile
 from .sandbox import (
@@ -67,6 +68,23 @@ EXEC_OUTPUT_MAX = 1024 * 1024
 EXEC_ARGS_MAX = 64
 SHELL = ["/bin/bash", "--login"]
 NOTICE = "\r\n\x1b[33m[contained] {}\x1b[0m\r\n"
+
+
+def _socket_dir_claim(path: Path) -> None:
+    """The socket's directory becomes sandboxd's own, closed to all but the web tier. One that
+    holds anything else (`/tmp`, `/run`) is refused rather than closed: others use it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Ours: the socket, and the temporary name it is bound under (`.sandboxd.sock.PID`).
+    others = sorted(
+        p.name for p in path.parent.iterdir() if not p.name.lstrip(".").startswith(path.name)
+    )
+    if others:
+        raise SystemExit(
+            f"sandboxd: {path.parent} also holds {', '.join(others[:3])}"
+            f"{' ...' if len(others) > 3 else ''}; SANDBOXD_SOCKET must be in a directory of"
+            " its own (sandboxd closes it to all but the web tier), e.g."
+            f" {path.parent / 'contained' / path.name}"
+        )
 
 
 @dataclass(frozen=True)
@@ -200,10 +218,12 @@ class Daemon:
     # -- start and stop ----------------------------------------------------------------
 
     async def run(self) -> None:
+        _socket_dir_claim(self.config.socket_path)
         lock = self._lock_state_dir()
         report = await asyncio.to_thread(reconcile, self.config.runtime)
-        # Before the first learner, who would otherwise wait for its start.
+        # Before the first learner, who would otherwise wait for them.
         await asyncio.to_thread(zygote_start)
+        await asyncio.to_thread(image_ensure, self.config.runtime.state_dir)
         usr = await asyncio.to_thread(sandbox_usr, self.config.runtime.state_dir)
         if str(usr) != "/usr":
             log.info("sandboxes see a copy of /usr in %s: this /usr cannot be idmapped", usr)
@@ -258,7 +278,6 @@ class Daemon:
         never reachable with looser permissions than configured."""
         path = self.config.socket_path
         group = self.config.socket_group
-        path.parent.mkdir(parents=True, exist_ok=True)
         os.chown(path.parent, 0, group if group is not None else 0)
         os.chmod(path.parent, 0o750 if group is not None else 0o700)
         tmp = path.with_name(f".{path.name}.{os.getpid()}")
@@ -716,6 +735,7 @@ class Daemon:
             await self._terminal_input(node, terminal, client, reader)
         finally:
             terminal.detach(client)
+            client.writer.close()
             pump.cancel()
             node.last_active = time.monotonic()
 
@@ -756,7 +776,7 @@ class Daemon:
         reader: asyncio.StreamReader,
     ) -> None:
         refused_input = False
-        while not client.closed:
+        while True:
             try:
                 frame = await wire.read_frame(reader)
             except wire.ProtocolError as exc:
@@ -766,6 +786,8 @@ class Daemon:
                 return
             if frame is None:
                 return
+            if client.closed:
+                continue  # detached: what it still sends is read, until it closes too
             if frame.kind == wire.ACK:
                 if client.role == "writer":
                     terminal.ack(frame.offset())

@@ -10,6 +10,7 @@ Where the host's /usr cannot be idmapped (overlayfs, the root of a Docker contai
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
@@ -115,28 +116,38 @@ def image_ensure(state_dir: Path, name: str = "default") -> Path:
     """Build the image if it is missing or outdated; return its directory."""
     target = image_dir(state_dir, name)
     marker = target / _MARKER
-    if marker.exists() and marker.read_text() == IMAGE_VERSION:
+
+    def ready() -> bool:
+        return marker.exists() and marker.read_text() == IMAGE_VERSION
+
+    if ready():
         return target
     if name != "default":
         raise FileNotFoundError(f"image {name!r} does not exist (only 'default' is built here)")
-    return _swap_in(target, _build_default)
+    return _swap_in(target, _build_default, ready)
 
 
-def _swap_in(target: Path, fill: Callable[[Path], None]) -> Path:
-    """Fill a directory beside `target`, then swap it in: a crash never leaves half of one."""
+def _swap_in(target: Path, fill: Callable[[Path], None], ready: Callable[[], bool]) -> Path:
+    """Fill a directory beside `target`, then swap it in: a crash never leaves half of one.
+    One builder at a time (threads or processes): the first sandboxes of a fresh install
+    start together, and the others then find it `ready`."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    build = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
-        fill(build)
-        build.chmod(0o755)
-        old = target.with_name(f".{target.name}-old")
-        shutil.rmtree(old, ignore_errors=True)
-        if target.exists():
-            target.rename(old)
-        build.rename(target)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(build, ignore_errors=True)
+    with open(target.with_name(f".{target.name}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if ready():
+            return target
+        build = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+        try:
+            fill(build)
+            build.chmod(0o755)
+            old = target.with_name(f".{target.name}-old")
+            shutil.rmtree(old, ignore_errors=True)
+            if target.exists():
+                target.rename(old)
+            build.rename(target)
+            shutil.rmtree(old, ignore_errors=True)
+        finally:
+            shutil.rmtree(build, ignore_errors=True)
     return target
 
 
@@ -186,7 +197,11 @@ def usr_ensure(state_dir: Path, source: Path = Path("/usr")) -> Path:
     target = state_dir / "usr"
     stamp = _tree_stamp(source)
     marker = target / _USR_STAMP
-    if marker.exists() and marker.read_text() == stamp:
+
+    def ready() -> bool:
+        return marker.exists() and marker.read_text() == stamp
+
+    if ready():
         return target
 
     def copy(build: Path) -> None:
@@ -198,7 +213,7 @@ def usr_ensure(state_dir: Path, source: Path = Path("/usr")) -> Path:
         )
         (build / _USR_STAMP).write_text(stamp)
 
-    return _swap_in(target, copy)
+    return _swap_in(target, copy, ready)
 
 
 def _fstype(path: Path) -> str:

@@ -168,20 +168,31 @@ class TerminalSession:
             self.reading = False
 
     def _readable(self) -> None:
-        try:
-            data = os.read(self.master, READ_CHUNK)
-        except BlockingIOError:
-            return
-        except OSError as exc:
-            # EIO: every slave fd is closed, the shell and its jobs are gone.
-            if exc.errno != errno.EIO:
-                log.warning("terminal %s: reading the pty failed: %s", self.id, exc)
-            data = b""
-        if not data:
+        # A PTY gives at most 4 KiB a read: during a flood, what is already there is taken
+        # in one go (up to the high watermark), so it becomes one frame rather than sixteen.
+        data = bytearray()
+        ended = False
+        while True:
+            try:
+                chunk = os.read(self.master, READ_CHUNK - len(data))
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                # EIO: every slave fd is closed, the shell and its jobs are gone.
+                if exc.errno != errno.EIO:
+                    log.warning("terminal %s: reading the pty failed: %s", self.id, exc)
+                chunk = b""
+            if not chunk:
+                ended = True
+                break
+            data += chunk
+            if len(data) >= READ_CHUNK or self.end + len(data) - self.acked > self.flow.high:
+                break
+        if data:
+            self.append(bytes(data))
+        if ended:
             self.close()
-            return
-        self.append(data)
-        if self.end - self.acked > self.flow.high:
+        elif self.end - self.acked > self.flow.high:
             self._pause()
 
     def append(self, data: bytes) -> None:
@@ -200,14 +211,17 @@ class TerminalSession:
         """A client that is caught up, on a socket that keeps up, gets `data` at once:
         a keystroke's echo then costs no task switch. Any other is woken to catch up."""
         transport = client.writer.transport
+        now = self._loop.time()
         if (
             client.sent == self.end - len(data)
+            and now >= client.last_frame + FRAME_INTERVAL
             and not client.closed
             and not transport.is_closing()
             and transport.get_write_buffer_size() < PUSH_LIMIT
         ):
             client.send(wire.encode_output(client.sent, data))
             client.sent = self.end
+            client.last_frame = now
         else:
             client.wake.set()
 
@@ -239,12 +253,18 @@ class TerminalSession:
         self.clients.add(client)
         client.wake.set()
 
-    def detach(self, client: Client) -> None:
+    def detach(self, client: Client, *, stalled: bool = False) -> None:
         client.closed = True
         client.wake.set()
         self.clients.discard(client)
         with contextlib.suppress(Exception):
-            client.writer.close()
+            if stalled or not client.writer.can_write_eof():
+                client.writer.close()
+            else:
+                # Half-close: the client reads our last frames (the exit or "detached"
+                # event), and the acknowledgements it still sends meet an open socket,
+                # not a closed one whose error would end its reading early.
+                client.writer.write_eof()
 
     async def pump(self, client: Client) -> None:
         """Send `client` everything it has not seen, as fast as its socket takes it."""
@@ -269,7 +289,7 @@ class TerminalSession:
                     await asyncio.wait_for(client.writer.drain(), STALL_TIMEOUT)
                 except (TimeoutError, ConnectionError):
                     log.info("terminal %s: dropped a %s that stopped reading", self.id, client.role)
-                    self.detach(client)
+                    self.detach(client, stalled=True)
                     return
             if self.ended and client.sent >= self.end:
                 client.event({"event": "exit"})

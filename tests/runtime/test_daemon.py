@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from sandboxapp.runtime import network, volumes, wire
-from sandboxapp.runtime.client import Refused, call_sync
+from sandboxapp.runtime.client import Refused, SandboxdError, call_sync
+from sandboxapp.runtime.daemon import DaemonConfig, daemon_spawn
 from sandboxapp.runtime.sandbox import cgroup_backend, state_read
 from sandboxapp.runtime.spec import Limits
 
@@ -134,6 +135,21 @@ def test_admission_per_learner_and_host(start_sandboxd, config):
     with pytest.raises(Refused) as rate:
         daemon.call("ensure", learner=name)
     assert rate.value.code == "rate_limited" and "try again in" in rate.value.message
+
+
+def test_a_socket_beside_other_files_is_refused_and_their_directory_left_open(config, tmp_path):
+    # SANDBOXD_SOCKET=/tmp/sandboxd.sock once closed /tmp to everyone but root.
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    (shared / "someone-else.sock").touch()
+    daemon = DaemonConfig(socket_path=shared / "sandboxd.sock", runtime=config)
+    log = tmp_path / "sandboxd.log"
+    with log.open("w") as out, pytest.raises(SandboxdError):
+        daemon_spawn(daemon, stdout=out, stderr=out, timeout=10)
+    assert shared.stat().st_mode & 0o7777 == 0o1777
+    assert "must be in a directory of its own" in log.read_text()
+    assert not (shared / "sandboxd.sock").exists()
 
 
 def test_an_unknown_peer_uid_is_refused(start_sandboxd):

@@ -1,0 +1,460 @@
+"""`python -m bench.terminal_peers`: Contained's web terminal against terminado and wetty.
+
+The three serve the same shell (bash with the sandbox image's bashrc, so the same prompt) over
+a websocket on loopback, one after the other in one run. Ours goes through Daphne and sandboxd
+into a new sandbox per session; the peers run bash on host PTYs, as they are used. Every
+client is the same Python `websockets` client in one event loop, so what differs is the server.
+
+* echo: N sessions open at once, each typing a key every 100-300 ms (human speed): the time
+  from sending a key to seeing it echoed, p50 / p99.
+* bulk: one session prints `--bulk-mb` MB of text to a client that does not draw (it
+  acknowledges output as it arrives): MB/s received.
+* Ctrl-C: one session runs `yes` for 2 s while the client draws 5 MB/s and acknowledges what
+  it drew, as xterm.js's write callback does; then Ctrl-C, and the time until the prompt is
+  drawn.
+* server memory with the N sessions open (bash itself not counted).
+* browser (ours only, `--browser-runs`): Debian's Chromium, a new guest clicks "Open my
+  terminal" on the playground, and later a lesson's link: the time from the click to the
+  prompt on screen, p50 / p95.
+
+Peers, pinned in bench/peers/: terminado 0.18 (Jupyter's terminal server, in the tornado app it
+is always used in) and wetty 3.2 (node, socket.io). `make bench-peers` installs them there.
+
+    sudo .venv/bin/python -m bench.terminal_peers [--sessions 200] [--seconds 20] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import websockets
+
+from bench.chromium import CHROMIUM, CHROMIUM_ARGS
+from bench.learner import LiveLearner
+from bench.sandboxd_bench import Shell, echo_latencies, percentile, summary
+from bench.workers import free_port, sandboxd_running, site_prepare, start_daphne, wait_listening
+from sandboxapp.runtime.image import image_ensure
+
+REPO = Path(__file__).resolve().parent.parent
+PEERS = REPO / "bench" / "peers"
+PROMPT = b"# "
+SIZE = (24, 80)
+DRAW_RATE = 5e6  # bytes a second: a browser drawing a flood
+PEER_NAMES = ("contained", "terminado", "wetty")
+LESSON = "pid-namespaces"
+
+
+class Session(ABC):
+    """One terminal over a websocket. A pump reads its output, "draws" it (at `draw_rate`
+    bytes a second, or at once) into `shell`, then acknowledges it as drawn."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.ws: websockets.ClientConnection | None = None
+        self.shell = Shell(self.send)
+        self.draw_rate: float | None = None
+        self._pump: asyncio.Task | None = None
+
+    async def open(self) -> None:
+        await self._open()
+        self._pump = asyncio.create_task(self._draw())
+
+    async def _draw(self) -> None:
+        while (data := await self._receive()) is not None:
+            if self.draw_rate:
+                await asyncio.sleep(len(data) / self.draw_rate)
+            self.shell.feed(data)
+            await self._drawn(len(data))
+
+    async def close(self) -> None:
+        if self._pump:
+            self._pump.cancel()
+        if self.ws:
+            await self.ws.close()
+
+    @abstractmethod
+    async def _open(self) -> None: ...
+
+    @abstractmethod
+    async def send(self, data: bytes) -> None: ...
+
+    @abstractmethod
+    async def _receive(self) -> bytes | None:
+        """The next output, or None when the server has closed the terminal."""
+
+    @abstractmethod
+    async def _drawn(self, count: int) -> None:
+        """`count` more bytes are on the screen: the server may send more."""
+
+
+class ContainedSession(Session):
+    """A guest learner in our site: a new sandbox, through Daphne and sandboxd."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.learner = LiveLearner(url)
+
+    async def _open(self) -> None:
+        await self.learner.start(f"Bench {random.getrandbits(32):08x}")
+        await self.learner.open_terminal(f"rows={SIZE[0]}&cols={SIZE[1]}")
+        self.ws = self.learner.ws
+
+    async def send(self, data: bytes) -> None:
+        await self.learner.type(data.decode())
+
+    async def _receive(self) -> bytes | None:
+        with contextlib.suppress(websockets.ConnectionClosed):
+            while (data := await self.learner.receive()) is None:
+                pass
+            return data
+        return None
+
+    async def _drawn(self, count: int) -> None:
+        await self.learner.acknowledge()
+
+
+class TerminadoSession(Session):
+    """terminado's JSON messages: ["stdin", text] in, ["stdout", text] out; no flow control."""
+
+    async def _open(self) -> None:
+        origin = self.url.replace("ws", "http", 1)
+        self.ws = await websockets.connect(self.url + "/websocket", origin=origin, max_size=None)
+        await self.ws.send(json.dumps(["set_size", *SIZE]))
+
+    async def send(self, data: bytes) -> None:
+        await self.ws.send(json.dumps(["stdin", data.decode()]))
+
+    async def _receive(self) -> bytes | None:
+        async for frame in self.ws:
+            kind, *rest = json.loads(frame)
+            if kind == "stdout":
+                return rest[0].encode()
+            if kind == "disconnect":
+                return None
+        return None
+
+    async def _drawn(self, count: int) -> None:
+        pass  # terminado has no flow control: it sends whatever the PTY gives
+
+
+class WettySession(Session):
+    """wetty's socket.io events over Engine.IO 4 on a websocket: "input" in, "data" out, and
+    "commit" every 256 KiB drawn (its flow control, as its own page does it). The framing is
+    written here, not taken from python-socketio, so every peer has the same client stack."""
+
+    ACK_BYTES = 262144  # wetty's FlowControlClient.ackBytes
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.undrawn = 0
+
+    async def _open(self) -> None:
+        url = self.url + "/wetty/socket.io/?EIO=4&transport=websocket"
+        self.ws = await websockets.connect(url, max_size=None)
+        opened = await self.ws.recv()
+        if not opened.startswith("0"):
+            raise RuntimeError(f"wetty: no Engine.IO open packet: {opened[:80]!r}")
+        await self.ws.send("40")  # join the default namespace; events before its answer are refused
+        while not (await self.ws.recv()).startswith("40"):
+            pass
+        await self._emit("resize", {"rows": SIZE[0], "cols": SIZE[1]})
+
+    async def _emit(self, event: str, data: object) -> None:
+        await self.ws.send("42" + json.dumps([event, data]))
+
+    async def send(self, data: bytes) -> None:
+        await self._emit("input", data.decode())
+
+    async def _receive(self) -> bytes | None:
+        async for packet in self.ws:
+            if packet == "2":  # the server's ping; unanswered, it hangs up
+                await self.ws.send("3")
+            elif packet.startswith("42"):
+                event, *args = json.loads(packet[2:])
+                if event == "data":
+                    return args[0].encode()
+                if event == "logout":
+                    return None
+        return None
+
+    async def _drawn(self, count: int) -> None:
+        self.undrawn += count
+        while self.undrawn >= self.ACK_BYTES:
+            self.undrawn -= self.ACK_BYTES
+            await self._emit("commit", self.ACK_BYTES)
+
+
+SESSIONS: dict[str, Callable[[str], Session]] = {
+    "contained": ContainedSession,
+    "terminado": TerminadoSession,
+    "wetty": WettySession,
+}
+
+
+# --- the figures ---------------------------------------------------------------------------
+
+
+async def open_sessions(kind: str, url: str, count: int) -> list[Session]:
+    """`count` sessions, each at its prompt; opened 10 at a time, as a class arriving."""
+    gate = asyncio.Semaphore(10)
+
+    async def one() -> Session:
+        async with gate:
+            session = SESSIONS[kind](url)
+            await session.open()
+            await session.shell.wait_for(PROMPT, timeout=60)
+            return session
+
+    return list(await asyncio.gather(*(one() for _ in range(count))))
+
+
+async def echo(sessions: list[Session], seconds: float) -> list[float]:
+    """Each session types a key every 100-300 ms: human speed."""
+    return await echo_latencies([s.shell for s in sessions], seconds, interval=0.2)
+
+
+async def bulk(session: Session, megabytes: int) -> float:
+    """MB/s of output to a client that acknowledges as it receives."""
+    shell = session.shell
+    since = len(shell.seen)
+    # Lines of 80 in large writes (`yes`, `head`): a program writing line by line to a
+    # terminal, as `fold` or `cat` of a text file, is slower than any of the servers. The
+    # marker is computed by the shell, so the echoed command line does not match it.
+    command = f"yes $(printf %079d 0) | head -c {megabytes}M; echo BULK$((6*7))\r"
+    began = time.perf_counter()
+    await shell.send(command.encode())
+    await shell.wait_for(b"BULK42", since, timeout=300)
+    took = time.perf_counter() - began
+    received = len(shell.seen) - since
+    shell.seen.clear()  # megabytes nobody will search again
+    return received / took / 1e6
+
+
+async def interrupt(session: Session, flood_seconds: float = 2) -> float:
+    """Ctrl-C during `yes`, drawn at DRAW_RATE: ms until the prompt is drawn."""
+    shell = session.shell
+    session.draw_rate = DRAW_RATE
+    await shell.send(b"yes\r")
+    await asyncio.sleep(flood_seconds)
+    since = len(shell.seen)
+    began = time.perf_counter()
+    await shell.send(b"\x03")
+    await shell.wait_for(PROMPT, since, timeout=300)
+    took = (time.perf_counter() - began) * 1000
+    session.draw_rate = None
+    shell.seen.clear()
+    return took
+
+
+def rss_mib(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            status = Path(f"/proc/{pid}/status").read_text()
+            total += int(status.split("VmRSS:")[1].split()[0])
+    return round(total / 1024, 1)
+
+
+async def measure(kind: str, url: str, pids: list[int], args: argparse.Namespace) -> dict:
+    sessions = await open_sessions(kind, url, args.sessions)
+    await asyncio.sleep(1)
+    result: dict = {"server_mib": rss_mib(pids)}
+    result["echo"] = summary(await echo(sessions, args.seconds))
+    for session in sessions[1:]:
+        await session.close()
+    one = sessions[0]
+    rates = [await bulk(one, args.bulk_mb) for _ in range(args.repeat)]
+    result["bulk_mb_s"] = round(statistics.median(rates), 1)
+    times = [await interrupt(one) for _ in range(args.repeat)]
+    result["ctrl_c_to_prompt"] = {
+        "p50_ms": round(statistics.median(times), 1),
+        "max_ms": round(max(times), 1),
+        "samples": len(times),
+    }
+    await one.close()
+    return result
+
+
+async def browser_clicks(url: str, runs: int) -> dict:
+    """Click to prompt in Chromium: a new guest's "Open my terminal", then a lesson's link."""
+    from playwright.async_api import async_playwright
+
+    prompt = "window.contained && window.contained.text().includes('# ')"
+    first, lesson = [], []
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        for run in range(runs):
+            # bypass_csp: the site's CSP forbids eval, which waiting on an expression uses.
+            context = await browser.new_context(bypass_csp=True)
+            page = await context.new_page()
+            await page.goto(f"{url}/terminal/")
+            await page.fill("#display-name", f"Browser {run}")
+            began = time.perf_counter()
+            await page.click("text=Open my terminal")
+            await page.wait_for_function(prompt, polling="raf")
+            first.append((time.perf_counter() - began) * 1000)
+            await page.goto(f"{url}/")  # the lessons, listed
+            began = time.perf_counter()
+            await page.click(f"a[href='/lessons/{LESSON}/']")
+            await page.wait_for_function(prompt, polling="raf")
+            lesson.append((time.perf_counter() - began) * 1000)
+            await context.close()
+        await browser.close()
+    return {
+        name: {**summary(times), "p95_ms": round(percentile(times, 95), 3)}
+        for name, times in (("new_guest", first), ("lesson_link", lesson))
+    }
+
+
+# --- the servers ---------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def contained_serving(workdir: Path, sessions: int) -> Iterator[tuple[str, list[int]]]:
+    """Our site as `make run` has it (SQLite, one Daphne worker) with a sandboxd of its own."""
+    env = {
+        **os.environ,
+        "CONTAINED_DATA_DIR": str(workdir / "data"),
+        "CONTAINED_STATE_DIR": str(workdir / "state"),
+        "CONTAINED_CGROUP_PARENT": "contained-bench",
+        # A directory of its own: sandboxd makes its socket's directory private.
+        "SANDBOXD_SOCKET": str(workdir / "run" / "sandboxd.sock"),
+        "CONTAINED_MAX_SANDBOXES": str(sessions + 50),
+        "ALLOWED_HOSTS": "127.0.0.1",
+        "CONTAINED_HTTPS": "0",
+        "CONTAINED_LOG_LEVEL": "WARNING",
+    }
+    site_prepare(env)
+    port = free_port()
+    with sandboxd_running(env, workdir) as sandboxd:
+        daphne = start_daphne(env, port, workdir / "daphne.log")
+        try:
+            yield f"http://127.0.0.1:{port}", [sandboxd.pid, daphne.pid]
+        finally:
+            daphne.terminate()
+            daphne.wait(30)
+
+
+def shell_command(workdir: Path) -> list[str]:
+    """The sandbox's bash as the peers run it on the host: the image's bashrc, no profile."""
+    bashrc = image_ensure(workdir / "state") / "etc" / "bash.bashrc"
+    return ["bash", "--noprofile", "--rcfile", str(bashrc), "-i"]
+
+
+@contextlib.contextmanager
+def peer_serving(name: str, argv: list[str], workdir: Path) -> Iterator[tuple[str, list[int]]]:
+    port = free_port()
+    argv = [arg.replace("{port}", str(port)) for arg in argv]
+    log = workdir / f"{name}.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(argv, stdout=out, stderr=out, start_new_session=True)
+    try:
+        wait_listening(port, process, log)
+        yield f"ws://127.0.0.1:{port}", [process.pid]
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+def serving(name: str, workdir: Path, sessions: int) -> contextlib.AbstractContextManager:
+    if name == "contained":
+        return contained_serving(workdir, sessions)
+    shell = shell_command(workdir)
+    if name == "terminado":
+        python = PEERS / ".venv" / "bin" / "python"
+        argv = [str(python), str(PEERS / "terminado_server.py"), "{port}", *shell]
+    else:
+        wetty = PEERS / "node_modules" / ".bin" / "wetty"
+        argv = [str(wetty), "--host", "127.0.0.1", "--port", "{port}", "--base", "/wetty/"]
+        argv += ["--command", " ".join(shell), "--log-level", "warn"]
+    if not Path(argv[0]).exists():
+        raise SystemExit(f"{name} is not installed: run `make bench-peers` first")
+    return peer_serving(name, argv, workdir)
+
+
+# --- the run -------------------------------------------------------------------------------
+
+
+async def run(args: argparse.Namespace, workdir: Path) -> dict:
+    report: dict = {"sessions": args.sessions, "seconds": args.seconds, "peers": {}}
+    for name in args.peers:
+        with serving(name, workdir, args.sessions) as (url, pids):
+            print(f"measuring {name} ...", file=sys.stderr)
+            report["peers"][name] = await measure(name, url, pids, args)
+            if name == "contained" and args.browser_runs:
+                report["browser"] = await browser_clicks(url, args.browser_runs)
+    return report
+
+
+def table(report: dict) -> str:
+    peers = report["peers"]
+    rows = [
+        (f"echo p50 ms ({report['sessions']} sessions)", lambda r: r["echo"]["p50_ms"]),
+        (f"echo p99 ms ({report['sessions']} sessions)", lambda r: r["echo"]["p99_ms"]),
+        ("bulk MB/s, client not drawing", lambda r: r["bulk_mb_s"]),
+        ("Ctrl-C to prompt p50 ms (5 MB/s drawn)", lambda r: r["ctrl_c_to_prompt"]["p50_ms"]),
+        ("Ctrl-C to prompt max ms", lambda r: r["ctrl_c_to_prompt"]["max_ms"]),
+        ("server memory MiB, sessions open", lambda r: r["server_mib"]),
+    ]
+    lines = [f"{'':<42}" + "".join(f"{name:>12}" for name in peers)]
+    for title, value in rows:
+        lines.append(f"{title:<42}" + "".join(f"{value(r):>12}" for r in peers.values()))
+    if "contained" in peers and len(peers) > 1:
+        lines.append("ratios, peer / contained (above 1: contained is better, but bulk: below):")
+        for title, value in rows[:5]:
+            ours = value(peers["contained"]) or float("nan")
+            ratios = [f"{value(r) / ours:.2f}" for r in peers.values()]
+            lines.append(f"  {title:<40}" + "".join(f"{x:>12}" for x in ratios))
+    for figure, f in report.get("browser", {}).items():
+        lines.append(
+            f"browser click to prompt, {figure.replace('_', ' ')}: p50 {f['p50_ms']:.0f} ms,"
+            f" p95 {f['p95_ms']:.0f} ms ({f['samples']} runs)"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.terminal_peers", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--sessions", type=int, default=200)
+    parser.add_argument("--seconds", type=float, default=20, help="of typing, for the echo")
+    parser.add_argument("--bulk-mb", type=int, default=64)
+    parser.add_argument("--repeat", type=int, default=3, help="bulk and Ctrl-C runs per peer")
+    parser.add_argument("--browser-runs", type=int, default=20)
+    parser.add_argument(
+        "--peers", type=lambda v: v.split(","), default=list(PEER_NAMES), help="comma-separated"
+    )
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    if unknown := set(args.peers) - set(PEER_NAMES):
+        parser.error(f"unknown peers {sorted(unknown)}; known: {', '.join(PEER_NAMES)}")
+    workdir = Path(tempfile.mkdtemp(prefix="contained-peers-"))
+    workdir.chmod(0o711)  # each sandbox's own root walks through it to its image and files
+    try:
+        report = asyncio.run(run(args, workdir))
+    except BaseException:
+        for log in sorted(workdir.glob("*.log")):  # what the servers said, before it goes
+            print(f"--- {log.name}:\n{log.read_text()[-3000:]}", file=sys.stderr)
+        raise
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    print(json.dumps(report, indent=2) if args.json else table(report))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,25 @@
+"""bench/terminal_peers.py's side of Contained, small, so the bench keeps working: the peers
+(terminado, wetty) are installed only by `make bench-peers`, and measured only there."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from bench import terminal_peers
+
+pytestmark = pytest.mark.asyncio
+
+
+async def test_the_peer_bench_measures_our_terminal_and_a_click_in_chromium(live_site, site_daemon):
+    args = argparse.Namespace(sessions=3, seconds=2, bulk_mb=2, repeat=1)
+    report = await terminal_peers.measure("contained", live_site, [site_daemon.process.pid], args)
+    assert report["echo"]["samples"] > 10
+    assert report["bulk_mb_s"] > 0
+    assert report["ctrl_c_to_prompt"]["samples"] == 1
+    assert report["server_mib"] > 0
+    clicks = await terminal_peers.browser_clicks(live_site, runs=1)
+    assert clicks["new_guest"]["samples"] == clicks["lesson_link"]["samples"] == 1
+    text = terminal_peers.table({"sessions": 3, "peers": {"contained": report}, "browser": clicks})
+    assert "bulk MB/s" in text and "click to prompt" in text
