@@ -47,6 +47,8 @@ class LiveLearner:
         self.ws: websockets.ClientConnection | None = None
         self.session = ""
         self.offset = 0
+        self.acked = 0
+        self.ack_every = 0
         self.screen = bytearray()
         self.messages: list[dict] = []
 
@@ -105,7 +107,8 @@ class LiveLearner:
         self.session = hello["session"]
         if hello.get("reset") or not resume:
             self.screen.clear()
-        self.offset = hello["offset"]
+        self.offset = self.acked = hello["offset"]
+        self.ack_every = hello.get("ack_every", 0)
         return hello
 
     async def type(self, text: str) -> None:
@@ -162,8 +165,11 @@ class LiveLearner:
         return data
 
     async def acknowledge(self) -> None:
-        """Everything received so far is drawn, as xterm.js's write callback tells."""
-        await self.ws.send(bytes([OP_ACK]) + OFFSET.pack(self.offset))
+        """Everything received so far is drawn: acknowledged as static/js/terminal.js does,
+        once `ack_every` bytes are drawn since the last acknowledgement."""
+        if self.offset - self.acked >= self.ack_every:
+            self.acked = self.offset
+            await self.ws.send(bytes([OP_ACK]) + OFFSET.pack(self.offset))
 
     async def close(self) -> None:
         if self.ws is not None:

@@ -123,6 +123,16 @@ class TerminalConsumer(AsyncWebsocketConsumer):
     # Closed with this when `target` finds nobody to attach for.
     no_target_close = CLOSE_NO_LEARNER
 
+    async def dispatch(self, message: dict) -> None:
+        # Channels closes stale database connections before every message, by a hop to its
+        # one shared sync thread: per keystroke and acknowledgement, that queues every
+        # terminal's frames behind each other. A frame here touches no database; connect
+        # reads it through database_sync_to_async, which does its own closing.
+        if message["type"] == "websocket.receive":
+            await self.websocket_receive(message)
+        else:
+            await super().dispatch(message)
+
     async def target(self, query: dict[str, str]) -> Target | None:
         return await database_sync_to_async(_learner_target)(
             self.scope["session"], self.scope.get("user"), query
@@ -189,6 +199,7 @@ class TerminalConsumer(AsyncWebsocketConsumer):
                     "hostname": sandbox.get("name"),
                     "node": target.node,
                     "startup_ms": sandbox.get("startup_ms"),
+                    "ack_every": info.get("ack_every", 0),
                 }
             )
         )

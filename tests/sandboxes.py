@@ -167,12 +167,14 @@ def sandboxd(start_sandboxd, settings) -> RunningDaemon:
 
 class Screen:
     """What one attached client has drawn, read in the background; acks as it draws
-    unless told not to."""
+    unless told not to (`ack=False`), or, with `ack="sparse"`, as a page does: once the
+    attach reply's `ack_every` bytes are drawn since its last ack."""
 
-    def __init__(self, terminal: Terminal, ack: bool = True) -> None:
+    def __init__(self, terminal: Terminal, ack: bool | str = True) -> None:
         self.terminal = terminal
         self.ack = ack
-        self.start = int(terminal.info["offset"])
+        self.every = int(terminal.info["ack_every"]) if ack == "sparse" else 0
+        self.start = self.acked = int(terminal.info["offset"])
         self.data = bytearray()
         self.events: list[dict] = []
         self.closed = asyncio.Event()
@@ -192,7 +194,8 @@ class Screen:
                         self.data += b"<resync>"
                         self.start = item.offset - len(self.data)
                     self.data += item.data
-                    if self.ack:
+                    if self.ack and item.end - self.acked >= self.every:
+                        self.acked = item.end
                         await self.terminal.ack(item.end)
                 else:
                     self.events.append(item.message)

@@ -723,6 +723,7 @@ class Daemon:
                     # The client clears its screen: what follows is not what it had drawn.
                     "reset": not same or start != offset,
                     "created": created,
+                    "ack_every": self.config.flow.ack_every,
                     "sandbox": node.sandbox.status(),
                 }
             )

@@ -56,6 +56,13 @@ class FlowLimits:
         if not 0 < self.low < self.high <= self.ring:
             raise ValueError("flow limits need 0 < low < high <= ring")
 
+    @property
+    def ack_every(self) -> int:
+        """How often a writer must acknowledge. Once it has drawn all it was sent, less than
+        this is unacknowledged, which is at most `low`: a paused PTY is read again. Output
+        that stays under `high` needs no ack at all, so typing sends none."""
+        return self.low
+
 
 class Recorder:
     """Writes the session as asciicast v2 (one JSON line per event), up to `max_bytes`."""

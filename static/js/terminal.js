@@ -60,6 +60,8 @@
   var ws = null;
   var session = null;
   var offset = 0;
+  var acked = 0; // the last offset acknowledged
+  var ackEvery = 0; // from hello; 0 acknowledges every frame
   var attempts = 0;
   var everConnected = false;
   // A lesson with machines of its own (web, db): one terminal each, one tab each.
@@ -113,6 +115,8 @@
       if (message.reset) term.reset();
       session = message.session;
       offset = message.offset;
+      acked = message.offset;
+      ackEvery = message.ack_every || 0;
       attempts = 0;
       var text = (watching ? "Watching " : "Connected to ") + message.hostname;
       if (watching) {
@@ -146,7 +150,14 @@
     var data = new Uint8Array(buffer, 9);
     var end = at + data.length;
     offset = end;
-    term.write(data, function () { send(OP_ACK, u64(end)); });
+    // Acknowledged once `ackEvery` bytes are drawn since the last ack: a flood is still held
+    // back at the sandbox, and a keystroke's echo costs no message back.
+    term.write(data, function () {
+      if (end - acked >= ackEvery) {
+        acked = end;
+        send(OP_ACK, u64(end));
+      }
+    });
   }
 
   function connect() {

@@ -201,6 +201,20 @@ async def test_malformed_frames_on_a_terminal_end_only_that_connection(start_san
     await victim.close()
 
 
+async def test_a_writer_acking_every_ack_every_bytes_keeps_a_flood_flowing(start_sandboxd, screen):
+    # As the page acks: far less often than every frame, yet often enough that a PTY
+    # paused at the high watermark (16 KiB here) is read again, whatever was left
+    # unacknowledged. (At every (high - low) / 2 it stalled now and then.)
+    daemon = start_sandboxd()
+    s = screen(await daemon.client.attach(learner()), ack="sparse")
+    assert 0 < s.every <= 4 * 1024
+    await s.expect(b"# ")
+    await s.type("yes | head -c 3000000; echo flood-$((2+3))\r")
+    await s.expect(b"flood-5", timeout=60)
+    assert s.end > 3_000_000
+    await s.close()
+
+
 async def test_exit_ends_the_session_and_the_next_attach_gets_a_new_shell(start_sandboxd, screen):
     daemon = start_sandboxd()
     name = learner()

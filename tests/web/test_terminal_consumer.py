@@ -46,6 +46,23 @@ async def test_a_guest_types_in_their_own_sandbox(sandboxd):
     await browser.ws.disconnect()
 
 
+async def test_keystrokes_and_acks_touch_no_database(sandboxd, monkeypatch):
+    # Channels would close stale connections before every frame, by a hop to its one sync
+    # thread that every terminal's keystrokes then queue for.
+    learner, cookie = await guest("ada")
+    browser = Browser(cookie)
+    hello = await browser.connect()
+    assert hello["ack_every"] > 0  # sandboxd's window, for the page to ack by
+    await browser.expect(b"# ")
+    closings = []
+    monkeypatch.setattr("django.db.close_old_connections", lambda **_: closings.append(1))
+    for key in "echo typed-$((20+2))\r":
+        await browser.type(key)
+    await browser.expect(b"typed-22")
+    assert closings == []
+    await browser.ws.disconnect()
+
+
 async def test_a_learner_reaches_only_their_own_sandbox(sandboxd):
     ada, ada_cookie = await guest("ada")
     bob, bob_cookie = await guest("bob")
