@@ -38,23 +38,14 @@
     theme: THEMES[theme]
   });
   var fit = new FitAddon.FitAddon();
-  var search = new SearchAddon.SearchAddon();
+  var search = null; // loaded after the first connect, below
   var unicode = new Unicode11Addon.Unicode11Addon();
   term.loadAddon(fit);
-  term.loadAddon(search);
   term.loadAddon(unicode);
   term.loadAddon(new WebLinksAddon.WebLinksAddon());
   term.unicode.activeVersion = "11";
   term.open(screenEl);
   panel.dataset.renderer = "dom";
-  try {
-    var webgl = new WebglAddon.WebglAddon();
-    webgl.onContextLoss(function () { webgl.dispose(); panel.dataset.renderer = "dom"; });
-    term.loadAddon(webgl);
-    panel.dataset.renderer = "webgl";
-  } catch (e) {
-    // No WebGL here (old GPU, headless browser): the DOM renderer draws instead.
-  }
   fit.fit();
 
   var ws = null;
@@ -101,13 +92,11 @@
     send(OP_RESIZE, bytes);
   }
 
+  // terminal-early.js opened the first socket; this one takes it over.
+  var early = window.containedTerminal;
+
   function socketUrl() {
-    var scheme = location.protocol === "https:" ? "wss:" : "ws:";
-    var params = new URLSearchParams({ rows: term.rows, cols: term.cols, offset: offset });
-    if (session) params.set("session", session);
-    if (panel.dataset.lesson) params.set("lesson", panel.dataset.lesson);
-    if (node) params.set("node", node);
-    return scheme + "//" + location.host + panel.dataset.wsPath + "?" + params.toString();
+    return early.url({ rows: term.rows, cols: term.cols, offset: offset, session: session, node: node });
   }
 
   function onText(message) {
@@ -118,6 +107,7 @@
       acked = message.offset;
       ackEvery = message.ack_every || 0;
       attempts = 0;
+      sendResize(); // the early socket did not know the size
       var text = (watching ? "Watching " : "Connected to ") + message.hostname;
       if (watching) {
         text += " · read-only";
@@ -162,7 +152,9 @@
 
   function connect() {
     setStatus(everConnected ? "Reconnecting…" : "Starting your sandbox…", "connecting");
-    var mine = new WebSocket(socketUrl());
+    var taken = early.socket;
+    early.socket = null;
+    var mine = taken || new WebSocket(socketUrl());
     ws = mine;
     mine.binaryType = "arraybuffer";
     mine.onmessage = function (event) {
@@ -183,6 +175,10 @@
       if (panel.dataset.state !== "restarting") setStatus("Reconnecting…", "connecting");
       window.setTimeout(connect, delay);
     };
+    if (taken) {
+      early.frames.splice(0).forEach(mine.onmessage);
+      if (early.closed) mine.onclose(early.closed);
+    }
   }
 
   function switchTo(name) {
@@ -269,7 +265,7 @@
     }
     if (action === "search") {
       var needle = window.prompt("Find in the terminal:");
-      if (needle) search.findNext(needle);
+      if (needle && search) search.findNext(needle);
     }
     term.focus();
   });
@@ -313,4 +309,27 @@
 
   connect();
   term.focus();
+
+  // Loaded once the terminal is up: the WebGL renderer (250 KB) and search need not delay
+  // the first prompt. Until WebGL is in, the DOM renderer draws.
+  function loadLater(src, ready) {
+    var script = document.createElement("script");
+    script.src = src;
+    script.onload = ready;
+    document.body.appendChild(script);
+  }
+  loadLater(panel.dataset.webglSrc, function () {
+    try {
+      var webgl = new WebglAddon.WebglAddon();
+      webgl.onContextLoss(function () { webgl.dispose(); panel.dataset.renderer = "dom"; });
+      term.loadAddon(webgl);
+      panel.dataset.renderer = "webgl";
+    } catch (e) {
+      // No WebGL here (old GPU, headless browser): the DOM renderer goes on drawing.
+    }
+  });
+  loadLater(panel.dataset.searchSrc, function () {
+    search = new SearchAddon.SearchAddon();
+    term.loadAddon(search);
+  });
 })();

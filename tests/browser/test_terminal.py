@@ -54,6 +54,10 @@ def test_resizing_the_window_changes_stty_size(live_site, new_page):
     page = new_page(1200, 800)
     start_as_guest(page, live_site)
     before = stty_size(page)
+    # The socket opened before xterm.js was loaded, at 24x80: the shell has the page's size.
+    assert before == tuple(
+        page.evaluate("[window.contained.term.rows, window.contained.term.cols]")
+    )
     page.set_viewport_size({"width": 800, "height": 600})
     page.wait_for_timeout(400)
     after = stty_size(page)
