@@ -48,9 +48,9 @@ STALL_TIMEOUT = 30.0
 
 @dataclass(frozen=True)
 class FlowLimits:
-    ring: int = 256 * 1024
-    high: int = 128 * 1024
-    low: int = 32 * 1024
+    ring: int = 1024 * 1024
+    high: int = 512 * 1024
+    low: int = 128 * 1024
 
     def validate(self) -> None:
         if not 0 < self.low < self.high <= self.ring:
@@ -281,7 +281,11 @@ class TerminalSession:
             while not client.closed and client.sent < self.end:
                 early = client.last_frame + FRAME_INTERVAL - self._loop.time()
                 if early > 0 and self.end - client.sent < READ_CHUNK:
-                    await asyncio.sleep(early)
+                    # Until the interval is up, or a full frame is waiting: more output
+                    # wakes this pump again.
+                    client.wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(client.wake.wait(), early)
                     continue
                 if client.sent < self.start:
                     client.sent = self.tail_from(client.sent)
