@@ -37,6 +37,9 @@ INPUT_HIGH = 256 * 1024
 RESIZE_INTERVAL = 0.05
 # Output goes straight to a client's socket while less than this waits in it.
 PUSH_LIMIT = 64 * 1024
+# Output smaller than this (an echo, a prompt after a command's output) goes at once even
+# within FRAME_INTERVAL of the previous frame: it is what a learner waits for.
+PUSH_SMALL = 1024
 # A flood goes out in fewer, fuller frames: a frame costs every hop after sandboxd (the web
 # worker, the browser, the acknowledgement back) about the same whatever its size, so a
 # frame of less than READ_CHUNK waits until this long after the client's previous one. A
@@ -221,7 +224,7 @@ class TerminalSession:
         now = self._loop.time()
         if (
             client.sent == self.end - len(data)
-            and now >= client.last_frame + FRAME_INTERVAL
+            and (len(data) < PUSH_SMALL or now >= client.last_frame + FRAME_INTERVAL)
             and not client.closed
             and not transport.is_closing()
             and transport.get_write_buffer_size() < PUSH_LIMIT

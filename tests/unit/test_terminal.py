@@ -3,10 +3,11 @@
 import asyncio
 import json
 import os
+import socket
 
 import pytest
 
-from sandboxapp.runtime.terminal import FlowLimits, Recorder, TerminalSession
+from sandboxapp.runtime.terminal import Client, FlowLimits, Recorder, TerminalSession
 
 FLOW = FlowLimits(ring=1024, high=512, low=128)
 
@@ -106,3 +107,28 @@ def test_the_recorder_writes_asciicast_and_stops_at_its_limit(tmp_path):
     assert json.loads(lines[2])[1:] == ["r", "100x30"]
     assert "recording size limit" in lines[-1]
     assert path.stat().st_size <= 400 + 100
+
+
+def test_a_flood_waits_for_the_next_frame_and_a_prompt_does_not(monkeypatch):
+    # Within the frame interval (made long here), more of a flood is left for the client's
+    # pump to send as one frame; a small output, as a prompt, goes at once.
+    monkeypatch.setattr("sandboxapp.runtime.terminal.FRAME_INTERVAL", 60.0)
+
+    async def go() -> None:
+        session, slave, _ = await session_on_pty()
+        ours, theirs = socket.socketpair()
+        _, writer = await asyncio.open_connection(sock=ours)
+        client = Client(writer, "writer", sent=0)
+        session.clients.add(client)  # no pump: only what append pushes is sent
+        session.append(b"x" * 3000)
+        assert client.sent == 3000  # the first output after a pause
+        session.append(b"$ ")
+        assert client.sent == 3002  # small: at once
+        session.append(b"y" * 3000)
+        assert client.sent == 3002 and client.wake.is_set()  # the pump's to send
+        writer.close()
+        theirs.close()
+        session.close()
+        os.close(slave)
+
+    asyncio.run(go())
