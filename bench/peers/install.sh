@@ -14,7 +14,8 @@ if ! command -v npm >/dev/null || [ "$(node -p 'process.versions.node.split(".")
     echo "wetty 3 needs Node.js 20 or newer, with npm; this machine has $(node --version 2>/dev/null || echo none)" >&2
     exit 1
 fi
-# package.json's allowScripts lets npm 11 run node-pty's install script (its native part).
-(cd "$here" && npm install --no-audit --no-fund --loglevel=error)
+# package-lock.json pins wetty's whole tree; package.json's allowScripts lets npm 11 run
+# node-pty's install script (its native part).
+(cd "$here" && npm ci --no-audit --no-fund --loglevel=error)
 "$here/node_modules/.bin/wetty" --version >/dev/null
 echo "peers installed: terminado $("$here/.venv/bin/python" -c 'import terminado; print(terminado.__version__)'), wetty $(node -p "require('$here/node_modules/wetty/package.json').version")"

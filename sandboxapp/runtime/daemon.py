@@ -63,6 +63,7 @@ LEARNER_RE = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 LEARNER_MAX = 40
 NODE_RE = re.compile(r"[a-z][a-z0-9]{0,11}")
 FIRST_FRAME_TIMEOUT = 10.0
+DETACHED_GRACE = 10.0
 EXEC_TIMEOUT_MAX = 300.0
 EXEC_OUTPUT_MAX = 1024 * 1024
 EXEC_ARGS_MAX = 64
@@ -75,9 +76,8 @@ def _socket_dir_claim(path: Path) -> None:
     holds anything else (`/tmp`, `/run`) is refused rather than closed: others use it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     # Ours: the socket, and the temporary name it is bound under (`.sandboxd.sock.PID`).
-    others = sorted(
-        p.name for p in path.parent.iterdir() if not p.name.lstrip(".").startswith(path.name)
-    )
+    ours = re.compile(rf"\.?{re.escape(path.name)}(\.\d+)?")
+    others = sorted(p.name for p in path.parent.iterdir() if not ours.fullmatch(p.name))
     if others:
         raise SystemExit(
             f"sandboxd: {path.parent} also holds {', '.join(others[:3])}"
@@ -779,7 +779,12 @@ class Daemon:
         refused_input = False
         while True:
             try:
-                frame = await wire.read_frame(reader)
+                # Detached: what it still sends is read (and dropped) until it closes too,
+                # for a while; one that never closes is let go.
+                wait = DETACHED_GRACE if client.closed else None
+                frame = await asyncio.wait_for(wire.read_frame(reader), wait)
+            except TimeoutError:
+                return
             except wire.ProtocolError as exc:
                 client.event({"event": "error", "code": "bad_request", "message": str(exc)})
                 return
@@ -788,7 +793,7 @@ class Daemon:
             if frame is None:
                 return
             if client.closed:
-                continue  # detached: what it still sends is read, until it closes too
+                continue
             if frame.kind == wire.ACK:
                 if client.role == "writer":
                     terminal.ack(frame.offset())

@@ -118,7 +118,10 @@ def image_ensure(state_dir: Path, name: str = "default") -> Path:
     marker = target / _MARKER
 
     def ready() -> bool:
-        return marker.exists() and marker.read_text() == IMAGE_VERSION
+        try:  # another builder may be swapping it in right now
+            return marker.read_text() == IMAGE_VERSION
+        except OSError:
+            return False
 
     if ready():
         return target
@@ -199,7 +202,10 @@ def usr_ensure(state_dir: Path, source: Path = Path("/usr")) -> Path:
     marker = target / _USR_STAMP
 
     def ready() -> bool:
-        return marker.exists() and marker.read_text() == stamp
+        try:
+            return marker.read_text() == stamp
+        except OSError:
+            return False
 
     if ready():
         return target

@@ -2,8 +2,9 @@
  * Opens the terminal's websocket before xterm.js and its addons are loaded and parsed (a
  * few hundred milliseconds on a slow machine), so the learner's sandbox starts meanwhile.
  * terminal.js takes the socket over with every frame that has arrived by then; until it
- * does, nothing is drawn or acknowledged. The shell starts at 24x80 and gets the real size
- * with the first resize.
+ * does, nothing is drawn or acknowledged. It asks for the size this browser's terminal last
+ * had (a reload, the next lesson), so a running shell is not resized twice; terminal.js
+ * sends the real size once it is drawn.
  */
 (function () {
   "use strict";
@@ -22,8 +23,14 @@
   }
 
   var nodes = (panel.dataset.nodes || "").split(",").filter(Boolean);
+  var size = /^(\d+)x(\d+)$/.exec(window.localStorage.getItem("contained.size") || "");
   var early = { url: url, frames: [], closed: null };
-  early.socket = new WebSocket(url({ offset: 0, node: nodes[0] || null }));
+  early.socket = new WebSocket(url({
+    rows: size ? size[1] : null,
+    cols: size ? size[2] : null,
+    offset: 0,
+    node: nodes[0] || null
+  }));
   early.socket.binaryType = "arraybuffer";
   early.socket.onmessage = function (event) { early.frames.push(event); };
   early.socket.onclose = function (event) { early.closed = event; };

@@ -1,7 +1,8 @@
 /* The learner's terminal: xterm.js on a websocket to their sandbox (docs/terminal-protocol.md).
  *
- * Output arrives with its absolute offset; each chunk is acknowledged once xterm has drawn it,
- * so a program that floods output is held back at the sandbox, not buffered in the browser.
+ * Output arrives with its absolute offset, and is acknowledged once xterm has drawn it (every
+ * `ack_every` bytes, from hello), so a program that floods output is held back at the
+ * sandbox, not buffered in the browser.
  * A dropped connection comes back with the session and offset, and gets exactly what it missed.
  */
 (function () {
@@ -39,6 +40,7 @@
   });
   var fit = new FitAddon.FitAddon();
   var search = null; // loaded after the first connect, below
+  var pendingSearch = null;
   var unicode = new Unicode11Addon.Unicode11Addon();
   term.loadAddon(fit);
   term.loadAddon(unicode);
@@ -85,6 +87,7 @@
 
   function sendResize() {
     if (watching) return;
+    store.setItem("contained.size", term.rows + "x" + term.cols); // for the next page's early socket
     var bytes = new Uint8Array(4);
     var view = new DataView(bytes.buffer);
     view.setUint16(0, term.rows);
@@ -107,7 +110,7 @@
       acked = message.offset;
       ackEvery = message.ack_every || 0;
       attempts = 0;
-      sendResize(); // the early socket did not know the size
+      sendResize(); // the early socket may not have known it
       var text = (watching ? "Watching " : "Connected to ") + message.hostname;
       if (watching) {
         text += " · read-only";
@@ -134,7 +137,7 @@
     }
   }
 
-  function onOutput(buffer) {
+  function onOutput(buffer, from) {
     var view = new DataView(buffer);
     var at = Number(view.getBigUint64(1));
     var data = new Uint8Array(buffer, 9);
@@ -143,6 +146,8 @@
     // Acknowledged once `ackEvery` bytes are drawn since the last ack: a flood is still held
     // back at the sandbox, and a keystroke's echo costs no message back.
     term.write(data, function () {
+      // Drawn after a switch or a new shell: its offsets are another session's.
+      if (from !== ws) return;
       if (end - acked >= ackEvery) {
         acked = end;
         send(OP_ACK, u64(end));
@@ -160,7 +165,7 @@
     mine.onmessage = function (event) {
       if (mine !== ws) return; // a socket of the machine we just left
       if (typeof event.data === "string") onText(JSON.parse(event.data));
-      else onOutput(event.data);
+      else onOutput(event.data, mine);
     };
     mine.onclose = function (event) {
       if (mine !== ws) return;
@@ -266,6 +271,7 @@
     if (action === "search") {
       var needle = window.prompt("Find in the terminal:");
       if (needle && search) search.findNext(needle);
+      else if (needle) pendingSearch = needle; // the addon is still loading
     }
     term.focus();
   });
@@ -310,8 +316,8 @@
   connect();
   term.focus();
 
-  // Loaded once the terminal is up: the WebGL renderer (250 KB) and search need not delay
-  // the first prompt. Until WebGL is in, the DOM renderer draws.
+  // Loaded once the terminal is up and connecting, not before: the WebGL renderer (250 KB)
+  // and search need not delay it. Until WebGL is in, the DOM renderer draws.
   function loadLater(src, ready) {
     var script = document.createElement("script");
     script.src = src;
@@ -331,5 +337,6 @@
   loadLater(panel.dataset.searchSrc, function () {
     search = new SearchAddon.SearchAddon();
     term.loadAddon(search);
+    if (pendingSearch) search.findNext(pendingSearch);
   });
 })();

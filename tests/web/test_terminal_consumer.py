@@ -55,7 +55,11 @@ async def test_keystrokes_and_acks_touch_no_database(sandboxd, monkeypatch):
     assert hello["ack_every"] > 0  # sandboxd's window, for the page to ack by
     await browser.expect(b"# ")
     closings = []
-    monkeypatch.setattr("django.db.close_old_connections", lambda **_: closings.append(1))
+
+    async def closing() -> None:
+        closings.append(1)
+
+    monkeypatch.setattr("channels.consumer.aclose_old_connections", closing)
     for key in "echo typed-$((20+2))\r":
         await browser.type(key)
     await browser.expect(b"typed-22")
