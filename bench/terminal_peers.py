@@ -44,7 +44,7 @@ from pathlib import Path
 import websockets
 
 from bench.chromium import CHROMIUM, CHROMIUM_ARGS
-from bench.learner import LiveLearner
+from bench.learner import LiveLearner, TerminalClosed
 from bench.sandboxd_bench import Shell, echo_latencies, percentile, summary
 from bench.workers import free_port, sandboxd_running, site_prepare, start_daphne, wait_listening
 from sandboxapp.runtime.image import image_ensure
@@ -117,7 +117,7 @@ class ContainedSession(Session):
         await self.learner.type(data.decode())
 
     async def _receive(self) -> bytes | None:
-        with contextlib.suppress(websockets.ConnectionClosed):
+        with contextlib.suppress(TerminalClosed):  # the site ended the terminal
             while (data := await self.learner.receive()) is None:
                 pass
             return data
