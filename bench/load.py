@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import random
 import re
@@ -205,19 +206,25 @@ def _fault(value: str) -> tuple[float, str]:
     return float(at), command
 
 
+def rss_mib(pids: list[int]) -> float:
+    """The summed resident memory of these processes (those gone are skipped)."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            status = Path(f"/proc/{pid}/status").read_text()
+            total += int(status.split("VmRSS:")[1].split()[0])
+    return round(total / 1024, 1)
+
+
 def _rss_mib(pattern: str) -> float:
     """The summed resident memory of processes whose command line matches `pattern`."""
-    total = 0
+    pids = []
     for proc in Path("/proc").glob("[0-9]*"):
-        try:
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError, PermissionError):
             cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
             if re.search(pattern, cmdline):
-                for line in (proc / "status").read_text().splitlines():
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1])
-        except (FileNotFoundError, ProcessLookupError, PermissionError):
-            continue
-    return round(total / 1024, 1)
+                pids.append(int(proc.name))
+    return rss_mib(pids)
 
 
 def _sandboxes_running(url: str) -> str:

@@ -45,6 +45,7 @@ import websockets
 
 from bench.chromium import CHROMIUM, CHROMIUM_ARGS
 from bench.learner import LiveLearner, TerminalClosed
+from bench.load import rss_mib
 from bench.sandboxd_bench import Shell, echo_latencies, percentile, summary
 from bench.workers import free_port, sandboxd_running, site_prepare, start_daphne, wait_listening
 from sandboxapp.runtime.image import image_ensure
@@ -258,15 +259,6 @@ async def interrupt(session: Session, flood_seconds: float = 2) -> float:
     session.draw_rate = None
     shell.seen.clear()
     return took
-
-
-def rss_mib(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
-            status = Path(f"/proc/{pid}/status").read_text()
-            total += int(status.split("VmRSS:")[1].split()[0])
-    return round(total / 1024, 1)
 
 
 async def measure(kind: str, url: str, pids: list[int], args: argparse.Namespace) -> dict:
