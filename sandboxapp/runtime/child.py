@@ -2,14 +2,18 @@
 
 One flat, ordered pipeline, the parent side of each step being in sandbox.py:
 
-    C (forked by the parent)   user + pid namespaces; parent writes the id map
-    I (pid 1 of the sandbox)   mount namespace, root filesystem, pivot_root
+    C (forked ahead by the     user + pid namespaces, then forks I
+       zygote)
+    I (pid 1 of the sandbox)   waits for its plan; parent writes the id map
+                               mount namespace, root filesystem, pivot_root
                                learner's user, mount, net, uts, ipc, cgroup namespaces
+                               (C writes their id map)
                                hostname, loopback, sysfs, delegated cgroups
+                               capabilities, no_new_privs, seccomp (all inherited)
                                then: init (reap orphans, start processes on request,
                                exit when the parent's end of the control socket closes)
-                               capabilities, no_new_privs, seccomp (all inherited)
-    F (forked by I per exec)   credentials, terminal, exec
+    F (forked by I for a       credentials, controlling terminal, exec
+       terminal)               (without one, I starts the process with Popen)
 
 Every process of a sandbox is forked by its own init, so it starts inside the cgroup and
 every namespace already, and orphans always land on that init: no process ever has to
@@ -26,10 +30,12 @@ import fcntl
 import gc
 import json
 import os
+import pickle
 import select
 import signal
 import socket
 import struct
+import subprocess
 import termios
 import time
 import traceback
@@ -59,6 +65,9 @@ INNER_NAMESPACES = (
     | sc.CLONE_NEWCGROUP
 )
 INIT_TITLE = "init [contained]"
+# The parent's message with the id map written: this prefix, then the pickled plan.
+MAPPED = b"mapped\n"
+MAX_PLAN = 1 << 20
 
 
 @dataclass
@@ -94,22 +103,15 @@ def _close_fds_except(keep: list[int]) -> None:
             low = fd + 1
 
 
-def run_c(plan: ChildPlan, sock: socket.socket, cgroup_ready: int) -> None:
-    """C: create the outer user and pid namespaces, then fork the sandbox's pid 1."""
+def run_c(sock: socket.socket, cgroup_ready: int) -> None:
+    """C: create the outer user and pid namespaces and fork the sandbox's pid 1, which
+    waits for its plan. The zygote forks C ahead of need: until the plan comes, C and
+    the init are an empty pair of namespaces that nothing else shares."""
     stage = "user namespace"
     try:
         _close_fds_except([sock.fileno(), cgroup_ready])
         os.setsid()
         sc.unshare(sc.CLONE_NEWUSER | sc.CLONE_NEWPID)
-        sock.send(b"userns")
-        msg, fds, _, _ = socket.recv_fds(sock, 64, 4)
-        if msg != b"mapped":
-            os._exit(1)
-        os.setresgid(0, 0, 0)
-        os.setresuid(0, 0, 0)
-        # Keep /proc/PID files owned by the sandbox's root (not host root), so the
-        # sandbox's own helper can write the learner's id map below.
-        sc.prctl(sc.PR_SET_DUMPABLE, 1)
         stage = "fork pid 1"
         unshared_r, unshared_w = os.pipe()
         mapped_r, mapped_w = os.pipe()
@@ -117,8 +119,7 @@ def run_c(plan: ChildPlan, sock: socket.socket, cgroup_ready: int) -> None:
         if pid == 0:
             os.close(unshared_r)
             os.close(mapped_w)
-            layers = dict(zip(("image", "usr"), fds, strict=True))
-            _run_init(plan, sock, layers, _Handshake(cgroup_ready, unshared_w, mapped_r))
+            _run_init(sock, _Handshake(cgroup_ready, unshared_w, mapped_r))
         os.close(cgroup_ready)
         os.close(unshared_w)
         os.close(mapped_r)
@@ -128,6 +129,9 @@ def run_c(plan: ChildPlan, sock: socket.socket, cgroup_ready: int) -> None:
         # only it (or another process in there) may write the learner's id map.
         stage = "learner id map"
         if os.read(unshared_r, 1) == b"u":
+            # The parent has mapped our namespace by now (the init unshares only after
+            # its plan, which comes after the map): become its root.
+            _become_root()
             # Identity: the learner's root is the sandbox's root, which the parent
             # mapped to this sandbox's own block of host ids.
             for name in ("uid_map", "gid_map"):
@@ -139,6 +143,14 @@ def run_c(plan: ChildPlan, sock: socket.socket, cgroup_ready: int) -> None:
         _fail(sock, stage, exc)
 
 
+def _become_root() -> None:
+    os.setresgid(0, 0, 0)
+    os.setresuid(0, 0, 0)
+    # Keep /proc/PID files owned by the sandbox's root (not host root), so that C, in
+    # the same namespace, may write the id map of the init's next one.
+    sc.prctl(sc.PR_SET_DUMPABLE, 1)
+
+
 @dataclass(frozen=True)
 class _Handshake:
     """Pipes by which the init waits for the others' parts of the set-up."""
@@ -148,17 +160,24 @@ class _Handshake:
     mapped: int  # (read) C wrote the map
 
 
-def _run_init(
-    plan: ChildPlan, sock: socket.socket, fds: dict[str, int], handshake: _Handshake
-) -> None:
-    stage = "mount namespace"
+def _run_init(sock: socket.socket, handshake: _Handshake) -> None:
+    stage = "plan"
     try:
+        # The plan, pickled by the parent (host root, this same program), and the two
+        # idmapped layers. Only the parent holds the other end of this socket.
+        message, fds = sc.recv_fds(sock, MAX_PLAN, 2)
+        if not message.startswith(MAPPED):
+            os._exit(1)  # the parent or the zygote is gone
         started = time.perf_counter()
+        plan = pickle.loads(message[len(MAPPED) :])
+        layers = dict(zip(("image", "usr"), fds, strict=True))
+        stage = "mount namespace"
+        _become_root()
         sc.unshare(sc.CLONE_NEWNS)
         sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
         stage = "root filesystem"
-        rootfs.apply(plan.root_ops, fds)
-        for fd in fds.values():
+        rootfs.apply(plan.root_ops, layers)
+        for fd in fds:
             os.close(fd)
         stage = "cgroup"
         # The parent moves us into the sandbox's cgroup meanwhile (slow on cgroup v1):
@@ -206,6 +225,9 @@ def _enter_inner_namespaces(handshake: _Handshake) -> None:
     os.close(handshake.mapped)
     os.setresgid(0, 0, 0)
     os.setresuid(0, 0, 0)
+    # Root's own groups only (the zygote's, from the host, would show as nogroup): what
+    # every process the init spawns as root starts with.
+    os.setgroups([0])
 
 
 def _loopback_up() -> None:
@@ -238,6 +260,7 @@ class _Init:
     def __init__(self, control: socket.socket) -> None:
         self.control = control
         self.channels: dict[int, int] = {}
+        self.popens: dict[int, subprocess.Popen[bytes]] = {}
 
     def serve(self) -> None:
         gc.disable()
@@ -276,15 +299,18 @@ class _Init:
                 return
             if pid == 0:
                 return
+            code = os.waitstatus_to_exitcode(status)
+            popen = self.popens.pop(pid, None)
+            if popen is not None:
+                popen.returncode = code
             channel = self.channels.pop(pid, None)
             if channel is not None:
-                code = os.waitstatus_to_exitcode(status)
                 _send_quietly(channel, b"exit %d" % (code if code >= 0 else 128 - code))
                 os.close(channel)
 
     def _request(self) -> None:
         try:
-            message, fds, _, _ = socket.recv_fds(self.control, 65536, 8)
+            message, fds = sc.recv_fds(self.control, 65536, 8)
         except OSError:
             message, fds = b"", []
         if not message:
@@ -308,30 +334,78 @@ class _Init:
 
     def _spawn(self, request: dict, fds: list[int]) -> None:
         *stdio, channel = fds
-        err_r, err_w = os.pipe2(os.O_CLOEXEC)
         try:
-            # EAGAIN at pids.max: the fork-bomb lesson makes that routine.
-            pid = sc.fork_single_threaded()
-        except OSError as exc:
-            os.close(err_r)
-            os.close(err_w)
-            _send_quietly(channel, f"error fork: {exc}".encode())
-            return
-        if pid == 0:
-            os.close(err_r)
-            _run_f(request, stdio, err_w)
-        os.close(err_w)
-        # The error pipe closes at exec (close-on-exec) or carries why there was none.
-        error = b""
-        while chunk := os.read(err_r, 4096):
-            error += chunk
-        os.close(err_r)
-        if error:
-            os.waitpid(pid, 0)
-            _send_quietly(channel, b"error " + error)
+            if request.get("pty"):
+                pid = _fork_f(request, stdio)
+            else:
+                popen = _popen(request, stdio)
+                pid = popen.pid
+                # Held until reaped here, so that it never reaps the process itself.
+                self.popens[pid] = popen
+        except _SpawnError as exc:
+            _send_quietly(channel, b"error " + str(exc).encode(errors="replace")[:4000])
             return
         self.channels[pid] = os.dup(channel)
         _send_quietly(channel, b"started %d" % pid)
+
+
+class _SpawnError(Exception):
+    """Why a process could not start, as "<stage>: <reason>" for the parent."""
+
+
+def _popen(request: dict, stdio: list[int]) -> subprocess.Popen[bytes]:
+    """No terminal (lesson setup, checks, `sandbox run`): Python's own spawn.
+
+    As root it is a vfork: the child shares the init's memory until its exec, so no page
+    is copied. As another user it is a fork whose child runs only C code, so it
+    touches few pages. Either way the child sets up a new session, its stdio, the
+    directory and the user, closes every other fd, and resets signals to the defaults.
+    (glibc's posix_spawn would leave its two internal signals ignored across exec.)
+    """
+    uid = int(request.get("uid", 0))
+    cwd = str(request.get("cwd", "/root"))
+    try:
+        return subprocess.Popen(
+            [str(a) for a in request["argv"]],
+            stdin=stdio[0],
+            stdout=stdio[1],
+            stderr=stdio[2],
+            cwd=cwd,
+            env={str(k): str(v) for k, v in request["env"].items()},
+            start_new_session=True,
+            # Root's own groups are the init's already ([0]); unchanged ids keep the vfork.
+            user=uid or None,
+            group=uid or None,
+            extra_groups=[uid] if uid else None,
+        )
+    except OSError as exc:
+        stage = "working directory" if exc.filename == cwd else "exec" if exc.filename else "fork"
+        raise _SpawnError(f"{stage}: {exc}") from None
+
+
+def _fork_f(request: dict, stdio: list[int]) -> int:
+    """Another user, or a terminal to make controlling: fork F, which sets both up."""
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    try:
+        # EAGAIN at pids.max: the fork-bomb lesson makes that routine.
+        pid = sc.fork_single_threaded()
+    except OSError as exc:
+        os.close(err_r)
+        os.close(err_w)
+        raise _SpawnError(f"fork: {exc}") from None
+    if pid == 0:
+        os.close(err_r)
+        _run_f(request, stdio, err_w)
+    os.close(err_w)
+    # The error pipe closes at exec (close-on-exec) or carries why there was none.
+    error = b""
+    while chunk := os.read(err_r, 4096):
+        error += chunk
+    os.close(err_r)
+    if error:
+        os.waitpid(pid, 0)
+        raise _SpawnError(error.decode(errors="replace"))
+    return pid
 
 
 def _send_pty(channel: int) -> None:

@@ -29,11 +29,8 @@ def _dir(state_dir: Path) -> Path:
     return path
 
 
-def _claim(directory: Path, owner: str) -> int:
-    # One listing rather than one failed open per block held: a host keeps a block for
-    # every learner it has ever had. O_EXCL still settles a race for the same block.
-    taken = set(os.listdir(directory))
-    for block in range(FIRST_BLOCK, LAST_BLOCK + 1):
+def _claim(directory: Path, owner: str, blocks: range, taken: set[str] = frozenset()) -> int:
+    for block in blocks:
         if f"block-{block}" in taken:
             continue
         try:
@@ -54,7 +51,11 @@ def ids_for_learner(state_dir: Path, learner: str) -> int:
         return int(record.read_text())
     except FileNotFoundError:
         pass
-    base = _claim(directory, f"learner:{learner}")
+    # Learners fill the blocks from the bottom, and a host keeps one for every learner it
+    # has ever had: one listing rather than one failed open per block held. O_EXCL still
+    # settles a race for the same block.
+    taken = set(os.listdir(directory))
+    base = _claim(directory, f"learner:{learner}", range(FIRST_BLOCK, LAST_BLOCK + 1), taken)
     tmp = record.with_name(f".{record.name}.{os.getpid()}.{threading.get_ident()}")
     tmp.write_text(str(base))
     try:
@@ -69,7 +70,9 @@ def ids_for_learner(state_dir: Path, learner: str) -> int:
 
 
 def ids_borrow(state_dir: Path, sandbox: str) -> int:
-    return _claim(_dir(state_dir), borrower(sandbox))
+    """A block for a throwaway sandbox's lifetime. Borrowers take blocks from the top,
+    where only other borrowers are, so this opens one file or a few, and lists nothing."""
+    return _claim(_dir(state_dir), borrower(sandbox), range(LAST_BLOCK, FIRST_BLOCK - 1, -1))
 
 
 def release_ids(state_dir: Path, base: int, owner: str | None = None) -> None:

@@ -88,7 +88,9 @@ def process_facts(pid: int) -> ProcessFacts | None:
                 cgroup=_read(d, "cgroup"),
                 seccomp_filters=int(status.get("Seccomp_filters", "0")),
             )
-    except (FileNotFoundError, ProcessLookupError, KeyError):
+    except (FileNotFoundError, ProcessLookupError, KeyError, PermissionError):
+        # PermissionError: a namespace link refused for a moment, as a process was
+        # changing (seen once in many thousand reads); the checker reads again anyway.
         return None
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pickle
 import select
 import shutil
 import signal
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from . import child, ids, image, network, rootfs, security, volumes, zygote
 from . import syscalls as sc
-from .cgroups import CgroupBackend, SandboxCgroup, detect
+from .cgroups import CgroupBackend, CgroupError, SandboxCgroup, detect
 from .spec import ID_BLOCK, SandboxSpec
 
 DEFAULT_STATE_DIR = Path("/var/lib/contained")
@@ -151,9 +152,8 @@ class Sandbox:
             finally:
                 theirs.close()
             if _readable(ours.fileno(), 10):
-                _, fds, _, _ = socket.recv_fds(ours, 16, 1)
+                _, fds = sc.recv_fds(ours, 16, 1)
                 if fds:
-                    os.set_inheritable(fds[0], False)
                     return fds[0]
         raise SandboxError(f"sandbox {self.name} could not open a terminal")
 
@@ -401,7 +401,6 @@ def sandbox_create(spec: SandboxSpec, config: RuntimeConfig | None = None) -> Sa
                 config.state_dir, spec.volume, spec.limits.disk_bytes, spec.uid_base
             )
         cgroup_backend().prepare_parent(config.cgroup_parent)
-        cgroup.create(spec.limits, spec.uid_base)
         layout = rootfs.Layout(str(rundir), volume_path, spec.limits.disk_bytes)
         plan = child.ChildPlan(
             hostname=spec.effective_hostname,
@@ -438,76 +437,70 @@ def _start(
     started = time.perf_counter()
     # Each sandbox's init is re-parented to us when its creator exits: we reap it.
     sc.prctl(sc.PR_SET_CHILD_SUBREAPER, 1)
-    parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    cgroup_ready_r, cgroup_ready_w = os.pipe()
     try:
-        pid, creator = zygote.zygote_fork(plan, [child_sock.fileno(), cgroup_ready_r])
-    except BaseException as exc:
-        parent_sock.close()
-        os.close(cgroup_ready_w)
-        if isinstance(exc, zygote.ZygoteError):
-            raise SandboxError(f"could not start the sandbox: {exc}") from exc
-        raise
-    finally:
-        child_sock.close()
-        os.close(cgroup_ready_r)
+        creator = zygote.zygote_fork()
+    except zygote.ZygoteError as exc:
+        raise SandboxError(f"could not start the sandbox: {exc}") from exc
+    control = creator.control
     image_fd = usr_fd = userns_fd = -1
     init_pid = 0
     try:
-        parent_sock.settimeout(10)
-        _expect(parent_sock, b"userns")
+        control.settimeout(10)
+        init_pid = int(_expect(control, b"init ").split()[1])
         for name in ("uid_map", "gid_map"):
-            with open(f"/proc/{pid}/{name}", "w") as f:
+            with open(f"/proc/{creator.pid}/{name}", "w") as f:
                 f.write(f"0 {spec.uid_base} {ID_BLOCK}\n")
         # The image and /usr appear owned by the sandbox's root, not by host root: the
         # learner may then change anything in their view (copied up to their layer).
-        userns_fd = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+        userns_fd = os.open(f"/proc/{creator.pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
         image_fd = sc.open_tree_clone(str(image_path))
         sc.mount_setattr_idmap(image_fd, userns_fd, sc.MOUNT_ATTR_NOSUID | sc.MOUNT_ATTR_NODEV)
         usr_fd = sc.open_tree_clone(str(usr_path))
         sc.mount_setattr_idmap(usr_fd, userns_fd, sc.MOUNT_ATTR_NOSUID | sc.MOUNT_ATTR_NODEV)
-        socket.send_fds(parent_sock, [b"mapped"], [image_fd, usr_fd])
-        init_pid = int(_expect(parent_sock, b"init ").split()[1])
+        socket.send_fds(control, [child.MAPPED + pickle.dumps(plan)], [image_fd, usr_fd])
         try:
+            # While the init mounts its root: the cgroup it waits for.
+            cgroup.create(spec.limits, spec.uid_base)
             cgroup.add(init_pid)
-        except OSError as exc:
+        except (OSError, CgroupError) as exc:
             # Never let an init run outside its limits. If it had failed already, its
             # own reason is the better message.
             with contextlib.suppress(ProcessLookupError):
                 os.kill(init_pid, signal.SIGKILL)
-            message = parent_sock.recv(8192)
+            message = control.recv(8192)
             if message.startswith(b"error "):
                 _expect_message(message, b"ready ")
             raise SandboxError(f"could not put the sandbox in its cgroup: {exc}") from exc
         with contextlib.suppress(BrokenPipeError):
             # If the init failed already, its reason is waiting to be read below.
-            os.write(cgroup_ready_w, b"c")
-        _expect(parent_sock, b"ready")
+            os.write(creator.cgroup_ready, b"c")
+        _expect(control, b"ready")
+        zygote.zygote_refill()
         # The creator exits right after the learner's id map, before "ready": from here
         # on the init is our child, for destroy to reap.
-        _readable(creator, 10)
+        _readable(creator.pidfd, 10)
         cgroup.settle(init_pid, spec.uid_base)
     except BaseException:
         with contextlib.suppress(ProcessLookupError):
-            sc.pidfd_send_signal(creator, signal.SIGKILL)
+            sc.pidfd_send_signal(creator.pidfd, signal.SIGKILL)
         if init_pid:
             # The init is ours to reap once its creator is gone, and not before.
-            _readable(creator, 10)
+            _readable(creator.pidfd, 10)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(init_pid, signal.SIGKILL)
             _reap(init_pid)
-        parent_sock.close()
+        control.close()
         raise
     finally:
-        os.close(creator)
-        os.close(cgroup_ready_w)
+        os.close(creator.pidfd)
+        os.close(creator.cgroup_ready)
         for fd in (image_fd, usr_fd, userns_fd):
             if fd >= 0:
                 os.close(fd)
     pidfd = os.pidfd_open(init_pid)
     startup_ms = (time.perf_counter() - started) * 1000
-    parent_sock.settimeout(None)
-    sandbox = Sandbox(spec, config, init_pid, pidfd, parent_sock, cgroup, volume_lock, startup_ms)
+    control.settimeout(None)
+    sandbox = Sandbox(spec, config, init_pid, pidfd, control, cgroup, volume_lock, startup_ms)
     _state_write(sandbox)
     return sandbox
 

@@ -7,9 +7,11 @@ may meet signals the kernel will not change, is the one that does not).
 
 from __future__ import annotations
 
+import array
 import ctypes
 import os
 import platform
+import socket
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -233,3 +235,19 @@ def reset_signal_dispositions() -> None:
     for signum in range(1, 65):
         if signum not in (9, 19):  # SIGKILL and SIGSTOP cannot be changed
             _libc.syscall(_SYSCALLS["rt_sigaction"], signum, ctypes.byref(default), None, 8)
+
+
+def recv_fds(sock: socket.socket, bufsize: int, maxfds: int) -> tuple[bytes, list[int]]:
+    """socket.recv_fds, with the fds close-on-exec from the start (3.11's drops `flags`).
+
+    A sandbox's init spawns with posix_spawn, which closes nothing but close-on-exec
+    fds: one it received any other way would reach the learner's processes.
+    """
+    fds = array.array("i")
+    message, ancillary, _, _ = sock.recvmsg(
+        bufsize, socket.CMSG_LEN(maxfds * fds.itemsize), socket.MSG_CMSG_CLOEXEC
+    )
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
+    return message, list(fds)

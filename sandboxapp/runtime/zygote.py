@@ -8,11 +8,16 @@ sandbox's creator, its init and every process that init forks would pay for all 
 needs), so forks from it cost a fraction, and a sandbox's init carries none of the
 parent's memory, secrets included.
 
+It keeps one sandbox forked ahead, a spare, as Android's zygote keeps unspecialised app
+processes: its creator C has unshared a user and a pid namespace (empty, unmapped, shared
+with nothing) and forked the init, which waits for its plan. A request takes the spare;
+the parent asks for the next one once its sandbox is up. No fork and no unshare is then
+on the path of a learner waiting for their shell.
+
 Its channel is a private SOCK_SEQPACKET pair inherited at start, never a named socket,
-so only the process that started it can ask it for anything. A request is a pickled
-`ChildPlan` (both ends are this program, as root) with two fds: the child's end of the
-sandbox's control socket and the cgroup-ready pipe. The zygote forks C
-(`child.run_c`) and answers with C's pid and a pidfd for it.
+so only the process that started it can ask it for anything. A request ("fork") gets
+C's pid and three fds: a pidfd for C, the parent's end of the sandbox's control socket
+(C holds the other) and the write end of the cgroup-ready pipe.
 
 The zygote is not a child subreaper: when C exits, the sandbox's init is re-parented to
 the process that started the zygote (sandbox.py makes it one), which reaps it, as if it
@@ -22,14 +27,15 @@ reused while the parent may still signal it.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
-import pickle
 import signal
 import socket
 import subprocess
 import sys
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import setproctitle
@@ -38,7 +44,6 @@ from . import child
 from . import syscalls as sc
 
 TITLE = "zygote [contained]"
-MAX_REQUEST = 1 << 20
 _PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # What the zygote keeps of the daemon's environment: enough to run and to log.
 _ZYGOTE_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "CONTAINED_DEBUG_CHILD")
@@ -46,6 +51,16 @@ _ZYGOTE_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "CONTAINED_DEBUG_CHILD")
 
 class ZygoteError(RuntimeError):
     pass
+
+
+@dataclass
+class Creator:
+    """C, as the parent holds it: to be given its plan on `control`, with its id map."""
+
+    pid: int
+    pidfd: int
+    control: socket.socket
+    cgroup_ready: int  # write end: the init is in its cgroup
 
 
 class Zygote:
@@ -64,25 +79,36 @@ class Zygote:
         with self._lock:
             self._stop()
 
-    def fork(self, plan: child.ChildPlan, fds: list[int]) -> tuple[int, int]:
-        """Fork C from the zygote with `fds`; return C's pid and a pidfd for it."""
-        request = pickle.dumps(plan)
+    def fork(self) -> Creator:
+        """Take the zygote's spare C: its pid, a pidfd, its control socket and the
+        cgroup-ready pipe."""
         with self._lock:
             for _attempt in (1, 2):
                 channel = self._ensure()
                 try:
-                    socket.send_fds(channel, [request], fds)
-                    reply, pidfds, _, _ = socket.recv_fds(channel, 256, 1)
+                    channel.send(b"fork")
+                    reply, fds = sc.recv_fds(channel, 256, 3)
                 except OSError:
-                    reply, pidfds = b"", []
-                if reply.startswith(b"forked ") and pidfds:
-                    return int(reply.split()[1]), pidfds[0]
-                for fd in pidfds:
+                    reply, fds = b"", []
+                if reply.startswith(b"forked ") and len(fds) == 3:
+                    pidfd, control, cgroup_ready = fds
+                    return Creator(
+                        int(reply.split()[1]), pidfd, socket.socket(fileno=control), cgroup_ready
+                    )
+                for fd in fds:
                     os.close(fd)
                 if reply.startswith(b"error "):
                     raise ZygoteError(reply[6:].decode(errors="replace"))
                 self._stop()  # it died: a fresh one gets the second attempt
         raise ZygoteError("the zygote that forks sandboxes keeps dying")
+
+    def refill(self) -> None:
+        """Ask for the next spare, once the sandbox that took the last one is up:
+        forked while it is set up, it would compete with it for the CPU."""
+        with self._lock:
+            if self._channel is not None:
+                with contextlib.suppress(OSError):
+                    self._channel.send(b"spare")
 
     def _ensure(self) -> socket.socket:
         if self._channel is not None and self._process and self._process.poll() is None:
@@ -140,48 +166,89 @@ def zygote_stop() -> None:
     _ZYGOTE.stop()
 
 
-def zygote_fork(plan: child.ChildPlan, fds: list[int]) -> tuple[int, int]:
-    return _ZYGOTE.fork(plan, fds)
+def zygote_fork() -> Creator:
+    return _ZYGOTE.fork()
+
+
+def zygote_refill() -> None:
+    _ZYGOTE.refill()
 
 
 def serve(fd: int) -> None:
-    """The zygote's side: fork C for each request until the parent closes the channel."""
+    """The zygote's side: hand over its spare C for each request, then fork the next,
+    until the parent closes the channel."""
     sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
     channel = socket.socket(fileno=fd)
-    channel.settimeout(1.0)  # wake up now and then to reap the creators that ended
+    channel.settimeout(1.0)  # wake up now and then to reap, and to make a missing spare
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C is for the parent to handle
     setproctitle.setproctitle(TITLE)
     # What is imported now is shared with every fork: keep the collector off those pages.
     gc.freeze()
     gc.disable()
+    spare = _spare_or_none()
     channel.send(b"ready")
     while True:
         _reap_finished()
         try:
-            message, fds, _, _ = socket.recv_fds(channel, MAX_REQUEST, 2)
+            message = channel.recv(256)
         except TimeoutError:
-            continue
+            message = b"spare"
         except OSError:
-            message, fds = b"", []
+            message = b""
         if not message:
+            _spare_end(spare)
             os._exit(0)
+        if message == b"spare":
+            if spare is None:
+                spare = _spare_or_none()
+            continue
         try:
-            plan = pickle.loads(message)
-            child_sock, cgroup_ready = fds
-            pid = sc.fork_single_threaded()
-            if pid == 0:
-                signal.signal(signal.SIGINT, signal.SIG_DFL)
-                child.run_c(plan, socket.socket(fileno=child_sock), cgroup_ready)
-            pidfd = os.pidfd_open(pid)
-            try:
-                socket.send_fds(channel, [b"forked %d" % pid], [pidfd])
-            finally:
-                os.close(pidfd)
-        except Exception as exc:  # noqa: BLE001 - a bad request must not end the zygote
+            if spare is None:
+                spare = _spare()
+            pid, fds = spare
+            spare = None
+            socket.send_fds(channel, [b"forked %d" % pid], fds)
+            for handed in fds:
+                os.close(handed)
+        except Exception as exc:  # noqa: BLE001 - a failed fork must not end the zygote
             channel.send(b"error " + str(exc).encode(errors="replace")[:4000])
-        finally:
-            for received in fds:
-                os.close(received)
+
+
+def _spare() -> tuple[int, list[int]]:
+    """Fork C ahead of need; return its pid and the three fds for the parent."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    ready_r, ready_w = os.pipe()
+    try:
+        pid = sc.fork_single_threaded()
+        if pid == 0:
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            child.run_c(theirs, ready_r)
+        pidfd = os.pidfd_open(pid)
+    except BaseException:
+        ours.close()
+        os.close(ready_w)
+        raise
+    finally:
+        theirs.close()
+        os.close(ready_r)
+    return pid, [pidfd, ours.detach(), ready_w]
+
+
+def _spare_end(spare: tuple[int, list[int]] | None) -> None:
+    """End the spare before we do: its init sees its control socket close and exits,
+    then its creator. Whoever stops the zygote may then remove the cgroup it ran in."""
+    if spare is not None:
+        pid, fds = spare
+        for fd in fds:
+            os.close(fd)
+        os.waitpid(pid, 0)
+
+
+def _spare_or_none() -> tuple[int, list[int]] | None:
+    try:
+        return _spare()
+    except OSError:
+        return None  # out of pids or memory for now: the next request tries again
 
 
 def _reap_finished() -> None:

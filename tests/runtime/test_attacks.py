@@ -210,11 +210,12 @@ def test_setuid_binary_gains_nothing(sandbox, sh):
     assert out.strip() == "1000"
 
 
-def test_no_host_file_descriptor_leaks_in(sandbox, sh, tmp_path):
+@pytest.mark.parametrize("user", ["root", "learner"])  # a spawn, and a fork then exec
+def test_no_host_file_descriptor_leaks_in(sandbox, sh, tmp_path, user):
     leak = open(tmp_path / "leak", "w")  # noqa: SIM115 - must stay open across the check
     os.set_inheritable(leak.fileno(), True)
     try:
-        code, out = sh(sandbox, "ls /proc/self/fd")
+        code, out = sh(sandbox, "ls /proc/self/fd", user=user)
         assert sorted(int(fd) for fd in out.split()) == [0, 1, 2, 3]  # 3: ls's own dir fd
     finally:
         leak.close()

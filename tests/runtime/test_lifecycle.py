@@ -144,6 +144,27 @@ def test_sandbox_reports_a_failed_setup_clearly(config, monkeypatch):
     assert not (config.state_dir / "sandboxes" / "broken").exists()
 
 
+@pytest.mark.parametrize("user", ["root", "learner"])  # a spawn, and a fork then exec
+def test_a_process_that_cannot_start_says_why_and_the_sandbox_goes_on(sandbox, sh, user):
+    with pytest.raises(SandboxError, match=r"could not start 'no-such-tool'.*exec: .*No such file"):
+        sandbox.spawn(["no-such-tool"], user=user)
+    with pytest.raises(SandboxError, match=r"working directory: .*/nowhere"):
+        sandbox.spawn(["/bin/true"], cwd="/nowhere", user=user)
+    # Found on the request's PATH, not the init's.
+    code, out = sh(
+        sandbox,
+        "mkdir -p /opt/tools && printf '#!/bin/sh\\necho found\\n' > /opt/tools/mine"
+        " && chmod 755 /opt/tools/mine",
+    )
+    assert code == 0, out
+    process = sandbox.spawn(["mine"], env={"PATH": "/opt/tools"}, user=user)
+    assert process.wait(timeout=10) == 0
+    assert sh(sandbox, "pwd", user=user) == (
+        0,
+        ("/root" if user == "root" else "/home/learner") + "\n",
+    )
+
+
 def test_init_reaps_orphans(sandbox, sh):
     # Orphans re-parent to the sandbox's init, which must reap them (no zombies pile up).
     sh(sandbox, "for i in 1 2 3 4 5; do (sleep 0.05 &) ; done; sleep 0.3")

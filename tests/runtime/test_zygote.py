@@ -64,7 +64,22 @@ def test_a_killed_zygote_is_replaced_at_the_next_sandbox(make_sandbox, sh):
     assert zygote._ZYGOTE._process is not process
 
 
-def test_the_zygote_ends_with_the_process_that_started_it(guard):
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except FileNotFoundError:
+        return []
+
+
+def _ended(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return True
+    return state == "Z"  # dead, waiting for the init of this machine to reap it
+
+
+def test_the_zygote_and_its_spare_end_with_the_process_that_started_it(guard):
     script = (
         f"import sys; sys.path.insert(0, {str(REPO)!r})\n"
         "from sandboxapp.runtime import zygote\n"
@@ -76,21 +91,24 @@ def test_the_zygote_ends_with_the_process_that_started_it(guard):
     try:
         child_pid = int(parent.stdout.readline())
         assert Path(f"/proc/{child_pid}/cmdline").read_bytes().startswith(b"zygote [contained]")
+        # The spare: a creator, and the init it forked, waiting in their own namespaces.
+        (creator,) = _children(child_pid)
+        deadline = time.monotonic() + 10
+        while not _children(creator) and time.monotonic() < deadline:
+            time.sleep(0.01)  # the creator forks the init on its own time
+        (init,) = _children(creator)
+        assert os.stat(f"/proc/{init}/ns/pid").st_ino != os.stat("/proc/self/ns/pid").st_ino
+        assert os.stat(f"/proc/{init}/ns/user").st_ino != os.stat("/proc/self/ns/user").st_ino
     finally:
         parent.kill()
         parent.wait()
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            state = Path(f"/proc/{child_pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except FileNotFoundError:
-            break
-        if state == "Z":  # dead, waiting for the init of this machine to reap it
-            break
+    while time.monotonic() < deadline and not all(map(_ended, (child_pid, creator, init))):
         time.sleep(0.05)
-    else:
-        os.kill(child_pid, signal.SIGKILL)
-        raise AssertionError("the zygote outlived its parent")
+    for pid in (child_pid, creator, init):
+        if not _ended(pid):
+            os.kill(pid, signal.SIGKILL)
+            raise AssertionError(f"{pid} outlived the zygote's parent")
 
 
 def test_sandboxes_are_forked_from_a_process_without_the_sites_secrets(make_sandbox, monkeypatch):

@@ -39,8 +39,10 @@ def test_learners_get_distinct_blocks(tmp_path):
     assert ids_for_learner(tmp_path, "bob") == bases[1]
 
 
-def test_the_first_claim_is_the_first_block(tmp_path):
-    assert ids_borrow(tmp_path, "box-1") == FIRST_BLOCK * ID_BLOCK
+def test_learners_fill_blocks_from_the_bottom_and_borrowers_from_the_top(tmp_path):
+    assert ids_for_learner(tmp_path, "ada") == FIRST_BLOCK * ID_BLOCK
+    assert ids_borrow(tmp_path, "box-1") == ids.LAST_BLOCK * ID_BLOCK
+    assert ids_borrow(tmp_path, "box-2") == (ids.LAST_BLOCK - 1) * ID_BLOCK
 
 
 def test_borrowed_blocks_are_distinct_and_valid_uid_bases(tmp_path):
@@ -52,12 +54,15 @@ def test_borrowed_blocks_are_distinct_and_valid_uid_bases(tmp_path):
         SandboxSpec(name=f"box-{i}", uid_base=base).validate()
 
 
-def test_borrowing_never_reuses_a_learner_block(tmp_path):
+def test_borrowing_never_reuses_a_learner_block(tmp_path, monkeypatch):
+    monkeypatch.setattr(ids, "LAST_BLOCK", FIRST_BLOCK + 5)  # borrowers reach the learners
     learner = ids_for_learner(tmp_path, "ada")
 
     borrowed = [ids_borrow(tmp_path, f"box-{i}") for i in range(5)]
 
     assert learner not in borrowed
+    with pytest.raises(ids.IdsExhausted):
+        ids_borrow(tmp_path, "box-5")
 
 
 def test_release_frees_a_block_for_reuse(tmp_path):
@@ -221,17 +226,22 @@ def test_concurrent_claims_for_one_learner_agree_and_keep_the_block(tmp_path):
 def test_forgetting_a_learner_frees_their_block(tmp_path):
     base = ids.ids_for_learner(tmp_path, "ada")
     ids.ids_forget(tmp_path, "ada")
-    assert ids.ids_borrow(tmp_path, "box") == base
+    assert ids.ids_for_learner(tmp_path, "bob") == base
     ids.ids_forget(tmp_path, "nobody")  # nothing to do
 
 
-def test_a_claim_opens_only_free_blocks_however_many_are_held(tmp_path, monkeypatch):
+def test_claims_cost_little_however_many_blocks_learners_hold(tmp_path, monkeypatch):
+    (tmp_path / "ids").mkdir()
     for i in range(2000):
-        (tmp_path / "ids").mkdir(exist_ok=True)
         (tmp_path / "ids" / f"block-{FIRST_BLOCK + i}").write_text(f"learner:old{i}")
-    opened = []
-    real_open = os.open
+    opened, listed = [], []
+    real_open, real_listdir = os.open, os.listdir
     monkeypatch.setattr(ids.os, "open", lambda path, *a: opened.append(path) or real_open(path, *a))
-    base = ids_borrow(tmp_path, "newcomer")
-    assert base == (FIRST_BLOCK + 2000) * ID_BLOCK
-    assert len(opened) == 1
+    monkeypatch.setattr(ids.os, "listdir", lambda path: listed.append(path) or real_listdir(path))
+    # A learner's first claim: one listing, then only the free block is opened.
+    assert ids_for_learner(tmp_path, "newcomer") == (FIRST_BLOCK + 2000) * ID_BLOCK
+    assert (len(listed), len(opened)) == (1, 1)
+    # A borrow: no listing, one open.
+    opened.clear(), listed.clear()
+    assert ids_borrow(tmp_path, "box") == ids.LAST_BLOCK * ID_BLOCK
+    assert (len(listed), len(opened)) == (0, 1)
