@@ -16,7 +16,7 @@ import shutil
 import signal
 import socket
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from . import child, ids, image, network, rootfs, security, volumes, zygote
@@ -76,7 +76,6 @@ class SandboxState:
     owner_start_time: int
     cgroup_parent: str
     created_at: float
-    startup_ms: float
 
 
 def process_start_time(pid: int) -> int | None:
@@ -94,8 +93,10 @@ def rundir_of(config: RuntimeConfig, name: str) -> Path:
 
 def state_read(config: RuntimeConfig, name: str) -> SandboxState | None:
     try:
-        return SandboxState(**json.loads((rundir_of(config, name) / "state.json").read_text()))
-    except (FileNotFoundError, ValueError, TypeError):
+        recorded = json.loads((rundir_of(config, name) / "state.json").read_text())
+        # Fields an older version wrote and this one dropped do not make a sandbox unknown.
+        return SandboxState(**{f.name: recorded[f.name] for f in fields(SandboxState)})
+    except (FileNotFoundError, ValueError, TypeError, KeyError):
         return None
 
 
@@ -474,6 +475,9 @@ def _start(
         with contextlib.suppress(BrokenPipeError):
             # If the init failed already, its reason is waiting to be read below.
             os.write(creator.cgroup_ready, b"c")
+        # While the init sets itself up: from here a crash of ours leaves a sandbox
+        # that reconcile can tell from one still starting.
+        _state_write(config, spec, init_pid)
         _expect(control, b"ready")
         zygote.zygote_refill()
         # The creator exits right after the learner's id map, before "ready": from here
@@ -500,9 +504,7 @@ def _start(
     pidfd = os.pidfd_open(init_pid)
     startup_ms = (time.perf_counter() - started) * 1000
     control.settimeout(None)
-    sandbox = Sandbox(spec, config, init_pid, pidfd, control, cgroup, volume_lock, startup_ms)
-    _state_write(sandbox)
-    return sandbox
+    return Sandbox(spec, config, init_pid, pidfd, control, cgroup, volume_lock, startup_ms)
 
 
 def _expect(sock: socket.socket, prefix: bytes) -> bytes:
@@ -523,22 +525,21 @@ def _expect_message(message: bytes, prefix: bytes) -> bytes:
     return message
 
 
-def _state_write(sandbox: Sandbox) -> None:
+def _state_write(config: RuntimeConfig, spec: SandboxSpec, init_pid: int) -> None:
     me = os.getpid()
     state = SandboxState(
-        name=sandbox.name,
-        learner=sandbox.spec.learner,
-        volume=sandbox.spec.volume,
-        uid_base=sandbox.spec.uid_base,
-        init_pid=sandbox.init_pid,
-        init_start_time=process_start_time(sandbox.init_pid) or 0,
+        name=spec.name,
+        learner=spec.learner,
+        volume=spec.volume,
+        uid_base=spec.uid_base,
+        init_pid=init_pid,
+        init_start_time=process_start_time(init_pid) or 0,
         owner_pid=me,
         owner_start_time=process_start_time(me) or 0,
-        cgroup_parent=sandbox.config.cgroup_parent,
+        cgroup_parent=config.cgroup_parent,
         created_at=time.time(),
-        startup_ms=sandbox.startup_ms,
     )
-    path = rundir_of(sandbox.config, sandbox.name) / "state.json"
+    path = rundir_of(config, spec.name) / "state.json"
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(asdict(state)))
     tmp.rename(path)

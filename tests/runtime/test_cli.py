@@ -64,3 +64,18 @@ def test_reset_deletes_a_learners_files_and_refuses_while_in_use(make_sandbox, m
     done = manage("sandbox", "reset", "--learner", "resetme")
     assert done.returncode == 0, done.stderr
     assert not (config.state_dir / "volumes" / "resetme.ext4").exists()
+
+
+def test_list_shows_each_sandbox_its_learner_and_how_long_it_has_been_up(
+    make_sandbox, manage, config
+):
+    sandbox = make_sandbox(learner="lister")
+    state = config.state_dir / "sandboxes" / sandbox.name / "state.json"
+    # A field an older version wrote does not make the sandbox unknown.
+    state.write_text(state.read_text().rstrip("}") + ', "startup_ms": 12.5}')
+    listing = manage("sandbox", "list")
+    assert listing.returncode == 0, listing.stderr
+    (row,) = [line.split() for line in listing.stdout.splitlines() if sandbox.name in line]
+    assert row[1:4] == ["lister", "running", "up"] and row[4].endswith("s"), row
+    sandbox.destroy()
+    assert sandbox.name not in manage("sandbox", "list").stdout

@@ -11,6 +11,7 @@ import json
 import os
 import secrets
 import sys
+import time
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -183,10 +184,18 @@ class Command(BaseCommand):
                     state.name,
                     state.learner or "-",
                     "running" if alive else "dead",
-                    f"{state.startup_ms:.1f} ms",
+                    f"up {_duration(time.time() - state.created_at)}",
                 )
             )
         if not rows:
             self.stdout.write("no sandboxes")
         for row in rows:
             self.stdout.write("{:<32} {:<20} {:<20} {}".format(*row))
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
