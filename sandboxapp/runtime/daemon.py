@@ -40,6 +40,7 @@ from .probes import PROBES
 from .reconcile import reconcile
 from .sandbox import (
     USERS,
+    Process,
     RuntimeConfig,
     Sandbox,
     SandboxError,
@@ -744,13 +745,7 @@ class Daemon:
         self, node: Node, rows: int, cols: int, record: bool
     ) -> TerminalSession:
         sandbox = node.sandbox
-        master = await asyncio.to_thread(sandbox.open_pty)
-        try:
-            set_winsize(master, rows, cols)
-            process = await asyncio.to_thread(sandbox.spawn, SHELL, pty_master=master)
-        except BaseException:
-            os.close(master)
-            raise
+        master, process = await asyncio.to_thread(_shell_start, sandbox, rows, cols)
         recorder = None
         if record and self.config.recordings_dir is not None:
             self.config.recordings_dir.mkdir(parents=True, exist_ok=True)
@@ -847,6 +842,17 @@ def daemon_argv(config: DaemonConfig, log_level: str = "INFO") -> list[str]:
         "--log-level",
         log_level,
     ]
+
+
+def _shell_start(sandbox: Sandbox, rows: int, cols: int) -> tuple[int, Process]:
+    """A new terminal of the sandbox's own, sized, with the learner's shell on it."""
+    master = sandbox.open_pty()
+    try:
+        set_winsize(master, rows, cols)
+        return master, sandbox.spawn(SHELL, pty_master=master)
+    except BaseException:
+        os.close(master)
+        raise
 
 
 def daemon_spawn(

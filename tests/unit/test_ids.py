@@ -238,10 +238,21 @@ def test_claims_cost_little_however_many_blocks_learners_hold(tmp_path, monkeypa
     real_open, real_listdir = os.open, os.listdir
     monkeypatch.setattr(ids.os, "open", lambda path, *a: opened.append(path) or real_open(path, *a))
     monkeypatch.setattr(ids.os, "listdir", lambda path: listed.append(path) or real_listdir(path))
-    # A learner's first claim: one listing, then only the free block is opened.
+    # A learner's first claim: no listing, and only the free block is opened.
     assert ids_for_learner(tmp_path, "newcomer") == (FIRST_BLOCK + 2000) * ID_BLOCK
-    assert (len(listed), len(opened)) == (1, 1)
-    # A borrow: no listing, one open.
+    assert (len(listed), len(opened)) == (0, 1)
+    # A borrow: likewise.
     opened.clear(), listed.clear()
     assert ids_borrow(tmp_path, "box") == ids.LAST_BLOCK * ID_BLOCK
     assert (len(listed), len(opened)) == (0, 1)
+
+
+def test_a_learner_takes_a_hole_once_the_blocks_above_are_gone(tmp_path, monkeypatch):
+    monkeypatch.setattr(ids, "LAST_BLOCK", FIRST_BLOCK + 3)
+    bases = [ids_for_learner(tmp_path, name) for name in ("ada", "bob", "cy")]
+    ids.ids_forget(tmp_path, "bob")
+    assert ids_borrow(tmp_path, "box") == (FIRST_BLOCK + 3) * ID_BLOCK
+    # Past the last block: the listing finds the hole bob left.
+    assert ids_for_learner(tmp_path, "dee") == bases[1]
+    with pytest.raises(ids.IdsExhausted):
+        ids_for_learner(tmp_path, "eve")
