@@ -389,7 +389,7 @@ class SandboxCgroup:
 
     def destroy(self) -> None:
         existing = [d for d in self.outer if d.exists()]
-        if not existing:
+        if not existing or _remove_empty(existing):
             return
         self.backend.kill(existing)
         for d in existing:
@@ -399,3 +399,20 @@ class SandboxCgroup:
                     os.rmdir(sub)
                 except FileNotFoundError:
                     pass
+
+
+def _remove_empty(outer: list[Path]) -> bool:
+    """Remove the sandbox's cgroups if nothing is left in them and the learner made no
+    cgroups of their own (the usual end: the init and its namespace are gone), without
+    listing any directory. False as soon as one is still in use."""
+    for d in outer:
+        for level in (d / INNER / SETTLED, d / INNER, d):
+            try:
+                os.rmdir(level)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                if exc.errno in (errno.EBUSY, errno.ENOTEMPTY):
+                    return False
+                raise
+    return True

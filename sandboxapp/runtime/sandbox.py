@@ -33,6 +33,8 @@ DEFAULT_ENV = {
     "TERM": "xterm-256color",
     "LANG": "C.UTF-8",
 }
+# Under sandboxes/<name>/: mount points, whose mounts exist only in the sandbox's namespace.
+RUNDIR_MOUNTPOINTS = ("root", "lower-image", "lower-usr", "scratch")
 HOSTS = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{name}\n"
 
 
@@ -351,7 +353,19 @@ def _cleanup(
         volumes.volume_release(config.state_dir, volume, volume_lock)
     else:
         ids.release_ids(config.state_dir, uid_base, ids.borrower(name))
-    shutil.rmtree(rundir, ignore_errors=True)
+    _rundir_remove(rundir)
+
+
+def _rundir_remove(rundir: Path) -> None:
+    """What sandbox_create made, by name (a tree walk took a millisecond); a walk still
+    removes whatever else is there."""
+    try:
+        (rundir / "state.json").unlink(missing_ok=True)
+        for sub in RUNDIR_MOUNTPOINTS:
+            (rundir / sub).rmdir()
+        rundir.rmdir()
+    except OSError:
+        shutil.rmtree(rundir, ignore_errors=True)
 
 
 def sandbox_names(config: RuntimeConfig) -> list[str]:
@@ -391,7 +405,7 @@ def sandbox_create(spec: SandboxSpec, config: RuntimeConfig | None = None) -> Sa
         rundir.mkdir(parents=True)
     except FileExistsError:
         raise SandboxError(f"a sandbox named {spec.name!r} already exists") from None
-    for sub in ("root", "lower-image", "lower-usr", "scratch"):
+    for sub in RUNDIR_MOUNTPOINTS:
         (rundir / sub).mkdir()
     volume_lock = None
     cgroup = SandboxCgroup(cgroup_backend(), config.cgroup_parent, spec.name)

@@ -23,12 +23,16 @@ def _mounts() -> str:
     return Path("/proc/self/mountinfo").read_text()
 
 
-def test_destroy_leaves_nothing_behind(make_sandbox, config):
+@pytest.mark.parametrize("own_cgroup", [False, True])
+def test_destroy_leaves_nothing_behind(make_sandbox, config, own_cgroup):
     sandbox = make_sandbox(learner="leaver")
-    sandbox.spawn(["/bin/sh", "-c", "sleep 1000 & sleep 1000"])
+    # With a cgroup of the learner's own, holding a process: removed all the same.
+    into = "mkdir -p /sys/fs/cgroup/pids/mine && echo $$ > /sys/fs/cgroup/pids/mine/cgroup.procs;"
+    sandbox.spawn(["/bin/sh", "-c", (into if own_cgroup else "") + "sleep 1000 & sleep 1000"])
     time.sleep(0.1)
     pids = sandbox.cgroup.procs()
     assert len(pids) >= 3
+    assert bool(sandbox.cgroup.child_cgroups()) == own_cgroup
     rundir = config.state_dir / "sandboxes" / sandbox.name
     sandbox.destroy()
     for pid in pids:
