@@ -32,6 +32,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+import uvloop
+
 from . import ids, network, recordings, volumes, wire
 from .checks import CheckError, check_problems, check_run
 from .client import SandboxdError, Unavailable, call_sync
@@ -889,7 +891,11 @@ def main(argv: list[str] | None = None) -> None:
     # Each sandbox holds a few fds here (pidfd, control socket, PTY, clients): 1024 is ~200.
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    asyncio.run(Daemon(DaemonConfig.from_json(args.config)).run())
+    # uvloop for the daemon's own loop (one echo's round trip through it is 20-35 % less
+    # at the 99th percentile with 200 terminals, bench-sandboxd). Only this loop: pyroute2
+    # makes loops of its own for netlink sockets, which uvloop cannot open.
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(Daemon(DaemonConfig.from_json(args.config)).run())
 
 
 if __name__ == "__main__":
