@@ -188,7 +188,11 @@ def serve(fd: int) -> None:
     spare = _spare_or_none()
     channel.send(b"ready")
     while True:
-        _reap_finished()
+        ended = _reap_finished()
+        if spare is not None and spare[0] in ended:
+            for fd in spare[1]:
+                os.close(fd)  # killed while it waited: the next request gets a new one
+            spare = None
         try:
             message = channel.recv(256)
         except TimeoutError:
@@ -241,7 +245,8 @@ def _spare_end(spare: tuple[int, list[int]] | None) -> None:
         pid, fds = spare
         for fd in fds:
             os.close(fd)
-        os.waitpid(pid, 0)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
 
 
 def _spare_or_none() -> tuple[int, list[int]] | None:
@@ -251,11 +256,13 @@ def _spare_or_none() -> tuple[int, list[int]] | None:
         return None  # out of pids or memory for now: the next request tries again
 
 
-def _reap_finished() -> None:
+def _reap_finished() -> set[int]:
+    ended = set()
     while True:
         try:
             pid, _ = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
-            return
+            return ended
         if pid == 0:
-            return
+            return ended
+        ended.add(pid)

@@ -79,6 +79,20 @@ def _ended(pid: int) -> bool:
     return state == "Z"  # dead, waiting for the init of this machine to reap it
 
 
+def test_a_spare_killed_while_it_waits_is_replaced(make_sandbox, sh):
+    make_sandbox()  # the zygote is up, and has its spare again soon after
+    zygote_pid = zygote._ZYGOTE._process.pid
+    deadline = time.monotonic() + 10
+    while not _children(zygote_pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    for creator in _children(zygote_pid):
+        os.kill(creator, signal.SIGKILL)
+    time.sleep(1.5)  # the zygote notices within a second
+    code, out = sh(make_sandbox(), "echo alive")
+    assert (code, out.strip()) == (0, "alive")
+    assert zygote._ZYGOTE._process.pid == zygote_pid, "the same zygote, not a restart"
+
+
 def test_the_zygote_and_its_spare_end_with_the_process_that_started_it(guard):
     script = (
         f"import sys; sys.path.insert(0, {str(REPO)!r})\n"
