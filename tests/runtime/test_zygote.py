@@ -79,6 +79,18 @@ def _ended(pid: int) -> bool:
     return state == "Z"  # dead, waiting for the init of this machine to reap it
 
 
+def test_the_next_spare_is_forked_once_a_sandbox_is_up(make_sandbox):
+    make_sandbox()
+    zygote_pid = zygote._ZYGOTE._process.pid
+    make_sandbox()  # takes the spare; its creator exits before the sandbox is up
+    # The next is asked for at "ready", not left to the zygote's idle tick a second later:
+    # a creator with its init waiting under it.
+    deadline = time.monotonic() + 0.5
+    while not [c for c in _children(zygote_pid) if _children(c)]:
+        assert time.monotonic() < deadline, "no spare within half a second of the sandbox"
+        time.sleep(0.01)
+
+
 def test_a_spare_killed_while_it_waits_is_replaced(make_sandbox, sh):
     make_sandbox()  # the zygote is up, and has its spare again soon after
     zygote_pid = zygote._ZYGOTE._process.pid
