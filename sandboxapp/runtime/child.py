@@ -398,7 +398,7 @@ def _popen(request: dict, stdio: list[int]) -> subprocess.Popen[bytes]:
 
 
 def _fork_f(request: dict, stdio: list[int]) -> int:
-    """Another user, or a terminal to make controlling: fork F, which sets both up."""
+    """A terminal to make controlling, which only the process itself can: fork F."""
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
     try:
         # EAGAIN at pids.max: the fork-bomb lesson makes that routine.

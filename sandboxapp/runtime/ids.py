@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Container
 from pathlib import Path
 
 from .spec import ID_BLOCK
@@ -29,7 +30,7 @@ def _dir(state_dir: Path) -> Path:
     return path
 
 
-def _claim(directory: Path, owner: str, blocks: range, taken: set[str] = frozenset()) -> int:
+def _claim(directory: Path, owner: str, blocks: range, taken: Container[str] = ()) -> int:
     for block in blocks:
         if f"block-{block}" in taken:
             continue
