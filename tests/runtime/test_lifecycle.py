@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import resource
+import select
 import signal
 import subprocess
 import time
@@ -167,6 +168,45 @@ def test_a_process_that_cannot_start_says_why_and_the_sandbox_goes_on(sandbox, s
         0,
         ("/root" if user == "root" else "/home/learner") + "\n",
     )
+
+
+def _terminal_output(master: int, until: bytes, timeout: float = 10.0) -> bytes:
+    output = b""
+    deadline = time.monotonic() + timeout
+    while until not in output and time.monotonic() < deadline:
+        if select.select([master], [], [], 0.1)[0]:
+            try:
+                output += os.read(master, 4096)
+            except OSError:  # EIO: the terminal's last process is gone
+                break
+    return output
+
+
+@pytest.mark.parametrize("user", ["root", "learner"])
+def test_a_terminal_is_its_process_controlling_terminal(sandbox, user):
+    master = sandbox.open_pty()
+    try:
+        script = "ps -o sid=,pgid=,tpgid=,tty= -p $$; echo started; sleep 30"
+        process = sandbox.spawn(["/bin/sh", "-c", script], pty_master=master, user=user)
+        output = _terminal_output(master, b"started")
+        sid, pgid, tpgid, tty = output.split(b"started")[0].split()[-4:]
+        # Its own session, in the foreground of the terminal it controls.
+        assert (int(sid), int(pgid), int(tpgid), tty) == (process.pid,) * 3 + (b"pts/0",)
+        os.write(master, b"\x03")  # Ctrl-C reaches the foreground only through the terminal
+        assert process.wait(timeout=10) != 0
+    finally:
+        os.close(master)
+
+
+def test_a_terminal_program_that_cannot_start_says_so_on_its_terminal(sandbox, sh):
+    master = sandbox.open_pty()
+    try:
+        process = sandbox.spawn(["no-such-tool"], pty_master=master)
+        assert process.wait(timeout=10) != 0
+        assert b"no-such-tool" in _terminal_output(master, b"No such file")
+    finally:
+        os.close(master)
+    assert sh(sandbox, "echo on") == (0, "on\n")
 
 
 def test_init_reaps_orphans(sandbox, sh):
