@@ -130,26 +130,20 @@ def run_c(sock: socket.socket, cgroup_ready: int) -> None:
         # only it (or another process in there) may write the learner's id map.
         stage = "learner id map"
         if os.read(unshared_r, 1) == b"u":
-            # The parent has mapped our namespace by now (the init unshares only after
-            # its plan, which comes after the map): become its root.
-            _become_root()
             # Identity: the learner's root is the sandbox's root, which the parent
-            # mapped to this sandbox's own block of host ids.
+            # mapped to this sandbox's own block of host ids (before the plan, so before
+            # the init unshared). C's capabilities in the outer namespace are all the
+            # kernel asks for: C need not become anyone first.
             for name in ("uid_map", "gid_map"):
-                with open(f"/proc/{pid}/{name}", "w") as f:
-                    f.write("0 0 65536\n")
+                fd = os.open(f"/proc/{pid}/{name}", os.O_WRONLY)
+                try:
+                    os.write(fd, b"0 0 65536\n")
+                finally:
+                    os.close(fd)
             os.write(mapped_w, b"m")
         os._exit(0)
     except BaseException as exc:  # noqa: BLE001 - every failure must reach the parent
         _fail(sock, stage, exc)
-
-
-def _become_root() -> None:
-    os.setresgid(0, 0, 0)
-    os.setresuid(0, 0, 0)
-    # Keep /proc/PID files owned by the sandbox's root (not host root), so that C, in
-    # the same namespace, may write the id map of the init's next one.
-    sc.prctl(sc.PR_SET_DUMPABLE, 1)
 
 
 @dataclass(frozen=True)
@@ -174,7 +168,9 @@ def _run_init(sock: socket.socket, handshake: _Handshake) -> None:
         plan = pickle.loads(message[len(MAPPED) :])
         layers = dict(zip(("image", "usr"), fds, strict=True))
         stage = "mount namespace"
-        _become_root()
+        # The sandbox's root, now that the parent has mapped it to the sandbox's ids.
+        os.setresgid(0, 0, 0)
+        os.setresuid(0, 0, 0)
         sc.unshare(sc.CLONE_NEWNS)
         sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
         stage = "root filesystem"

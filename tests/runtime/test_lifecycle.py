@@ -183,17 +183,20 @@ def _terminal_output(master: int, until: bytes, timeout: float = 10.0) -> bytes:
 
 
 @pytest.mark.parametrize("user", ["root", "learner"])
-def test_a_terminal_is_its_process_controlling_terminal(sandbox, user):
+def test_a_terminal_is_its_process_controlling_terminal(sandbox, sh, user):
     master = sandbox.open_pty()
     try:
-        script = "ps -o sid=,pgid=,tpgid=,tty= -p $$; echo started; sleep 30"
+        script = "ps -o sid=,pgid=,tpgid=,tty= -p $$; exec sleep 30"
         process = sandbox.spawn(["/bin/sh", "-c", script], pty_master=master, user=user)
-        output = _terminal_output(master, b"started")
-        sid, pgid, tpgid, tty = output.split(b"started")[0].split()[-4:]
+        sid, pgid, tpgid, tty = _terminal_output(master, b"pts/0").split()[-4:]
         # Its own session, in the foreground of the terminal it controls.
         assert (int(sid), int(pgid), int(tpgid), tty) == (process.pid,) * 3 + (b"pts/0",)
+        deadline = time.monotonic() + 10
+        while sh(sandbox, f"cat /proc/{process.pid}/comm")[1] != "sleep\n":
+            assert time.monotonic() < deadline, "sleep never started"
+            time.sleep(0.02)
         os.write(master, b"\x03")  # Ctrl-C reaches the foreground only through the terminal
-        assert process.wait(timeout=10) != 0
+        assert process.wait(timeout=10) == 128 + signal.SIGINT
     finally:
         os.close(master)
 
