@@ -71,6 +71,9 @@ EXEC_TIMEOUT_MAX = 300.0
 EXEC_OUTPUT_MAX = 1024 * 1024
 EXEC_ARGS_MAX = 64
 SHELL = ["/bin/bash", "--login"]
+# Of the spare layers, how many are kept mounted, so that a new learner's is attached in one
+# call (2 ms sooner). Each holds a loop device and a journal thread while it waits.
+SPARES_MOUNTED_AHEAD = 2
 NOTICE = "\r\n\x1b[33m[contained] {}\x1b[0m\r\n"
 
 
@@ -262,6 +265,7 @@ class Daemon:
                 if isinstance(failed, BaseException):
                     log.error("could not end %s: %s", node.sandbox.name, failed)
             zygote_stop()
+            volumes.volume_spares_release(self.config.runtime.state_dir)
             self.config.socket_path.unlink(missing_ok=True)
             os.close(lock)
 
@@ -395,6 +399,7 @@ class Daemon:
                 self.config.runtime.state_dir,
                 self.config.limits.disk_bytes,
                 self.config.spare_volumes,
+                min(SPARES_MOUNTED_AHEAD, self.config.spare_volumes),
             )
         except (OSError, VolumeError) as exc:
             # A full disk, say: new learners then wait for mkfs, and nothing else changes.

@@ -147,6 +147,9 @@ def capset(effective: int, permitted: int, inheritable: int) -> None:
 # The new mount API: syscall numbers are the same on every architecture.
 _SYS_OPEN_TREE = 428
 _SYS_MOVE_MOUNT = 429
+_SYS_FSOPEN = 430
+_SYS_FSCONFIG = 431
+_SYS_FSMOUNT = 432
 _SYS_MOUNT_SETATTR = 442
 _SYS_PIDFD_SEND_SIGNAL = 424
 AT_FDCWD = -100
@@ -158,7 +161,13 @@ MOVE_MOUNT_F_EMPTY_PATH = 0x4
 MOUNT_ATTR_RDONLY = 0x1
 MOUNT_ATTR_NOSUID = 0x2
 MOUNT_ATTR_NODEV = 0x4
+MOUNT_ATTR_NOATIME = 0x10
 MOUNT_ATTR_IDMAP = 0x00100000
+FSOPEN_CLOEXEC = 1
+FSMOUNT_CLOEXEC = 1
+FSCONFIG_SET_FLAG = 0
+FSCONFIG_SET_STRING = 1
+FSCONFIG_CMD_CREATE = 6
 
 
 class _MountAttr(ctypes.Structure):
@@ -184,6 +193,26 @@ def mount_setattr_idmap(fd: int, userns_fd: int, extra: int = 0) -> None:
         _SYS_MOUNT_SETATTR, fd, b"", flags, ctypes.byref(attr), ctypes.sizeof(attr)
     )
     _check(result, "mount_setattr(MOUNT_ATTR_IDMAP)")
+
+
+def fsmount_detached(fstype: str, source: str, flags: tuple[str, ...], attrs: int) -> int:
+    """Mount `source` as a new `fstype` without attaching it anywhere: a detached mount, as
+    a file descriptor. Closing the last one unmounts it."""
+    context = _check(_libc.syscall(_SYS_FSOPEN, _b(fstype), FSOPEN_CLOEXEC), f"fsopen({fstype!r})")
+    try:
+        result = _libc.syscall(
+            _SYS_FSCONFIG, context, FSCONFIG_SET_STRING, b"source", _b(source), 0
+        )
+        _check(result, f"fsconfig(source={source!r})")
+        for flag in flags:
+            result = _libc.syscall(_SYS_FSCONFIG, context, FSCONFIG_SET_FLAG, _b(flag), None, 0)
+            _check(result, f"fsconfig({flag})")
+        result = _libc.syscall(_SYS_FSCONFIG, context, FSCONFIG_CMD_CREATE, None, None, 0)
+        _check(result, f"fsconfig(create {fstype} on {source!r})")
+        result = _libc.syscall(_SYS_FSMOUNT, context, FSMOUNT_CLOEXEC, attrs)
+        return _check(result, f"fsmount({fstype} on {source!r})")
+    finally:
+        os.close(context)
 
 
 def move_mount_fd(fd: int, target: str) -> None:

@@ -346,9 +346,22 @@ def test_spare_layers_are_kept_ready_for_new_learners(start_sandboxd, config):
 
     for spare in spares.glob("*"):
         spare.unlink()  # what other tests left: start from none
+
+    def ahead() -> list[str]:
+        return sorted(p.name for p in spares.glob(f"{volumes.MOUNTED}-*.ext4"))
+
     daemon = start_sandboxd(spare_volumes=2)
-    wait_for(2)  # formatted at start-up
-    taken = set(spares.glob("*.ext4"))
+    wait_for(2)  # formatted at start-up, and two more held mounted
+    held = ahead()
+    assert len(held) == 2 and all(f"-{daemon.process.pid}-" in name for name in held)
     daemon.call("ensure", learner=learner())
-    assert set(spares.glob("*.ext4")) != taken  # a spare was used
+    assert len(set(held) - set(ahead())) == 1  # the new learner's layer is one of them
     wait_for(2)  # and replaced in the background
+    deadline = time.monotonic() + 20
+    while len(ahead()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(ahead()) == 2
+    daemon.stop()  # the layers it held are plain spares again, their mounts gone
+    assert ahead() == [] and ready() == 4
+    backing = [p.read_text() for p in Path("/sys/block").glob("loop*/loop/backing_file")]
+    assert not [b for b in backing if str(spares) in b]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -99,3 +100,70 @@ def test_reconcile_removes_half_made_spares_but_not_ready_ones(config):
     assert report.removed_spares == ["new-crashed"]
     assert young.exists() and _spares(config.state_dir, size) == ready
     young.unlink()
+
+
+def _held_ahead(state_dir: Path) -> list[Path]:
+    return sorted((state_dir / "volumes" / volumes.SPARES).glob(f"{volumes.MOUNTED}-*.ext4"))
+
+
+def _mounted_anywhere(path: Path) -> bool:
+    return str(path) in Path("/proc/self/mountinfo").read_text()
+
+
+def test_a_spare_mounted_ahead_becomes_a_new_learners_layer(make_sandbox, sh, config):
+    size = Limits().disk_bytes
+    try:
+        volumes.volume_spares_fill(config.state_dir, size, 1, ahead=1)
+        (held,) = _held_ahead(config.state_dir)
+        waiting = _spares(config.state_dir, size)
+        # Mounted, but nowhere anyone can see: a detached mount only this process holds.
+        assert len(_loops_backed_by(held)) == 1 and not _mounted_anywhere(held.parent)
+        sandbox = make_sandbox(learner="early")
+        image = config.state_dir / "volumes" / "early.ext4"
+        assert not held.exists() and _loops_backed_by(image)
+        assert _spares(config.state_dir, size) == waiting  # the one mounted ahead was taken
+        mountpoint = config.state_dir / "volumes" / "early"
+        assert os.path.ismount(mountpoint)
+        assert os.stat(mountpoint / "root" / "upper").st_uid == sandbox.spec.uid_base
+        code, out = sh(sandbox, "echo mine > /root/file && cat /root/file")
+        assert (code, out.strip()) == (0, "mine")
+        sandbox.destroy()
+        again = make_sandbox(learner="early")  # their files, from the same layer
+        assert sh(again, "cat /root/file") == (0, "mine\n")
+    finally:
+        volumes.volume_spares_release(config.state_dir)
+
+
+def test_spares_mounted_ahead_are_spares_again_when_their_holder_ends(config):
+    size = Limits().disk_bytes
+    volumes.volume_spares_fill(config.state_dir, size, 0, ahead=1)
+    (mine,) = _held_ahead(config.state_dir)
+    volumes.volume_spares_release(config.state_dir)  # stopping cleanly
+    assert _held_ahead(config.state_dir) == [] and not _loops_backed_by(mine)
+    assert len(_spares(config.state_dir, size)) == 1
+    # Killed instead: the kernel unmounts what it held, and reconcile gives it back.
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; from sandboxapp.runtime import volumes;"
+            f"volumes.volume_spares_fill(Path({str(config.state_dir)!r}), {size}, 0, ahead=1);"
+            "print('held', flush=True); time.sleep(60)",
+        ],
+        cwd=Path(__file__).resolve().parents[2],
+        stdout=subprocess.PIPE,
+    )
+    assert holder.stdout.readline() == b"held\n"
+    (theirs,) = _held_ahead(config.state_dir)
+    assert _loops_backed_by(theirs)
+    holder.kill()
+    holder.wait()
+    deadline = time.monotonic() + 5
+    while _loops_backed_by(theirs) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _loops_backed_by(theirs)
+    reconcile(config)
+    assert _held_ahead(config.state_dir) == []
+    (spare,) = _spares(config.state_dir, size)
+    check = subprocess.run(["e2fsck", "-fn", str(spare)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
