@@ -12,6 +12,15 @@ MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 scripts/apt-ensure.sh docker.io docker-compose debootstrap
 
 if ! docker info >/dev/null 2>&1; then
+  # A dockerd that ended without cleaning up leaves pid files behind. Once another process
+  # has that pid, a new dockerd takes it for its containerd and waits for it in vain.
+  for pair in /var/run/docker.pid:dockerd /var/run/docker/containerd/containerd.pid:containerd; do
+    file=${pair%%:*} name=${pair##*:}
+    if [ -f "$file" ] && [ "$(cat "/proc/$(cat "$file")/comm" 2>/dev/null)" != "$name" ]; then
+      echo "Removing $file: no $name has that pid"
+      rm -f "$file"
+    fi
+  done
   echo "Starting dockerd (log: /var/log/contained-dockerd.log)"
   nohup dockerd >/var/log/contained-dockerd.log 2>&1 &
   for _ in $(seq 150); do
