@@ -330,8 +330,6 @@ class _Init:
             request = json.loads(message)
             if request.get("op") == "kill":
                 os.kill(int(request["pid"]), int(request["signal"]))
-            elif request.get("op") == "pty":
-                _send_pty(fds[0])
             else:
                 self._spawn(request, fds)
         except Exception:  # noqa: BLE001 - pid 1 must outlive any bad request
@@ -345,22 +343,28 @@ class _Init:
 
     def _spawn(self, request: dict, fds: list[int]) -> None:
         *stdio, channel = fds
+        master = None
         try:
-            popen = _popen(request, stdio)
+            if request.get("terminal"):
+                rows, cols = (int(n) for n in request["terminal"])
+                master = _terminal_open(rows, cols)
+            popen = _popen(request, stdio, master)
+            # Held until reaped here, so that it never reaps the process itself.
+            self.popens[popen.pid] = popen
+            self.channels[popen.pid] = os.dup(channel)
+            _send_started(channel, popen.pid, master)
         except _SpawnError as exc:
             _send_quietly(channel, b"error " + str(exc).encode(errors="replace")[:4000])
-            return
-        # Held until reaped here, so that it never reaps the process itself.
-        self.popens[popen.pid] = popen
-        self.channels[popen.pid] = os.dup(channel)
-        _send_quietly(channel, b"started %d" % popen.pid)
+        finally:
+            if master is not None:
+                os.close(master)  # the parent has its own: ours would keep the terminal open
 
 
 class _SpawnError(Exception):
     """Why a process could not start, as "<stage>: <reason>" for the parent."""
 
 
-def _popen(request: dict, stdio: list[int]) -> subprocess.Popen[bytes]:
+def _popen(request: dict, stdio: list[int], terminal: int | None) -> subprocess.Popen[bytes]:
     """Start a process with Python's own spawn.
 
     As root it is a vfork: the child shares the init's memory until its exec, so no page
@@ -381,9 +385,9 @@ def _popen(request: dict, stdio: list[int]) -> subprocess.Popen[bytes]:
     cwd = str(request.get("cwd", "/root"))
     argv = [str(a) for a in request["argv"]]
     slave = None
-    if request.get("pty"):
-        # The terminal's other end, found from the master, never by a path in the sandbox.
-        slave = fcntl.ioctl(stdio[0], TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY)
+    if terminal is not None:
+        # The terminal's other end, found from its master, never by a path in the sandbox.
+        slave = fcntl.ioctl(terminal, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY)
         stdio = [slave, slave, slave]
         argv = [*SETSID_CTTY, *argv]
     try:
@@ -410,23 +414,41 @@ def _popen(request: dict, stdio: list[int]) -> subprocess.Popen[bytes]:
             os.close(slave)
 
 
-def _send_pty(channel: int) -> None:
-    """Open a terminal on the sandbox's devpts and hand its master to the parent.
+def _terminal_open(rows: int, cols: int) -> int:
+    """A new terminal on the sandbox's devpts, sized; its master.
 
     The init opens it, not the host: the learner controls every path in the sandbox (a
     symlink at /dev/pts/ptmx could name a host file if resolved by host root), and the
     init has no more rights than the learner. Non-blocking, and checked to be a ptmx,
     so a FIFO or a device planted there cannot stall or fool it.
     """
-    fd = os.open("/dev/pts/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        fd = os.open("/dev/pts/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise _SpawnError(f"terminal: {exc}") from None
     try:
         if os.fstat(fd).st_rdev != os.makedev(5, 2):
-            raise OSError("/dev/pts/ptmx is not a terminal multiplexer")
+            raise _SpawnError("terminal: /dev/pts/ptmx is not a terminal multiplexer")
         os.set_blocking(fd, True)
         fcntl.ioctl(fd, TIOCSPTLCK, struct.pack("i", 0))
-        socket.send_fds(socket.socket(fileno=os.dup(channel)), [b"pty"], [fd])
-    finally:
+        set_winsize(fd, rows, cols)
+    except BaseException:
         os.close(fd)
+        raise
+    return fd
+
+
+def _send_started(channel: int, pid: int, master: int | None) -> None:
+    """The news that a process started, with its terminal's master if it has one."""
+    news = b"started %d" % pid
+    try:
+        if master is None:
+            os.write(channel, news)
+        else:
+            with socket.socket(fileno=os.dup(channel)) as sock:
+                socket.send_fds(sock, [news], [master])
+    except OSError:
+        pass  # the parent stopped listening for this process
 
 
 def _send_quietly(fd: int, data: bytes) -> None:

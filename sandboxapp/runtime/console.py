@@ -37,9 +37,11 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def relay(master: int, process: Process) -> int:
-    """Pass bytes both ways until the sandboxed program exits; return its status."""
-    _copy_size(master)
+def relay(process: Process) -> int:
+    """Pass bytes both ways between our terminal and the sandboxed program's until it
+    exits; return its status."""
+    master = process.terminal
+    assert master is not None
     previous = signal.signal(signal.SIGWINCH, lambda *_: _copy_size(master))
     try:
         with _raw(0):
@@ -60,4 +62,5 @@ def relay(master: int, process: Process) -> int:
                     _write_all(master, data)
     finally:
         signal.signal(signal.SIGWINCH, previous)
+        os.close(master)
     return process.wait()

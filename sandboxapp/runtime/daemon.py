@@ -42,7 +42,6 @@ from .probes import PROBES
 from .reconcile import reconcile
 from .sandbox import (
     USERS,
-    Process,
     RuntimeConfig,
     Sandbox,
     SandboxError,
@@ -51,7 +50,7 @@ from .sandbox import (
     sandbox_usr,
 )
 from .spec import Limits, SandboxSpec, SpecError
-from .terminal import Client, FlowLimits, Recorder, TerminalSession, set_winsize
+from .terminal import Client, FlowLimits, Recorder, TerminalSession
 from .volumes import VolumeError
 from .wire import Refused
 from .zygote import zygote_start, zygote_stop
@@ -359,8 +358,12 @@ class Daemon:
             raise Refused("bad_request", "limits: above what this host allows per sandbox")
         return limits
 
-    async def ensure(self, message: dict) -> tuple[Node, bool]:
-        """The learner's running sandbox (that node), made if absent: (node, created)."""
+    async def ensure(
+        self, message: dict, shell: tuple[int, int] | None = None
+    ) -> tuple[Node, bool]:
+        """The learner's running sandbox (that node), made if absent: (node, created).
+        With `shell` (rows, cols), a new sandbox starts the learner's shell on a terminal
+        of that size as it comes up, for the attach that asked (`_open_terminal`)."""
         learner, node_name = _learner(message), _node(message)
         limits = self._limits(message)
         name = sandbox_name(learner, node_name)
@@ -375,7 +378,7 @@ class Daemon:
                 name=name, uid_base=0, learner=learner, node=node_name, hostname=node_name or ""
             )
             try:
-                sandbox = await asyncio.to_thread(self._create, spec_base, limits)
+                sandbox = await asyncio.to_thread(self._create, spec_base, limits, shell)
             except (SpecError, SandboxError, VolumeError, ids.IdsExhausted) as exc:
                 log.warning("could not start %s: %s", name, exc)
                 raise Refused("failed", f"could not start your sandbox: {exc}") from None
@@ -408,10 +411,14 @@ class Daemon:
             if made:
                 log.info("formatted %d spare layers", made)
 
-    def _create(self, spec: SandboxSpec, limits: Limits) -> Sandbox:
+    def _create(self, spec: SandboxSpec, limits: Limits, shell: tuple[int, int] | None) -> Sandbox:
         state_dir = self.config.runtime.state_dir
         uid_base = ids.ids_for_learner(state_dir, str(spec.volume))
-        return sandbox_create(replace(spec, uid_base=uid_base, limits=limits), self.config.runtime)
+        return sandbox_create(
+            replace(spec, uid_base=uid_base, limits=limits),
+            self.config.runtime,
+            first=None if shell is None else (SHELL, shell),
+        )
 
     def _admit(self, learner: str) -> None:
         if len(self.nodes) >= self.config.runtime.max_sandboxes:
@@ -716,7 +723,7 @@ class Daemon:
             if node.terminal is None:
                 raise Refused("not_running", "this learner has no terminal open")
         else:
-            node, created = await self.ensure(message)
+            node, created = await self.ensure(message, shell=(rows, cols))
         async with node.terminal_lock:
             terminal = node.terminal or await self._open_terminal(node, rows, cols, record)
         same = session == terminal.id
@@ -752,7 +759,11 @@ class Daemon:
         self, node: Node, rows: int, cols: int, record: bool
     ) -> TerminalSession:
         sandbox = node.sandbox
-        master, process = await asyncio.to_thread(_shell_start, sandbox, rows, cols)
+        # The shell a new sandbox started as it came up, or else one started now.
+        process, sandbox.first = sandbox.first, None
+        if process is None:
+            process = await asyncio.to_thread(sandbox.spawn, SHELL, terminal=(rows, cols))
+        master = process.terminal
         recorder = None
         if record and self.config.recordings_dir is not None:
             self.config.recordings_dir.mkdir(parents=True, exist_ok=True)
@@ -849,17 +860,6 @@ def daemon_argv(config: DaemonConfig, log_level: str = "INFO") -> list[str]:
         "--log-level",
         log_level,
     ]
-
-
-def _shell_start(sandbox: Sandbox, rows: int, cols: int) -> tuple[int, Process]:
-    """A new terminal of the sandbox's own, sized, with the learner's shell on it."""
-    master = sandbox.open_pty()
-    try:
-        set_winsize(master, rows, cols)
-        return master, sandbox.spawn(SHELL, pty_master=master)
-    except BaseException:
-        os.close(master)
-        raise
 
 
 def daemon_spawn(

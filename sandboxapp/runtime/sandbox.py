@@ -114,6 +114,9 @@ class Sandbox:
     volume_lock: int | None
     startup_ms: float
     destroyed: bool = field(default=False)
+    # The process sandbox_create was asked to start as soon as the sandbox was up, until
+    # its caller takes it.
+    first: Process | None = field(default=None)
 
     @property
     def name(self) -> str:
@@ -145,26 +148,11 @@ class Sandbox:
             return False
         return True
 
-    def open_pty(self) -> int:
-        """A new terminal on the sandbox's own devpts (the learner sees /dev/pts/N),
-        opened by the sandbox's init and passed to us: we never resolve its paths."""
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        with ours:
-            try:
-                socket.send_fds(self.control, [b'{"op": "pty"}'], [theirs.fileno()])
-            finally:
-                theirs.close()
-            if _readable(ours.fileno(), 10):
-                _, fds = sc.recv_fds(ours, 16, 1)
-                if fds:
-                    return fds[0]
-        raise SandboxError(f"sandbox {self.name} could not open a terminal")
-
     def spawn(
         self,
         argv: list[str],
         *,
-        pty_master: int | None = None,
+        terminal: tuple[int, int] | None = None,
         stdio: tuple[int, int, int] | None = None,
         env: dict[str, str] | None = None,
         cwd: str | None = None,
@@ -172,40 +160,17 @@ class Sandbox:
     ) -> Process:
         """Start argv in the sandbox as its root (or `learner`, uid 1000).
 
-        The sandbox's init forks it, so it starts inside every namespace and the cgroup.
+        The sandbox's init starts it, so it starts inside every namespace and the cgroup.
+        With `terminal` (rows, cols), the init opens a new terminal of that size on the
+        sandbox's own devpts (the learner sees /dev/pts/N), makes it the process's
+        controlling terminal, and passes its master back: `Process.terminal`, ours to
+        close. We never resolve a path of the sandbox's.
         """
         if self.destroyed:
             raise SandboxError(f"sandbox {self.name} was destroyed")
-        if user not in USERS:
-            raise SandboxError(f"unknown user {user!r}: use one of {', '.join(USERS)}")
-        uid, home = USERS[user]
-        identity = {"HOME": home, "USER": user, "LOGNAME": user}
-        request = {
-            "argv": argv,
-            "env": {**DEFAULT_ENV, **identity, **(env or {})},
-            "cwd": cwd or home,
-            "uid": uid,
-            "pty": pty_master is not None,
-        }
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        null = None
-        if pty_master is not None:
-            fds = [pty_master]
-        elif stdio is not None:
-            fds = list(stdio)
-        else:
-            null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
-            fds = [null, null, null]
-        try:
-            socket.send_fds(self.control, [json.dumps(request).encode()], [*fds, theirs.fileno()])
-        except OSError as exc:
-            ours.close()
-            raise SandboxError(f"sandbox {self.name} is not running: {exc}") from exc
-        finally:
-            theirs.close()
-            if null is not None:
-                os.close(null)
-        process = Process(self, ours)
+        options = _SpawnOptions(terminal, stdio, env, cwd, user)
+        channel = _spawn_send(self.control, self.name, argv, options)
+        process = Process(self, channel)
         process.started(argv[0])
         return process
 
@@ -243,6 +208,10 @@ class Sandbox:
         if self.destroyed:
             return
         self.destroyed = True
+        if self.first is not None:  # never taken
+            self.first.channel.close()
+            if self.first.terminal is not None:
+                os.close(self.first.terminal)
         try:
             with contextlib.suppress(OSError):
                 sc.pidfd_send_signal(self.pidfd, signal.SIGKILL)
@@ -268,20 +237,77 @@ class Sandbox:
         self.destroy()
 
 
+@dataclass(frozen=True)
+class _SpawnOptions:
+    """Sandbox.spawn's options, as its init's request is made from them."""
+
+    terminal: tuple[int, int] | None = None
+    stdio: tuple[int, int, int] | None = None
+    env: dict[str, str] | None = None
+    cwd: str | None = None
+    user: str = "root"
+
+
+def _spawn_send(
+    control: socket.socket, name: str, argv: list[str], options: _SpawnOptions
+) -> socket.socket:
+    """Ask the init to start a process (see Sandbox.spawn); return the channel on which
+    it will say how that went."""
+    if options.user not in USERS:
+        raise SandboxError(f"unknown user {options.user!r}: use one of {', '.join(USERS)}")
+    uid, home = USERS[options.user]
+    identity = {"HOME": home, "USER": options.user, "LOGNAME": options.user}
+    terminal = options.terminal
+    request = {
+        "argv": argv,
+        "env": {**DEFAULT_ENV, **identity, **(options.env or {})},
+        "cwd": options.cwd or home,
+        "uid": uid,
+        "terminal": list(terminal) if terminal is not None else None,
+    }
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    null = None
+    if terminal is not None:
+        fds = []
+    elif options.stdio is not None:
+        fds = list(options.stdio)
+    else:
+        null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
+        fds = [null, null, null]
+    try:
+        socket.send_fds(control, [json.dumps(request).encode()], [*fds, theirs.fileno()])
+    except OSError as exc:
+        ours.close()
+        raise SandboxError(f"sandbox {name} is not running: {exc}") from exc
+    finally:
+        theirs.close()
+        if null is not None:
+            os.close(null)
+    return ours
+
+
 class Process:
-    """A process started in a sandbox. `pid` is its pid inside the sandbox."""
+    """A process started in a sandbox. `pid` is its pid inside the sandbox; `terminal`,
+    the master of the terminal it was started on, if any (the caller closes it)."""
 
     def __init__(self, sandbox: Sandbox, channel: socket.socket) -> None:
         self.sandbox = sandbox
         self.channel = channel
         self.pid = 0
+        self.terminal: int | None = None
         self.returncode: int | None = None
 
     def started(self, what: str) -> None:
-        news = self._next(timeout=30)
+        news, fds = b"", []
+        if _readable(self.channel.fileno(), 30):
+            with contextlib.suppress(OSError):
+                news, fds = sc.recv_fds(self.channel, 8192, 1)
         if news.startswith(b"started "):
             self.pid = int(news.split()[1])
+            self.terminal = fds[0] if fds else None
             return
+        for fd in fds:
+            os.close(fd)
         self.channel.close()
         detail = news.removeprefix(b"error ").decode(errors="replace") or "the sandbox is gone"
         raise SandboxError(f"could not start {what!r} in {self.sandbox.name}: {detail}")
@@ -389,8 +415,18 @@ def sandbox_usr(state_dir: Path) -> Path:
     return _USR[state_dir]
 
 
-def sandbox_create(spec: SandboxSpec, config: RuntimeConfig | None = None) -> Sandbox:
-    """Build a sandbox from its spec and return it running (its init waiting)."""
+def sandbox_create(
+    spec: SandboxSpec,
+    config: RuntimeConfig | None = None,
+    *,
+    first: tuple[list[str], tuple[int, int]] | None = None,
+) -> Sandbox:
+    """Build a sandbox from its spec and return it running (its init waiting).
+
+    `first` (argv, (rows, cols)): a process to start on a new terminal as soon as the
+    sandbox is up (a learner's shell), as `Sandbox.first`. Asked for before the init is
+    ready, it starts while we finish ours, rather than after a round trip.
+    """
     config = config or RuntimeConfig()
     spec.validate()
     if len(sandbox_names(config)) >= config.max_sandboxes:
@@ -424,11 +460,17 @@ def sandbox_create(spec: SandboxSpec, config: RuntimeConfig | None = None) -> Sa
             hosts=HOSTS.format(name=spec.effective_hostname),
             seccomp=security.seccomp_program(),
         )
-        sandbox = _start(spec, config, plan, image_path, usr_path, cgroup, volume_lock)
+        sandbox = _start(spec, config, plan, image_path, usr_path, cgroup, volume_lock, first)
     except BaseException:
         cgroup.destroy()
         _cleanup(config, spec.name, spec.volume, spec.uid_base, volume_lock)
         raise
+    if first is not None and sandbox.first is not None:
+        try:
+            sandbox.first.started(first[0][0])
+        except BaseException:
+            sandbox.destroy()
+            raise
     return sandbox
 
 
@@ -448,6 +490,7 @@ def _start(
     usr_path: Path,
     cgroup: SandboxCgroup,
     volume_lock: int | None,
+    first: tuple[list[str], tuple[int, int]] | None,
 ) -> Sandbox:
     started = time.perf_counter()
     # Each sandbox's init is re-parented to us when its creator exits: we reap it.
@@ -459,6 +502,7 @@ def _start(
     control = creator.control
     image_fd = usr_fd = userns_fd = -1
     init_pid = 0
+    first_channel = None
     try:
         control.settimeout(10)
         init_pid = int(_expect(control, b"init ").split()[1])
@@ -492,6 +536,9 @@ def _start(
         # While the init sets itself up: from here a crash of ours leaves a sandbox
         # that reconcile can tell from one still starting.
         _state_write(config, spec, init_pid)
+        if first is not None:
+            # Read by the init once it is ready: the process starts while we finish here.
+            first_channel = _spawn_send(control, spec.name, first[0], _SpawnOptions(first[1]))
         _expect(control, b"ready")
         zygote.zygote_refill()
         # The creator exits right after the learner's id map, before "ready": from here
@@ -508,6 +555,8 @@ def _start(
                 os.kill(init_pid, signal.SIGKILL)
             _reap(init_pid)
         control.close()
+        if first_channel is not None:
+            first_channel.close()
         raise
     finally:
         os.close(creator.pidfd)
@@ -518,7 +567,10 @@ def _start(
     pidfd = os.pidfd_open(init_pid)
     startup_ms = (time.perf_counter() - started) * 1000
     control.settimeout(None)
-    return Sandbox(spec, config, init_pid, pidfd, control, cgroup, volume_lock, startup_ms)
+    sandbox = Sandbox(spec, config, init_pid, pidfd, control, cgroup, volume_lock, startup_ms)
+    if first_channel is not None:
+        sandbox.first = Process(sandbox, first_channel)
+    return sandbox
 
 
 def _expect(sock: socket.socket, prefix: bytes) -> bytes:

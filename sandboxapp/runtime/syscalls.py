@@ -269,8 +269,8 @@ def reset_signal_dispositions() -> None:
 def recv_fds(sock: socket.socket, bufsize: int, maxfds: int) -> tuple[bytes, list[int]]:
     """socket.recv_fds, with the fds close-on-exec from the start (3.11's drops `flags`).
 
-    A sandbox's init spawns with posix_spawn, which closes nothing but close-on-exec
-    fds: one it received any other way would reach the learner's processes.
+    Every fd a sandbox's init receives must stay out of the learner's processes: Popen
+    closes the others in its child, and close-on-exec is the wall behind that.
     """
     fds = array.array("i")
     message, ancillary, _, _ = sock.recvmsg(

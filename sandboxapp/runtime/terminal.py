@@ -14,19 +14,17 @@ import asyncio
 import codecs
 import contextlib
 import errno
-import fcntl
 import json
 import logging
 import os
 import secrets
-import struct
-import termios
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import wire
+from .child import set_winsize
 
 log = logging.getLogger("contained.sandboxd")
 
@@ -103,10 +101,6 @@ class Recorder:
     def close(self) -> None:
         if not self.file.closed:
             self.file.close()
-
-
-def set_winsize(fd: int, rows: int, cols: int) -> None:
-    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
 
 @dataclass(eq=False)

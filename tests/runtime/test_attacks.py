@@ -191,8 +191,8 @@ def test_tiocsti_cannot_inject_input(sandbox):
         "try:\n fcntl.ioctl(fd, termios.TIOCSTI, b'x'); print('injected')\n"
         "except OSError as e: print('refused', e.errno)"
     )
-    master = sandbox.open_pty()
-    proc = sandbox.spawn([PY, "-c", code], pty_master=master)
+    proc = sandbox.spawn([PY, "-c", code], terminal=(24, 80))
+    master = proc.terminal
     proc.wait(timeout=10)
     output = os.read(master, 4096).decode()
     os.close(master)
@@ -256,13 +256,15 @@ def test_terminal_path_is_never_resolved_on_the_host(sandbox, sh):
     try:
         code, out = sh(sandbox, f"mount -t tmpfs t /dev/pts && ln -s {victim} /dev/pts/ptmx")
         assert code == 0, out
-        with pytest.raises(SandboxError, match="could not open a terminal"):
-            sandbox.open_pty()
+        with pytest.raises(SandboxError, match="could not start.*terminal: .*ptmx"):
+            sandbox.spawn(["/bin/true"], terminal=(24, 80))
         assert victim.read_text() == "host file"
     finally:
         victim.unlink()
     sh(sandbox, "umount /dev/pts")
-    os.close(sandbox.open_pty())  # the sandbox's own terminals work again
+    process = sandbox.spawn(["/bin/true"], terminal=(24, 80))  # its own terminals work again
+    assert process.wait(timeout=10) == 0
+    os.close(process.terminal)
 
 
 def test_signals_from_inside_do_not_end_the_sandbox(sandbox, sh):

@@ -16,7 +16,13 @@ import pytest
 
 from sandboxapp.runtime import ids, volumes
 from sandboxapp.runtime.reconcile import reconcile
-from sandboxapp.runtime.sandbox import HostFull, RuntimeConfig, SandboxError, sandbox_create
+from sandboxapp.runtime.sandbox import (
+    HostFull,
+    RuntimeConfig,
+    Sandbox,
+    SandboxError,
+    sandbox_create,
+)
 from sandboxapp.runtime.spec import SandboxSpec
 
 
@@ -184,11 +190,13 @@ def _terminal_output(master: int, until: bytes, timeout: float = 10.0) -> bytes:
 
 @pytest.mark.parametrize("user", ["root", "learner"])
 def test_a_terminal_is_its_process_controlling_terminal(sandbox, sh, user):
-    master = sandbox.open_pty()
+    script = "stty size; ps -o sid=,pgid=,tpgid=,tty= -p $$; exec sleep 30"
+    process = sandbox.spawn(["/bin/sh", "-c", script], terminal=(33, 101), user=user)
+    master = process.terminal
     try:
-        script = "ps -o sid=,pgid=,tpgid=,tty= -p $$; exec sleep 30"
-        process = sandbox.spawn(["/bin/sh", "-c", script], pty_master=master, user=user)
-        sid, pgid, tpgid, tty = _terminal_output(master, b"pts/0").split()[-4:]
+        output = _terminal_output(master, b"pts/0")
+        assert output.startswith(b"33 101\r\n")  # sized before the program started
+        sid, pgid, tpgid, tty = output.split()[-4:]
         # Its own session, in the foreground of the terminal it controls.
         assert (int(sid), int(pgid), int(tpgid), tty) == (process.pid,) * 3 + (b"pts/0",)
         deadline = time.monotonic() + 10
@@ -202,14 +210,36 @@ def test_a_terminal_is_its_process_controlling_terminal(sandbox, sh, user):
 
 
 def test_a_terminal_program_that_cannot_start_says_so_on_its_terminal(sandbox, sh):
-    master = sandbox.open_pty()
+    process = sandbox.spawn(["no-such-tool"], terminal=(24, 80))
+    master = process.terminal
     try:
-        process = sandbox.spawn(["no-such-tool"], pty_master=master)
         assert process.wait(timeout=10) != 0
         assert b"no-such-tool" in _terminal_output(master, b"No such file")
     finally:
         os.close(master)
     assert sh(sandbox, "echo on") == (0, "on\n")
+
+
+def test_a_sandbox_can_start_its_first_process_as_it_comes_up(config, make_sandbox):
+    make_sandbox().destroy()  # the zygote's own fds are open from here on
+
+    def first_started(name: str) -> Sandbox:
+        spec = SandboxSpec(name=name, uid_base=ids.ids_borrow(config.state_dir, name))
+        script = ["/bin/sh", "-c", "stty size; echo first $$; sleep 30"]
+        return sandbox_create(spec, config, first=(script, (30, 90)))
+
+    with first_started("first-taken") as sandbox:
+        first, sandbox.first = sandbox.first, None
+        assert first is not None and first.terminal is not None
+        output = _terminal_output(first.terminal, b"first")
+        assert b"30 90" in output and f"first {first.pid}".encode() in output
+        os.close(first.terminal)
+        first.channel.close()
+    # Destroyed with its first process never taken: nothing of it stays open here.
+    before = len(os.listdir("/proc/self/fd"))
+    with first_started("first-untaken") as sandbox:
+        assert sandbox.first is not None and sandbox.first.terminal is not None
+    assert len(os.listdir("/proc/self/fd")) == before
 
 
 def test_init_reaps_orphans(sandbox, sh):
@@ -237,8 +267,9 @@ def test_a_sandbox_works_when_its_fds_are_numbered_past_1024(make_sandbox, sh):
         sandbox = make_sandbox()
         assert sandbox.pidfd > 1024 and sandbox.control.fileno() > 1024
         assert sh(sandbox, "echo high") == (0, "high\n")
-        master = sandbox.open_pty()
-        os.close(master)
+        process = sandbox.spawn(["/bin/true"], terminal=(24, 80))
+        assert process.wait(timeout=10) == 0
+        os.close(process.terminal)
         sandbox.destroy()
         assert not sandbox.alive()
     finally:

@@ -160,9 +160,9 @@ class Command(BaseCommand):
                 self.stderr.write(json.dumps(sandbox.status()))
             argv = command or ["/bin/bash", "--login"]
             if os.isatty(0):
-                master = sandbox.open_pty()
-                process = sandbox.spawn(argv, pty_master=master)
-                return console.relay(master, process)
+                size = os.get_terminal_size(0)
+                process = sandbox.spawn(argv, terminal=(size.lines, size.columns))
+                return console.relay(process)
             return sandbox.spawn(argv, stdio=(0, 1, 2)).wait()
 
     def _kill(self, config: RuntimeConfig, name: str) -> None:
