@@ -386,8 +386,11 @@ def _popen(request: dict, stdio: list[int], terminal: int | None) -> subprocess.
     argv = [str(a) for a in request["argv"]]
     slave = None
     if terminal is not None:
-        # The terminal's other end, found from its master, never by a path in the sandbox.
-        slave = fcntl.ioctl(terminal, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY)
+        try:
+            # Its other end, found from the master, never by a path in the sandbox.
+            slave = fcntl.ioctl(terminal, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY)
+        except OSError as exc:
+            raise _SpawnError(f"terminal: {exc}") from None
         stdio = [slave, slave, slave]
         argv = [*SETSID_CTTY, *argv]
     try:
