@@ -171,7 +171,7 @@ SANDBOXD_MAX_PER_LEARNER = int(os.environ.get("SANDBOXD_MAX_PER_LEARNER") or 4)
 SANDBOXD_CREATES_PER_MINUTE = int(os.environ.get("SANDBOXD_CREATES_PER_MINUTE") or 12)
 # Formatted learner layers of the default size kept ready (about 0.4 MB of disk each for
 # 512 MiB: nothing is zeroed), so a new learner's sandbox starts without waiting for mkfs.
-# 0: none.
+# Two more (at most this many) are kept mounted ahead, each holding a loop device. 0: none.
 SANDBOXD_SPARE_VOLUMES = int(os.environ.get("SANDBOXD_SPARE_VOLUMES") or 4)
 # Scrollback kept per terminal, replayed on reconnect (bytes). Half of it is also how far
 # output may run ahead of what the browser has drawn: more is faster bulk output (256 KiB:
