@@ -298,10 +298,12 @@ class Process:
         self.returncode: int | None = None
 
     def started(self, what: str) -> None:
-        news, fds = b"", []
+        news, fds, gone = b"", [], "the sandbox is gone"
         if _readable(self.channel.fileno(), 30):
             with contextlib.suppress(OSError):
                 news, fds = sc.recv_fds(self.channel, 8192, 1)
+        else:
+            gone = "its init did not answer within 30 s"
         if news.startswith(b"started "):
             self.pid = int(news.split()[1])
             self.terminal = fds[0] if fds else None
@@ -309,7 +311,7 @@ class Process:
         for fd in fds:
             os.close(fd)
         self.channel.close()
-        detail = news.removeprefix(b"error ").decode(errors="replace") or "the sandbox is gone"
+        detail = news.removeprefix(b"error ").decode(errors="replace") or gone
         raise SandboxError(f"could not start {what!r} in {self.sandbox.name}: {detail}")
 
     def _next(self, timeout: float | None) -> bytes:
