@@ -118,6 +118,11 @@ def test_a_spare_mounted_ahead_becomes_a_new_learners_layer(make_sandbox, sh, co
         waiting = _spares(config.state_dir, size)
         # Mounted, but nowhere anyone can see: a detached mount only this process holds.
         assert len(_loops_backed_by(held)) == 1 and not _mounted_anywhere(held.parent)
+        # A reconcile meanwhile (`manage.py sandbox reconcile`) leaves a live holder's alone:
+        # handed out again, it would be mounted twice.
+        reconcile(config)
+        assert _held_ahead(config.state_dir) == [held]
+        assert _spares(config.state_dir, size) == waiting
         sandbox = make_sandbox(learner="early")
         image = config.state_dir / "volumes" / "early.ext4"
         assert not held.exists() and _loops_backed_by(image)
