@@ -288,10 +288,24 @@ def volume_spares_tidy(state_dir: Path, min_age: float = 60.0) -> list[str]:
             continue
     for held in spares.glob(f"{MOUNTED}-*.ext4"):
         pid, size, token = held.name.removesuffix(".ext4").split("-")[1:]
-        if not _alive(int(pid)):
-            # Its mount ended with it: the kernel unmounted the filesystem cleanly.
+        # Its mount ended with its holder, but the kernel may finish unmounting it a moment
+        # later: until its loop device is gone, it is not a spare to mount again.
+        if not _alive(int(pid)) and not loop_devices_of(held):
             held.rename(held.with_name(f"{size}-{token}.ext4"))
     return removed
+
+
+def loop_devices_of(image: Path) -> list[str]:
+    """The loop devices backed by `image` now (their names, as in /sys/block)."""
+    found = []
+    for device in Path("/sys/block").glob("loop*"):
+        try:
+            backing = (device / "loop" / "backing_file").read_text().strip()
+        except FileNotFoundError:
+            continue  # not bound to any file
+        if backing == str(image):
+            found.append(device.name)
+    return found
 
 
 def _alive(pid: int) -> bool:

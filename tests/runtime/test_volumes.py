@@ -17,18 +17,6 @@ def _spares(state_dir: Path, size: int) -> list[Path]:
     return sorted((state_dir / "volumes" / volumes.SPARES).glob(f"{size}-*.ext4"))
 
 
-def _loops_backed_by(image: Path) -> list[str]:
-    found = []
-    for device in Path("/sys/block").glob("loop*"):
-        try:
-            backing = (device / "loop" / "backing_file").read_text().strip()
-        except FileNotFoundError:
-            continue  # not bound to any file
-        if backing == str(image):
-            found.append(device.name)
-    return found
-
-
 def test_a_new_learner_takes_a_formatted_spare(make_sandbox, sh, config):
     size = Limits().disk_bytes
     volumes.volume_spares_fill(config.state_dir, size, 2)
@@ -67,7 +55,7 @@ def test_a_layer_takes_little_host_disk_and_stays_consistent(make_sandbox, sh, c
     sandbox.destroy()
     image = config.state_dir / "volumes" / "thrifty.ext4"
     deadline = time.monotonic() + 5
-    while _loops_backed_by(image) and time.monotonic() < deadline:
+    while volumes.loop_devices_of(image) and time.monotonic() < deadline:
         time.sleep(0.05)  # unmounted once the last file closes
     # Nothing zeroed the holes after the mount either, and fsck finds the files sound.
     assert image.stat().st_blocks * 512 < 4 * 1024 * 1024
@@ -78,12 +66,12 @@ def test_a_layer_takes_little_host_disk_and_stays_consistent(make_sandbox, sh, c
 def test_the_loop_device_is_freed_with_the_layer(make_sandbox, config):
     sandbox = make_sandbox(learner="looper")
     image = config.state_dir / "volumes" / "looper.ext4"
-    assert len(_loops_backed_by(image)) == 1
+    assert len(volumes.loop_devices_of(image)) == 1
     sandbox.destroy()
     deadline = time.monotonic() + 5
-    while _loops_backed_by(image) and time.monotonic() < deadline:
+    while volumes.loop_devices_of(image) and time.monotonic() < deadline:
         time.sleep(0.05)  # the lazy unmount lets go once the last file closes
-    assert _loops_backed_by(image) == []
+    assert volumes.loop_devices_of(image) == []
 
 
 def test_reconcile_removes_half_made_spares_but_not_ready_ones(config):
@@ -117,7 +105,7 @@ def test_a_spare_mounted_ahead_becomes_a_new_learners_layer(make_sandbox, sh, co
         (held,) = _held_ahead(config.state_dir)
         waiting = _spares(config.state_dir, size)
         # Mounted, but nowhere anyone can see: a detached mount only this process holds.
-        assert len(_loops_backed_by(held)) == 1 and not _mounted_anywhere(held.parent)
+        assert len(volumes.loop_devices_of(held)) == 1 and not _mounted_anywhere(held.parent)
         # A reconcile meanwhile (`manage.py sandbox reconcile`) leaves a live holder's alone:
         # handed out again, it would be mounted twice.
         reconcile(config)
@@ -125,7 +113,7 @@ def test_a_spare_mounted_ahead_becomes_a_new_learners_layer(make_sandbox, sh, co
         assert _spares(config.state_dir, size) == waiting
         sandbox = make_sandbox(learner="early")
         image = config.state_dir / "volumes" / "early.ext4"
-        assert not held.exists() and _loops_backed_by(image)
+        assert not held.exists() and volumes.loop_devices_of(image)
         assert _spares(config.state_dir, size) == waiting  # the one mounted ahead was taken
         mountpoint = config.state_dir / "volumes" / "early"
         assert os.path.ismount(mountpoint)
@@ -144,7 +132,7 @@ def test_spares_mounted_ahead_are_spares_again_when_their_holder_ends(config):
     volumes.volume_spares_fill(config.state_dir, size, 0, ahead=1)
     (mine,) = _held_ahead(config.state_dir)
     volumes.volume_spares_release(config.state_dir)  # stopping cleanly
-    assert _held_ahead(config.state_dir) == [] and not _loops_backed_by(mine)
+    assert _held_ahead(config.state_dir) == [] and not volumes.loop_devices_of(mine)
     assert len(_spares(config.state_dir, size)) == 1
     # Killed instead: the kernel unmounts what it held, and reconcile gives it back.
     holder = subprocess.Popen(
@@ -160,15 +148,40 @@ def test_spares_mounted_ahead_are_spares_again_when_their_holder_ends(config):
     )
     assert holder.stdout.readline() == b"held\n"
     (theirs,) = _held_ahead(config.state_dir)
-    assert _loops_backed_by(theirs)
+    assert volumes.loop_devices_of(theirs)
     holder.kill()
     holder.wait()
     deadline = time.monotonic() + 5
-    while _loops_backed_by(theirs) and time.monotonic() < deadline:
+    while volumes.loop_devices_of(theirs) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not _loops_backed_by(theirs)
+    assert not volumes.loop_devices_of(theirs)
     reconcile(config)
     assert _held_ahead(config.state_dir) == []
     (spare,) = _spares(config.state_dir, size)
     check = subprocess.run(["e2fsck", "-fn", str(spare)], capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_a_dead_holders_spare_is_not_given_back_while_the_kernel_still_holds_it(config):
+    size = Limits().disk_bytes
+    volumes.volume_spares_fill(config.state_dir, size, 1)
+    (spare,) = _spares(config.state_dir, size)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    token = spare.name.removesuffix(".ext4").split("-")[1]
+    held = spare.with_name(f"{volumes.MOUNTED}-{dead.pid}-{size}-{token}.ext4")
+    spare.rename(held)
+    # As just after its holder died: its loop device not yet freed.
+    backing = os.open(held, os.O_RDWR | os.O_CLOEXEC)
+    number, device = volumes._loop_attach(backing, str(held))
+    os.close(backing)
+    try:
+        reconcile(config)
+        assert held.exists() and _spares(config.state_dir, size) == []
+    finally:
+        os.close(device)  # autoclear: the device goes with its last user
+    deadline = time.monotonic() + 5
+    while volumes.loop_devices_of(held) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    reconcile(config)
+    assert not held.exists() and _spares(config.state_dir, size) == [spare]
