@@ -800,6 +800,8 @@ class Daemon:
                 return
             except wire.ProtocolError as exc:
                 client.event({"event": "error", "code": "bad_request", "message": str(exc)})
+                terminal.detach(client)
+                await _discard_until_closed(reader)
                 return
             except ConnectionError:
                 return
@@ -828,6 +830,16 @@ class Daemon:
                 terminal.write(frame.payload)
                 # Backpressure: a huge paste waits here, in the client's socket.
                 await terminal.input_room.wait()
+
+
+async def _discard_until_closed(reader: asyncio.StreamReader) -> None:
+    """Read and drop what a client still sends once its frames make no sense, until it
+    closes, for a while. Closing on bytes left unread would reset the connection, and a
+    client that sees the reset may never read our last frame, the error."""
+    with contextlib.suppress(TimeoutError, ConnectionError):
+        async with asyncio.timeout(DETACHED_GRACE):
+            while await reader.read(65536):
+                pass
 
 
 def _count(node: Node, role: str) -> int:
