@@ -444,12 +444,12 @@ def _terminal_open(rows: int, cols: int) -> int:
 def _send_started(channel: int, pid: int, master: int | None) -> None:
     """The news that a process started, with its terminal's master if it has one."""
     news = b"started %d" % pid
+    if master is None:
+        _send_quietly(channel, news)
+        return
     try:
-        if master is None:
-            os.write(channel, news)
-        else:
-            with socket.socket(fileno=os.dup(channel)) as sock:
-                socket.send_fds(sock, [news], [master])
+        with socket.socket(fileno=os.dup(channel)) as sock:
+            socket.send_fds(sock, [news], [master])
     except OSError:
         pass  # the parent stopped listening for this process
 

@@ -228,7 +228,7 @@ def volume_spares_fill(state_dir: Path, size: int, count: int, ahead: int = 0) -
         try:
             mount = _mount_ahead(held)
         except BaseException:
-            held.rename(spares / f"{size}-{token}.ext4")  # a plain spare again
+            held.rename(_held_by(held)[1])  # a plain spare again
             raise
         _AHEAD.put(state_dir, size, held, mount)
     while len(list(spares.glob(f"{size}-*.ext4"))) < count:
@@ -241,8 +241,7 @@ def volume_spares_release(state_dir: Path) -> None:
     """Unmount the spares this process mounted ahead, and make them plain spares again."""
     for held, mount in _AHEAD.take_all(state_dir):
         os.close(mount)
-        size, token = held.name.removesuffix(".ext4").split("-")[2:]
-        held.rename(held.with_name(f"{size}-{token}.ext4"))
+        held.rename(_held_by(held)[1])
 
 
 class _Ahead:
@@ -287,11 +286,11 @@ def volume_spares_tidy(state_dir: Path, min_age: float = 60.0) -> list[str]:
         except FileNotFoundError:
             continue
     for held in spares.glob(f"{MOUNTED}-*.ext4"):
-        pid, size, token = held.name.removesuffix(".ext4").split("-")[1:]
+        holder, plain = _held_by(held)
         # Its mount ended with its holder, but the kernel may finish unmounting it a moment
         # later: until its loop device is gone, it is not a spare to mount again.
-        if not _alive(int(pid)) and not loop_devices_of(held):
-            held.rename(held.with_name(f"{size}-{token}.ext4"))
+        if not _alive(holder) and not loop_devices_of(held):
+            held.rename(plain)
     return removed
 
 
@@ -306,6 +305,13 @@ def loop_devices_of(image: Path) -> list[str]:
         if backing == str(image):
             found.append(device.name)
     return found
+
+
+def _held_by(held: Path) -> tuple[int, Path]:
+    """A spare mounted ahead (mounted-<pid>-<size>-<token>.ext4): its holder's pid, and
+    its name as a plain spare."""
+    pid, size, token = held.name.removesuffix(".ext4").split("-")[1:]
+    return int(pid), held.with_name(f"{size}-{token}.ext4")
 
 
 def _alive(pid: int) -> bool:
