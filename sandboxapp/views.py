@@ -31,7 +31,11 @@ def guest_start(request: HttpRequest) -> HttpResponse:
         learner_start_guest(request, request.POST.get("display_name", ""))
     except LearnerError as error:
         # The page the form came from, with the form again and what to fix.
-        context = {"start_error": str(error), "display_name": request.POST.get("display_name")}
+        context = {
+            "start_error": str(error),
+            "display_name": request.POST.get("display_name"),
+            "start_next": target,  # where the form goes once the name is fixed, not /start/
+        }
         status = 400 if settings.GUESTS_ALLOWED else 403
         return render(request, "playground.html", context, status=status)
     return redirect(target)

@@ -39,7 +39,8 @@
     theme: THEMES[theme]
   });
   var fit = new FitAddon.FitAddon();
-  var search = null; // loaded after the first connect, below
+  var search = null; // loaded after the first output, below
+  var afterFirstOutput = null; // set below: loads what the first screen does not need
   var pendingSearch = null;
   var unicode = new Unicode11Addon.Unicode11Addon();
   term.loadAddon(fit);
@@ -146,6 +147,10 @@
     // Acknowledged once `ackEvery` bytes are drawn since the last ack: a flood is still held
     // back at the sandbox, and a keystroke's echo costs no message back.
     term.write(data, function () {
+      if (afterFirstOutput) {
+        afterFirstOutput();
+        afterFirstOutput = null;
+      }
       // Drawn after a switch or a new shell: its offsets are another session's.
       if (from !== ws) return;
       if (end - acked >= ackEvery) {
@@ -316,27 +321,39 @@
   connect();
   term.focus();
 
-  // Loaded once the terminal is up and connecting, not before: the WebGL renderer (250 KB)
-  // and search need not delay it. Until WebGL is in, the DOM renderer draws.
+  // The WebGL renderer (250 KB) and search are loaded once the first output is on the
+  // screen, not before: setting up WebGL can hold the page for a hundred milliseconds or
+  // more (far longer without a GPU), and the learner's prompt should not wait for it. The
+  // DOM renderer draws until then. With no output for a while, they load anyway.
+  var extrasLoaded = false;
   function loadLater(src, ready) {
     var script = document.createElement("script");
     script.src = src;
     script.onload = ready;
     document.body.appendChild(script);
   }
-  loadLater(panel.dataset.webglSrc, function () {
-    try {
-      var webgl = new WebglAddon.WebglAddon();
-      webgl.onContextLoss(function () { webgl.dispose(); panel.dataset.renderer = "dom"; });
-      term.loadAddon(webgl);
-      panel.dataset.renderer = "webgl";
-    } catch (e) {
-      // No WebGL here (old GPU, headless browser): the DOM renderer goes on drawing.
-    }
-  });
-  loadLater(panel.dataset.searchSrc, function () {
-    search = new SearchAddon.SearchAddon();
-    term.loadAddon(search);
-    if (pendingSearch) search.findNext(pendingSearch);
-  });
+  function loadExtras() {
+    if (extrasLoaded) return;
+    extrasLoaded = true;
+    loadLater(panel.dataset.webglSrc, function () {
+      try {
+        var webgl = new WebglAddon.WebglAddon();
+        webgl.onContextLoss(function () { webgl.dispose(); panel.dataset.renderer = "dom"; });
+        term.loadAddon(webgl);
+        panel.dataset.renderer = "webgl";
+      } catch (e) {
+        // No WebGL here (old GPU, headless browser): the DOM renderer goes on drawing.
+      }
+    });
+    loadLater(panel.dataset.searchSrc, function () {
+      search = new SearchAddon.SearchAddon();
+      term.loadAddon(search);
+      if (pendingSearch) search.findNext(pendingSearch);
+    });
+  }
+  // After the frame that paints the first output.
+  afterFirstOutput = function () {
+    window.requestAnimationFrame(function () { window.setTimeout(loadExtras, 0); });
+  };
+  window.setTimeout(loadExtras, 3000);
 })();

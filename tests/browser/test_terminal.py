@@ -9,13 +9,61 @@ import threading
 from playwright.sync_api import Page
 
 
-def start_as_guest(page: Page, site: str, name: str = "Ada") -> str:
-    """Open the playground, give a name, wait for the prompt; return the sandbox hostname."""
+def submit_start(page: Page, site: str, name: str) -> None:
+    """Open the playground, mark its document (`window.startedHere`), give a name, submit."""
     page.goto(f"{site}/terminal/")
+    page.evaluate("window.startedHere = true")
     page.fill("#display-name", name)
     page.click("text=Open my terminal")
+
+
+def start_as_guest(page: Page, site: str, name: str = "Ada") -> str:
+    """Start as a guest and wait for the prompt; return the sandbox hostname."""
+    submit_start(page, site, name)
     page.wait_for_function("window.contained && window.contained.text().includes('# ')")
     return page.locator("[data-terminal]").get_attribute("data-hostname")
+
+
+def test_a_guest_starts_in_place_without_loading_a_new_page(live_site, new_page):
+    page = new_page()
+    start_as_guest(page, live_site)
+    # The same document, at the same address: no navigation happened.
+    assert page.evaluate("window.startedHere === true")
+    assert page.url == f"{live_site}/terminal/"
+    assert page.title() == "Your terminal · Contained"
+    # xterm.js was loaded and run once, by the start page, not again for the terminal.
+    loads = page.evaluate(
+        "performance.getEntriesByType('resource').map(e => e.name)"
+        ".filter(name => /vendor\\/xterm\\/xterm\\.[^/]*js$/.test(name)).length"
+    )
+    assert loads == 1
+
+
+def test_a_name_refused_in_place_is_said_on_the_same_page(live_site, new_page):
+    page = new_page()
+    submit_start(page, live_site, "   ")
+    page.locator("#start-error").wait_for()
+    assert "what to call you" in page.locator("#start-error").inner_text()
+    assert page.evaluate("window.startedHere === true")
+    # Corrected, it starts.
+    page.fill("#display-name", "Ada")
+    page.click("text=Open my terminal")
+    page.wait_for_function("window.contained && window.contained.text().includes('# ')")
+
+
+def test_without_javascript_the_start_form_still_opens_the_terminal_page(live_site, browser):
+    context = browser.new_context(java_script_enabled=False)
+    try:
+        page = context.new_page()
+        page.goto(f"{live_site}/terminal/")
+        page.fill("#display-name", "Ada")
+        page.click("text=Open my terminal")
+        page.wait_for_load_state()
+        assert page.url == f"{live_site}/terminal/"
+        assert page.locator("[data-terminal]").count() == 1
+        assert page.locator("#display-name").count() == 0
+    finally:
+        context.close()
 
 
 def run(page: Page, command: str, expect: str, timeout: float = 15000) -> str:

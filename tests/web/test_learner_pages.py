@@ -51,6 +51,13 @@ def test_a_bad_name_is_explained_and_nothing_is_created(client, name, message):
     assert Learner.objects.count() == 0
 
 
+def test_a_refused_name_keeps_where_the_form_was_going(client):
+    # Not to /start/ itself, which only takes a POST: the fixed name goes to the lesson.
+    response = client.post("/start/", {"display_name": " ", "next": "/lessons/pid/"})
+    assert response.status_code == 400
+    assert b'name="next" value="/lessons/pid/"' in response.content
+
+
 def test_next_never_leaves_the_site(client):
     response = client.post("/start/", {"display_name": "Ada", "next": "https://evil.example/"})
     assert response["Location"] == "/terminal/"
