@@ -87,6 +87,9 @@ class ClassEventsConsumer(AsyncJsonWebsocketConsumer):
             self.scope["session"], self.scope.get("user")
         )
         if not classes:
+            # Accepted, then closed: a handshake refused outright reaches the page as 1006
+            # with no code, and the page would retry for ever instead of staying quiet.
+            await self.accept()
             await self.close(code=CLOSE_NOT_IN_CLASS)
             return
         self.groups_joined = [learners_group(pk) for pk in classes]

@@ -142,6 +142,9 @@ class TerminalConsumer(AsyncWebsocketConsumer):
         query = _query(self.scope)
         target = await self.target(query)
         if target is None:
+            # The page must see the code (to stop retrying and say why), and a refused
+            # handshake reaches it as 1006 with none: accepted, then closed.
+            await self.accept()
             await self.close(self.no_target_close)
             return
         await self.accept()

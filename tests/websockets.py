@@ -26,6 +26,13 @@ async def ws_open(
     return ws, connected, code
 
 
+async def closed_with(ws: WebsocketCommunicator) -> int | None:
+    """The code an accepted socket was then closed with, as a page sees it."""
+    message = await ws.receive_output(timeout=10)
+    assert message["type"] == "websocket.close", message
+    return message.get("code")
+
+
 class Browser:
     """What a page's terminal.js does, over a WebsocketCommunicator."""
 

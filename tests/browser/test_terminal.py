@@ -51,6 +51,17 @@ def test_a_name_refused_in_place_is_said_on_the_same_page(live_site, new_page):
     page.wait_for_function("window.contained && window.contained.text().includes('# ')")
 
 
+def test_a_learner_in_no_class_opens_the_class_socket_once(live_site, new_page):
+    # The page asks once whether its learner is in a running class; told no (4404), it
+    # stays quiet rather than asking again every few seconds.
+    page = new_page()
+    opened = []
+    page.on("websocket", lambda ws: opened.append(ws.url) if "/ws/classroom/" in ws.url else None)
+    start_as_guest(page, live_site)
+    page.wait_for_timeout(4000)
+    assert len(opened) == 1, opened
+
+
 def test_without_javascript_the_start_form_still_opens_the_terminal_page(live_site, browser):
     context = browser.new_context(java_script_enabled=False)
     try:

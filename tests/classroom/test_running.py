@@ -16,7 +16,7 @@ from classroom.running import classroom_broadcast, classroom_set_state, member_e
 from lessons.models import Step, StepProgress
 from sandboxapp.runtime.client import call_sync
 from sandboxapp.terminal_protocol import OP_INPUT
-from tests.websockets import Browser, ws_open
+from tests.websockets import Browser, closed_with, ws_open
 
 pytestmark = [
     pytest.mark.root,
@@ -81,8 +81,8 @@ async def test_a_broadcast_and_the_end_reach_the_learners_page(
     )
     await events.disconnect()
     # An ended class has no page to tell any more: the socket says so and stays shut.
-    _, connected, code = await ws_open("/ws/classroom/", cookie)
-    assert not connected and code == 4404
+    ws, connected, _ = await ws_open("/ws/classroom/", cookie)
+    assert connected and await closed_with(ws) == 4404
     await learner.ws.disconnect()
 
 
@@ -91,8 +91,8 @@ async def test_a_learner_in_no_class_gets_no_class_events(sandboxd):
     await database_sync_to_async(cookie.post)("/start/", {"display_name": "Solo"})
     value = cookie.cookies[django_settings.SESSION_COOKIE_NAME].value
     cookie = f"{django_settings.SESSION_COOKIE_NAME}={value}".encode()
-    _, connected, code = await ws_open("/ws/classroom/", cookie)
-    assert not connected and code == 4404
+    ws, connected, _ = await ws_open("/ws/classroom/", cookie)
+    assert connected and await closed_with(ws) == 4404
 
 
 async def test_more_time_keeps_a_learner_in_a_class_past_its_end(
