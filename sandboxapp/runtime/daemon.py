@@ -912,7 +912,10 @@ def main(argv: list[str] | None = None) -> None:
     # at the 99th percentile with 200 terminals, bench-sandboxd). Only this loop: pyroute2
     # makes loops of its own for netlink sockets, which uvloop cannot open.
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(Daemon(DaemonConfig.from_json(args.config)).run())
+        try:
+            runner.run(Daemon(DaemonConfig.from_json(args.config)).run())
+        except SandboxError as exc:  # the host cannot run sandboxes as set up: say why
+            raise SystemExit(f"sandboxd cannot start: {exc}") from None
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import select
 import shutil
 import signal
 import socket
+import stat
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -413,8 +414,28 @@ _USR: dict[Path, Path] = {}
 def sandbox_usr(state_dir: Path) -> Path:
     """Looked up (and copied, if need be) once per process: /usr changes only with an image."""
     if state_dir not in _USR:
+        state_dir_check(state_dir)
         _USR[state_dir] = image.usr_ensure(state_dir)
     return _USR[state_dir]
+
+
+def state_dir_check(state_dir: Path) -> None:
+    """A sandbox's root is an unprivileged user on this host, and its mounts are made on its
+    behalf through paths under `state_dir`: a directory above it that lets only its owner
+    through (a state directory under /root, or a 0700 temporary directory) would fail every
+    sandbox with a bare EACCES from the kernel. Said once, and plainly, instead."""
+    for directory in [state_dir, *state_dir.parents]:
+        try:
+            mode = directory.stat().st_mode
+        except FileNotFoundError:
+            continue  # made later, 0755
+        if not mode & stat.S_IXOTH:
+            raise SandboxError(
+                f"sandboxes cannot reach their files under {state_dir}: {directory} "
+                f"(mode {stat.S_IMODE(mode):04o}) lets no other user through, and a "
+                f"sandbox's root is an unprivileged user on this host. Run "
+                f"`chmod o+x {directory}`, or keep the state directory elsewhere."
+            )
 
 
 def sandbox_create(

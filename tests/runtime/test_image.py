@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
+
 from sandboxapp.runtime import image
+from sandboxapp.runtime.sandbox import SandboxError, sandbox_usr, state_dir_check
 
 
 def test_a_class_arriving_at_once_builds_the_image_once(tmp_path, monkeypatch):
@@ -23,3 +26,14 @@ def test_a_class_arriving_at_once_builds_the_image_once(tmp_path, monkeypatch):
     assert sorted(p.name for p in root.parent.iterdir() if not p.name.endswith(".lock")) == [
         "default"
     ]
+
+
+def test_a_state_directory_sandboxes_cannot_walk_to_is_refused_plainly(config):
+    # Under a 0700 directory (as /root is), every sandbox would fail with a bare EACCES from
+    # the kernel as it mounts its layers: refused once, with what to do.
+    closed = config.state_dir / "closed"
+    closed.mkdir(mode=0o700)
+    with pytest.raises(SandboxError, match=rf"`chmod o\+x {closed}`"):
+        sandbox_usr(closed / "state")
+    closed.chmod(0o711)
+    state_dir_check(closed / "state")
