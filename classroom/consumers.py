@@ -23,6 +23,8 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
             await database_sync_to_async(classroom_for_instructor)(self.scope["user"], pk)
         except Http404:
             # Not theirs, or no such classroom: the same answer, so neither is revealed.
+            # Accepted first, so the page sees the code and stops retrying.
+            await self.accept()
             await self.close(code=CLOSE_FORBIDDEN)
             return
         self.group = dashboard_group(pk)

@@ -424,7 +424,8 @@ def state_dir_check(state_dir: Path) -> None:
     behalf through paths under `state_dir`: a directory above it that lets only its owner
     through (a state directory under /root, or a 0700 temporary directory) would fail every
     sandbox with a bare EACCES from the kernel. Said once, and plainly, instead."""
-    for directory in [state_dir, *state_dir.parents]:
+    resolved = state_dir.resolve()  # a symlink into /root is still under /root
+    for directory in [resolved, *resolved.parents]:
         try:
             mode = directory.stat().st_mode
         except FileNotFoundError:

@@ -8,11 +8,10 @@
  */
 (function () {
   "use strict";
-  var form = document.querySelector("[data-start-in-place]");
-  if (!form || !window.fetch || !window.DOMParser) return;
+  if (!window.fetch || !window.DOMParser) return;
 
+  // A script parsed by DOMParser never runs: each is replaced by a new one, which does.
   function runScripts(container, alreadyRun) {
-    // A script parsed by DOMParser never runs: each is replaced by a new one, which does.
     Array.prototype.forEach.call(container.querySelectorAll("script[src]"), function (old) {
       if (alreadyRun[old.src]) {
         old.remove();
@@ -25,10 +24,8 @@
     });
   }
 
-  // `url`: the address of the page swapped in, or null to keep this one (a refusal comes
-  // back from /start/, which only takes a POST).
-  function swapIn(html, url) {
-    var next = new DOMParser().parseFromString(html, "text/html");
+  // The learner's page (the playground, or the lesson) in place of this one.
+  function swapIn(next, url) {
     var main = next.querySelector("main");
     if (!main) throw new Error("no <main> in the page after starting");
     var alreadyRun = {};
@@ -38,11 +35,27 @@
     main = document.adoptNode(main);
     document.querySelector("main").replaceWith(main);
     document.title = next.title;
-    if (url && url !== location.href) history.replaceState(null, "", url);
+    if (url !== location.href) history.replaceState(null, "", url);
     runScripts(main, alreadyRun);
   }
 
-  form.addEventListener("submit", function (event) {
+  // A refused name: only the form is replaced, with what to fix, and the field has focus.
+  // The rest of this page (a lesson's introduction) and its address stay.
+  function showRefusal(next) {
+    var refused = next.querySelector("section.start");
+    if (!refused) throw new Error("no start form in the refusal");
+    refused.querySelectorAll("script, link").forEach(function (el) { el.remove(); });
+    var section = document.querySelector("section.start");
+    var form = section.querySelector("form");
+    form.replaceWith(document.adoptNode(refused.querySelector("form")));
+    var field = section.querySelector("[aria-invalid=true]") || section.querySelector("input:not([type=hidden])");
+    if (field) field.focus();
+  }
+
+  // On the document, so that a form swapped in after a refusal posts in place too.
+  document.addEventListener("submit", function (event) {
+    var form = event.target;
+    if (!form.matches("[data-start-in-place]")) return;
     event.preventDefault();
     var button = form.querySelector("button[type=submit]");
     if (button) {
@@ -54,7 +67,9 @@
         var type = response.headers.get("Content-Type") || "";
         if (type.indexOf("text/html") !== 0) throw new Error("not a page: " + type);
         return response.text().then(function (html) {
-          swapIn(html, response.ok ? response.url : null);
+          var next = new DOMParser().parseFromString(html, "text/html");
+          if (response.ok) swapIn(next, response.url);
+          else showRefusal(next);
         });
       })
       .catch(function () {

@@ -12,7 +12,7 @@
   if (!panel) return;
 
   var OP_INPUT = 0, OP_RESIZE = 1, OP_ACK = 2;
-  var FINAL_CLOSES = { 4401: true, 4409: true, 4429: true };
+  var FINAL_CLOSES = { 4401: true, 4403: true, 4409: true, 4429: true };
   var screenEl = panel.querySelector("[data-terminal-screen]");
   var statusEl = panel.querySelector("[data-terminal-status]");
   var encoder = new TextEncoder();
@@ -177,6 +177,7 @@
       ws = null;
       if (FINAL_CLOSES[event.code] || attempts < 0) {
         if (event.code === 4401) setStatus("Please start as a learner first.", "closed");
+        else if (event.code === 4403) setStatus("This terminal is not yours to watch.", "closed");
         else if (panel.dataset.state !== "error" && attempts >= 0) setStatus("Disconnected.", "closed");
         return;
       }

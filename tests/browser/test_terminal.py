@@ -9,9 +9,9 @@ import threading
 from playwright.sync_api import Page
 
 
-def submit_start(page: Page, site: str, name: str) -> None:
-    """Open the playground, mark its document (`window.startedHere`), give a name, submit."""
-    page.goto(f"{site}/terminal/")
+def submit_start(page: Page, site: str, name: str, path: str = "/terminal/") -> None:
+    """Open the page, mark its document (`window.startedHere`), give a name, submit."""
+    page.goto(f"{site}{path}")
     page.evaluate("window.startedHere = true")
     page.fill("#display-name", name)
     page.click("text=Open my terminal")
@@ -40,15 +40,22 @@ def test_a_guest_starts_in_place_without_loading_a_new_page(live_site, new_page)
 
 
 def test_a_name_refused_in_place_is_said_on_the_same_page(live_site, new_page):
-    page = new_page()
-    submit_start(page, live_site, "   ")
-    page.locator("#start-error").wait_for()
-    assert "what to call you" in page.locator("#start-error").inner_text()
-    assert page.evaluate("window.startedHere === true")
-    # Corrected, it starts.
+    page = new_page(1400, 900)
+    lesson = f"{live_site}/lessons/pid-namespaces/"
+    submit_start(page, live_site, "   ", path="/lessons/pid-namespaces/")
+    error = page.locator("#start-error")
+    error.wait_for()
+    assert "what to call you" in error.inner_text() and error.get_attribute("role") == "alert"
+    # Only the form changed: the lesson's introduction, its address and title stay.
+    assert page.locator(".lesson-intro").count() == 1
+    assert page.url == lesson and "Contained" in page.title() and "terminal" not in page.title()
+    assert page.evaluate("document.activeElement.id") == "display-name"
+    # Corrected, it starts, still in place, into the lesson with its steps.
     page.fill("#display-name", "Ada")
     page.click("text=Open my terminal")
     page.wait_for_function("window.contained && window.contained.text().includes('# ')")
+    assert page.evaluate("window.startedHere === true")
+    assert page.url == lesson and page.locator("[data-step]").count() > 0
 
 
 def test_a_learner_in_no_class_opens_the_class_socket_once(live_site, new_page):

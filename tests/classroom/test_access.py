@@ -157,8 +157,8 @@ async def test_the_dashboard_socket_admits_only_the_owner(
     classroom = await database_sync_to_async(make_classroom)(instructor)
     student = await database_sync_to_async(User.objects.create_user)("student")
     for user in (None, student, other_instructor):
-        ws, (connected, code) = await _dashboard(classroom.pk, await cookie_of(user))
-        assert not connected and code == 4403, user
+        ws, (connected, _) = await _dashboard(classroom.pk, await cookie_of(user))
+        assert connected and await closed_with(ws) == 4403, user
     ws, (connected, _) = await _dashboard(classroom.pk, await cookie_of(instructor))
     assert connected
     await ws.disconnect()

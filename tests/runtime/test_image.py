@@ -33,7 +33,11 @@ def test_a_state_directory_sandboxes_cannot_walk_to_is_refused_plainly(config):
     # the kernel as it mounts its layers: refused once, with what to do.
     closed = config.state_dir / "closed"
     closed.mkdir(mode=0o700)
-    with pytest.raises(SandboxError, match=rf"`chmod o\+x {closed}`"):
-        sandbox_usr(closed / "state")
+    # Through a symlink too: what counts is where the path leads.
+    link = config.state_dir / "looks-open"
+    link.symlink_to(closed)
+    for state in (closed / "state", link / "state"):
+        with pytest.raises(SandboxError, match=rf"`chmod o\+x {closed}`"):
+            sandbox_usr(state)
     closed.chmod(0o711)
     state_dir_check(closed / "state")

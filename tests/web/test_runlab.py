@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -43,14 +44,16 @@ def gone(pid: int) -> bool:
 
 @pytest.mark.root
 @pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
-def test_runlab_serves_and_stops_sandboxd_and_daphne_cleanly(fresh_env, tmp_path, stop_signal):
+def test_runlab_serves_and_stops_sandboxd_and_daphne_cleanly(fresh_env, config, stop_signal):
     port = free_port()
+    # Its own state, which the daemon reconciles (empty) at start: in the session's, whose
+    # parents a sandbox's root can walk through (sandboxd refuses to start otherwise).
+    state = config.state_dir / f"runlab-{stop_signal.name}"
     env = fresh_env(
         CONTAINED_DEBUG="1",
         HOST="127.0.0.1",
         PORT=str(port),
-        # Its own state: the daemon reconciles this directory (empty) at start.
-        CONTAINED_STATE_DIR=str(tmp_path / "state"),
+        CONTAINED_STATE_DIR=str(state),
         CONTAINED_CGROUP_PARENT=f"contained-runlab-test-{os.getpid()}",
     )
     process = subprocess.Popen(
@@ -81,6 +84,7 @@ def test_runlab_serves_and_stops_sandboxd_and_daphne_cleanly(fresh_env, tmp_path
         if process.poll() is None:
             process.kill()
             process.wait()
+        shutil.rmtree(state, ignore_errors=True)
 
     assert process.returncode == 0, output + rest
     assert rest.index("Stopping daphne") < rest.index("Stopping sandboxd")
