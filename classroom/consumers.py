@@ -9,7 +9,7 @@ from django.http import Http404
 from classroom.access import classroom_for_instructor
 from classroom.events import dashboard_group, learners_group
 from classroom.models import Classroom, Member
-from sandboxapp.consumers import Target, TerminalConsumer
+from sandboxapp.consumers import Target, TerminalConsumer, close_refused
 from sandboxapp.learners import learner_of
 
 CLOSE_FORBIDDEN = 4403
@@ -23,9 +23,7 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
             await database_sync_to_async(classroom_for_instructor)(self.scope["user"], pk)
         except Http404:
             # Not theirs, or no such classroom: the same answer, so neither is revealed.
-            # Accepted first, so the page sees the code and stops retrying.
-            await self.accept()
-            await self.close(code=CLOSE_FORBIDDEN)
+            await close_refused(self, CLOSE_FORBIDDEN)
             return
         self.group = dashboard_group(pk)
         await self.channel_layer.group_add(self.group, self.channel_name)
@@ -89,10 +87,7 @@ class ClassEventsConsumer(AsyncJsonWebsocketConsumer):
             self.scope["session"], self.scope.get("user")
         )
         if not classes:
-            # Accepted, then closed: a handshake refused outright reaches the page as 1006
-            # with no code, and the page would retry for ever instead of staying quiet.
-            await self.accept()
-            await self.close(code=CLOSE_NOT_IN_CLASS)
+            await close_refused(self, CLOSE_NOT_IN_CLASS)
             return
         self.groups_joined = [learners_group(pk) for pk in classes]
         for group in self.groups_joined:

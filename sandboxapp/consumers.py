@@ -111,6 +111,14 @@ def _learner_target(session, user, query: dict[str, str]) -> Target | None:
     )
 
 
+async def close_refused(consumer: AsyncWebsocketConsumer, code: int) -> None:
+    """Refuse a socket with `code`, which the page reads to stop retrying and say why. A
+    handshake refused outright reaches a browser as 1006 with no code, so the socket is
+    accepted first; nothing is sent before the close."""
+    await consumer.accept()
+    await consumer.close(code)
+
+
 class TerminalConsumer(AsyncWebsocketConsumer):
     """The learner's own terminal. Subclasses attach someone else to another target."""
 
@@ -142,10 +150,7 @@ class TerminalConsumer(AsyncWebsocketConsumer):
         query = _query(self.scope)
         target = await self.target(query)
         if target is None:
-            # The page must see the code (to stop retrying and say why), and a refused
-            # handshake reaches it as 1006 with none: accepted, then closed.
-            await self.accept()
-            await self.close(self.no_target_close)
+            await close_refused(self, self.no_target_close)
             return
         await self.accept()
         # A cache round trip, off the event loop that relays everyone's keystrokes.

@@ -40,7 +40,7 @@
   });
   var fit = new FitAddon.FitAddon();
   var search = null; // loaded after the first output, below
-  var afterFirstOutput = null; // set below: loads what the first screen does not need
+  var extrasLoaded = false; // WebGL and search: see loadExtras
   var pendingSearch = null;
   var unicode = new Unicode11Addon.Unicode11Addon();
   term.loadAddon(fit);
@@ -147,10 +147,7 @@
     // Acknowledged once `ackEvery` bytes are drawn since the last ack: a flood is still held
     // back at the sandbox, and a keystroke's echo costs no message back.
     term.write(data, function () {
-      if (afterFirstOutput) {
-        afterFirstOutput();
-        afterFirstOutput = null;
-      }
+      if (!extrasLoaded) loadExtrasAfterPaint();
       // Drawn after a switch or a new shell: its offsets are another session's.
       if (from !== ws) return;
       if (end - acked >= ackEvery) {
@@ -326,7 +323,6 @@
   // screen, not before: setting up WebGL can hold the page for a hundred milliseconds or
   // more (far longer without a GPU), and the learner's prompt should not wait for it. The
   // DOM renderer draws until then. With no output for a while, they load anyway.
-  var extrasLoaded = false;
   function loadLater(src, ready) {
     var script = document.createElement("script");
     script.src = src;
@@ -352,9 +348,9 @@
       if (pendingSearch) search.findNext(pendingSearch);
     });
   }
-  // After the frame that paints the first output.
-  afterFirstOutput = function () {
+  // After the frame that paints the output just written.
+  function loadExtrasAfterPaint() {
     window.requestAnimationFrame(function () { window.setTimeout(loadExtras, 0); });
-  };
+  }
   window.setTimeout(loadExtras, 3000);
 })();
