@@ -225,11 +225,15 @@ class Daemon:
     async def run(self) -> None:
         _socket_dir_claim(self.config.socket_path)
         lock = self._lock_state_dir()
-        report = await asyncio.to_thread(reconcile, self.config.runtime)
-        # Before the first learner, who would otherwise wait for them.
-        await asyncio.to_thread(zygote_start)
-        await asyncio.to_thread(image_ensure, self.config.runtime.state_dir)
-        usr = await asyncio.to_thread(sandbox_usr, self.config.runtime.state_dir)
+        try:
+            # Before anything is written under the state directory: its check comes first.
+            usr = await asyncio.to_thread(sandbox_usr, self.config.runtime.state_dir)
+            report = await asyncio.to_thread(reconcile, self.config.runtime)
+            # Before the first learner, who would otherwise wait for them.
+            await asyncio.to_thread(zygote_start)
+            await asyncio.to_thread(image_ensure, self.config.runtime.state_dir)
+        except SandboxError as exc:  # the host cannot run sandboxes as set up: say why
+            raise SystemExit(f"sandboxd cannot start: {exc}") from None
         if str(usr) != "/usr":
             log.info("sandboxes see a copy of /usr in %s: this /usr cannot be idmapped", usr)
         for name in report.removed_sandboxes:
@@ -912,10 +916,7 @@ def main(argv: list[str] | None = None) -> None:
     # at the 99th percentile with 200 terminals, bench-sandboxd). Only this loop: pyroute2
     # makes loops of its own for netlink sockets, which uvloop cannot open.
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        try:
-            runner.run(Daemon(DaemonConfig.from_json(args.config)).run())
-        except SandboxError as exc:  # the host cannot run sandboxes as set up: say why
-            raise SystemExit(f"sandboxd cannot start: {exc}") from None
+        runner.run(Daemon(DaemonConfig.from_json(args.config)).run())
 
 
 if __name__ == "__main__":

@@ -458,8 +458,8 @@ def sandbox_create(
             f"this host is running its maximum of {config.max_sandboxes} sandboxes; "
             "try again in a minute"
         )
+    usr_path = sandbox_usr(config.state_dir)  # first: it checks the state directory
     image_path = image.image_ensure(config.state_dir, spec.image)
-    usr_path = sandbox_usr(config.state_dir)
     rundir = rundir_of(config, spec.name)
     try:
         rundir.mkdir(parents=True)

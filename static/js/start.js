@@ -4,7 +4,8 @@
  * place of these, and the scripts it brings run in their order. The terminal's libraries
  * were loaded and compiled here while the learner typed their name (start.html), so only
  * the terminal's own scripts run after the click: no new document, no second compile of
- * xterm.js. Without JavaScript, or if anything goes wrong, the form posts as usual.
+ * xterm.js. Without JavaScript, if one of those libraries did not load, or if anything goes
+ * wrong, the form posts as usual.
  */
 (function () {
   "use strict";
@@ -56,6 +57,10 @@
   document.addEventListener("submit", function (event) {
     var form = event.target;
     if (!form.matches("[data-start-in-place]")) return;
+    // A library that failed to load here (a dropped connection) would leave the swapped-in
+    // terminal without it: the plain post loads a whole page, and the libraries with it.
+    var needs = (form.dataset.needs || "").split(" ").filter(Boolean);
+    if (!needs.every(function (name) { return name in window; })) return;
     event.preventDefault();
     var button = form.querySelector("button[type=submit]");
     if (button) {

@@ -39,6 +39,27 @@ def test_a_guest_starts_in_place_without_loading_a_new_page(live_site, new_page)
     assert loads == 1
 
 
+def test_a_start_page_whose_xterm_did_not_load_opens_the_terminal_as_a_new_page(
+    live_site, new_page
+):
+    # xterm.js lost on the way to the start page: started in place, the terminal would
+    # have no xterm. The form posts the plain way, and the page it loads brings its own.
+    page = new_page()
+    fetched = []
+
+    def first_fails(route):
+        fetched.append(route.request.url)
+        if len(fetched) == 1:
+            route.abort()
+        else:
+            route.continue_()
+
+    page.route(re.compile(r"/vendor/xterm/xterm\.[^/]*js$"), first_fails)
+    start_as_guest(page, live_site)
+    assert page.evaluate("window.startedHere") is None  # a new document
+    assert page.url == f"{live_site}/terminal/" and len(fetched) == 2
+
+
 def test_a_name_refused_in_place_is_said_on_the_same_page(live_site, new_page):
     page = new_page(1400, 900)
     lesson = f"{live_site}/lessons/pid-namespaces/"

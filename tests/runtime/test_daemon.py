@@ -7,6 +7,7 @@ import os
 import secrets
 import signal
 import socket
+import subprocess
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 
 from sandboxapp.runtime import network, volumes, wire
 from sandboxapp.runtime.client import Refused, SandboxdError, call_sync
-from sandboxapp.runtime.daemon import DaemonConfig, daemon_spawn
+from sandboxapp.runtime.daemon import PROJECT, DaemonConfig, daemon_argv, daemon_spawn
 from sandboxapp.runtime.sandbox import cgroup_backend, state_read
 from sandboxapp.runtime.spec import Limits
 
@@ -48,6 +49,23 @@ def test_ensure_creates_once_and_reports_the_sandbox(start_sandboxd):
     assert first["sandbox"]["namespaces"]["pid"] != os.stat("/proc/self/ns/pid").st_ino
     listed = daemon.call("list")["sandboxes"]
     assert [s["learner"] for s in listed] == [name]
+
+
+def test_a_state_directory_sandboxes_cannot_reach_stops_sandboxd_plainly(config, tmp_path):
+    # pytest's tmp_path is 0700, as /root is: every sandbox would fail at its first mount.
+    state = tmp_path / "state"
+    runtime = replace(config, state_dir=state)
+    settings = DaemonConfig(socket_path=tmp_path / "sock" / "sandboxd.sock", runtime=runtime)
+    ended = subprocess.run(
+        daemon_argv(settings), cwd=PROJECT, capture_output=True, text=True, timeout=60
+    )
+    assert ended.returncode != 0
+    assert (
+        f"sandboxd cannot start: sandboxes cannot reach their files under {state}" in ended.stderr
+    )
+    assert "Traceback" not in ended.stderr
+    # Said before anything was made there: no image, no /usr copy, no id blocks.
+    assert sorted(p.name for p in state.iterdir()) == ["sandboxd.lock"]
 
 
 def test_exec_returns_status_and_exact_output(start_sandboxd):
