@@ -137,6 +137,7 @@ def plan_root(layout: Layout) -> list[Op]:
         *[MaskDir(f"{r}/{p}") for p in MASKED_DIRS],
         *[ReadOnly(f"{r}/{p}") for p in READONLY_PATHS],
         Mount("tmpfs", f"{r}/run", "tmpfs", NOSUID_NODEV, "size=16m,mode=755"),
+        Mkdir(f"{r}/{HIDDEN}"),
         Mkdir(f"{r}/{HIDDEN}/proc", 0o555),
         Mount("proc", f"{r}/{HIDDEN}/proc", "proc", NOSUID_NODEV_NOEXEC),
         Mkdir(f"{r}/{HIDDEN}/sys", 0o555),
@@ -190,36 +191,46 @@ def plan_inner(cgroup_mounts: list[tuple[str, str, str | None]]) -> list[Op]:
 
 
 def apply(ops: list[Op], fds: dict[str, int]) -> None:
-    """Carry out a plan. Runs in the sandbox's child process; raises OSError on failure."""
-    for op in ops:
-        if isinstance(op, Mount):
-            sc.mount(op.source, op.target, op.fstype, op.flags, op.data)
-        elif isinstance(op, MoveFd):
-            sc.move_mount_fd(fds[op.key], op.target)
-        elif isinstance(op, Mkdir):
-            os.makedirs(op.path, exist_ok=True)
-            os.chmod(op.path, op.mode)
-        elif isinstance(op, Symlink):
-            os.symlink(op.target, op.path)
-        elif isinstance(op, MaskFile):
-            if os.path.exists(op.path):
-                sc.mount("/dev/null", op.path, None, sc.MS_BIND)
-        elif isinstance(op, MaskDir):
-            if os.path.isdir(op.path):
-                sc.mount("tmpfs", op.path, "tmpfs", sc.MS_RDONLY | NOSUID_NODEV_NOEXEC, "size=0")
-        elif isinstance(op, ReadOnly):
-            if os.path.exists(op.path):
-                sc.mount(op.path, op.path, None, sc.MS_BIND | sc.MS_REC)
-                sc.mount(None, op.path, None, READONLY_REMOUNT)
-        elif isinstance(op, BindDevice):
-            path = f"{op.root}/dev/{op.name}"
-            with open(path, "w"):
-                pass
-            sc.mount(f"/dev/{op.name}", path, None, sc.MS_BIND)
-        elif isinstance(op, PivotRoot):
-            os.chdir(op.path)
-            # pivot_root(".", ".") stacks the old root under the new one; detaching it
-            # leaves no path back to the host's files.
-            sc.pivot_root(".", ".")
-            sc.umount2(".", sc.MNT_DETACH)
-            os.chdir("/")
+    """Carry out a plan. Runs in the sandbox's child process; raises OSError on failure.
+
+    Every directory a plan makes is new, on a tmpfs the plan mounted: one mkdir with its
+    exact mode (no umask, which is put back for the processes the init starts later), not
+    a walk up its parents and a chmod."""
+    umask = os.umask(0)
+    try:
+        for op in ops:
+            _apply(op, fds)
+    finally:
+        os.umask(umask)
+
+
+def _apply(op: Op, fds: dict[str, int]) -> None:
+    if isinstance(op, Mount):
+        sc.mount(op.source, op.target, op.fstype, op.flags, op.data)
+    elif isinstance(op, MoveFd):
+        sc.move_mount_fd(fds[op.key], op.target)
+    elif isinstance(op, Mkdir):
+        os.mkdir(op.path, op.mode)
+    elif isinstance(op, Symlink):
+        os.symlink(op.target, op.path)
+    elif isinstance(op, MaskFile):
+        if os.path.exists(op.path):
+            sc.mount("/dev/null", op.path, None, sc.MS_BIND)
+    elif isinstance(op, MaskDir):
+        if os.path.isdir(op.path):
+            sc.mount("tmpfs", op.path, "tmpfs", sc.MS_RDONLY | NOSUID_NODEV_NOEXEC, "size=0")
+    elif isinstance(op, ReadOnly):
+        if os.path.exists(op.path):
+            sc.mount(op.path, op.path, None, sc.MS_BIND | sc.MS_REC)
+            sc.mount(None, op.path, None, READONLY_REMOUNT)
+    elif isinstance(op, BindDevice):
+        path = f"{op.root}/dev/{op.name}"
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644))
+        sc.mount(f"/dev/{op.name}", path, None, sc.MS_BIND)
+    elif isinstance(op, PivotRoot):
+        os.chdir(op.path)
+        # pivot_root(".", ".") stacks the old root under the new one; detaching it
+        # leaves no path back to the host's files.
+        sc.pivot_root(".", ".")
+        sc.umount2(".", sc.MNT_DETACH)
+        os.chdir("/")

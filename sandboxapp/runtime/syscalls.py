@@ -12,6 +12,7 @@ import ctypes
 import os
 import platform
 import socket
+from collections.abc import Callable
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -72,10 +73,13 @@ _libc.prctl.argtypes = [
 _libc.syscall.restype = ctypes.c_long
 
 
-def _check(result: int, what: str) -> int:
+def _check(result: int, what: str | Callable[[], str]) -> int:
+    """`what` names the call for the error; a callable is formatted only on failure, as
+    the set-up of a sandbox makes some hundred calls that succeed."""
     if result < 0:
         err = ctypes.get_errno()
-        raise OSError(err, f"{what}: {os.strerror(err)}")
+        name = what if isinstance(what, str) else what()
+        raise OSError(err, f"{name}: {os.strerror(err)}")
     return result
 
 
@@ -86,11 +90,11 @@ def _b(value: str | bytes | None) -> bytes | None:
 
 
 def unshare(flags: int) -> None:
-    _check(_libc.unshare(flags), f"unshare({flags:#x})")
+    _check(_libc.unshare(flags), lambda: f"unshare({flags:#x})")
 
 
 def setns(fd: int, nstype: int = 0) -> None:
-    _check(_libc.setns(fd, nstype), f"setns(fd={fd}, {nstype:#x})")
+    _check(_libc.setns(fd, nstype), lambda: f"setns(fd={fd}, {nstype:#x})")
 
 
 def mount(
@@ -101,20 +105,20 @@ def mount(
     data: str | None = None,
 ) -> None:
     result = _libc.mount(_b(source), _b(target), _b(fstype), flags, _b(data))
-    _check(result, f"mount({source!r}, {target!r}, {fstype!r}, {flags:#x}, {data!r})")
+    _check(result, lambda: f"mount({source!r}, {target!r}, {fstype!r}, {flags:#x}, {data!r})")
 
 
 def umount2(target: str, flags: int = 0) -> None:
-    _check(_libc.umount2(_b(target), flags), f"umount2({target!r}, {flags})")
+    _check(_libc.umount2(_b(target), flags), lambda: f"umount2({target!r}, {flags})")
 
 
 def pivot_root(new_root: str, put_old: str) -> None:
     result = _libc.syscall(_SYSCALLS["pivot_root"], _b(new_root), _b(put_old))
-    _check(result, f"pivot_root({new_root!r}, {put_old!r})")
+    _check(result, lambda: f"pivot_root({new_root!r}, {put_old!r})")
 
 
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
-    return _check(_libc.prctl(option, arg2, arg3, arg4, arg5), f"prctl({option})")
+    return _check(_libc.prctl(option, arg2, arg3, arg4, arg5), lambda: f"prctl({option})")
 
 
 class _CapHeader(ctypes.Structure):
@@ -182,7 +186,9 @@ class _MountAttr(ctypes.Structure):
 def open_tree_clone(path: str) -> int:
     """A detached copy of the mount tree at `path`, as a file descriptor."""
     flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE
-    return _check(_libc.syscall(_SYS_OPEN_TREE, AT_FDCWD, _b(path), flags), f"open_tree({path!r})")
+    return _check(
+        _libc.syscall(_SYS_OPEN_TREE, AT_FDCWD, _b(path), flags), lambda: f"open_tree({path!r})"
+    )
 
 
 def mount_setattr_idmap(fd: int, userns_fd: int, extra: int = 0) -> None:
@@ -198,31 +204,33 @@ def mount_setattr_idmap(fd: int, userns_fd: int, extra: int = 0) -> None:
 def fsmount_detached(fstype: str, source: str, flags: tuple[str, ...], attrs: int) -> int:
     """Mount `source` as a new `fstype` without attaching it anywhere: a detached mount, as
     a file descriptor. Closing the last one unmounts it."""
-    context = _check(_libc.syscall(_SYS_FSOPEN, _b(fstype), FSOPEN_CLOEXEC), f"fsopen({fstype!r})")
+    context = _check(
+        _libc.syscall(_SYS_FSOPEN, _b(fstype), FSOPEN_CLOEXEC), lambda: f"fsopen({fstype!r})"
+    )
     try:
         result = _libc.syscall(
             _SYS_FSCONFIG, context, FSCONFIG_SET_STRING, b"source", _b(source), 0
         )
-        _check(result, f"fsconfig(source={source!r})")
+        _check(result, lambda: f"fsconfig(source={source!r})")
         for flag in flags:
             result = _libc.syscall(_SYS_FSCONFIG, context, FSCONFIG_SET_FLAG, _b(flag), None, 0)
-            _check(result, f"fsconfig({flag})")
+            _check(result, f"fsconfig({flag})")  # mounting a layer: not on a start-up path
         result = _libc.syscall(_SYS_FSCONFIG, context, FSCONFIG_CMD_CREATE, None, None, 0)
-        _check(result, f"fsconfig(create {fstype} on {source!r})")
+        _check(result, lambda: f"fsconfig(create {fstype} on {source!r})")
         result = _libc.syscall(_SYS_FSMOUNT, context, FSMOUNT_CLOEXEC, attrs)
-        return _check(result, f"fsmount({fstype} on {source!r})")
+        return _check(result, lambda: f"fsmount({fstype} on {source!r})")
     finally:
         os.close(context)
 
 
 def move_mount_fd(fd: int, target: str) -> None:
     result = _libc.syscall(_SYS_MOVE_MOUNT, fd, b"", AT_FDCWD, _b(target), MOVE_MOUNT_F_EMPTY_PATH)
-    _check(result, f"move_mount(fd, {target!r})")
+    _check(result, lambda: f"move_mount(fd, {target!r})")
 
 
 def pidfd_send_signal(pidfd: int, sig: int) -> None:
     result = _libc.syscall(_SYS_PIDFD_SEND_SIGNAL, pidfd, sig, None, 0)
-    _check(result, f"pidfd_send_signal({sig})")
+    _check(result, lambda: f"pidfd_send_signal({sig})")
 
 
 def fork_single_threaded() -> int:
