@@ -15,6 +15,10 @@ import socket
 from collections.abc import Callable
 
 _libc = ctypes.CDLL(None, use_errno=True)
+# ctypes looks a function up and wraps it on its first use, a tenth of a millisecond each.
+# Looked up now, on import, that is done once in the zygote rather than in every sandbox.
+for _name in ("fork", "mount", "prctl", "setns", "syscall", "umount2", "unshare"):
+    getattr(_libc, _name)
 
 # Namespace flags (linux/sched.h).
 CLONE_NEWNS = 0x00020000
@@ -134,12 +138,17 @@ class _CapData(ctypes.Structure):
 
 
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
+# ctypes makes a class for each array type on its first use, which costs a few hundred
+# microseconds. Made here, on import, they are made once in the zygote and shared by every
+# sandbox's init, which uses each once, in its set-up.
+_CapDataPair = _CapData * 2
+_Sigaction = ctypes.c_ulong * 4  # handler, flags, restorer, mask
 
 
 def capset(effective: int, permitted: int, inheritable: int) -> None:
     """Set this thread's capability sets (64-bit masks)."""
     header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
-    data = (_CapData * 2)()
+    data = _CapDataPair()
     for i, shift in enumerate((0, 32)):
         data[i].effective = (effective >> shift) & 0xFFFFFFFF
         data[i].permitted = (permitted >> shift) & 0xFFFFFFFF
@@ -255,8 +264,8 @@ class _SockFprog(ctypes.Structure):
 
 def seccomp_load_bpf(program: bytes) -> None:
     """Install a compiled classic-BPF seccomp filter (8 bytes per instruction)."""
-    buffer = ctypes.create_string_buffer(program, len(program))
-    prog = _SockFprog(len(program) // 8, ctypes.cast(buffer, ctypes.c_void_p))
+    # The bytes' own buffer, read by the kernel during the call (no array type made).
+    prog = _SockFprog(len(program) // 8, ctypes.cast(ctypes.c_char_p(program), ctypes.c_void_p))
     result = _libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(prog), 0, 0)
     _check(result, "prctl(PR_SET_SECCOMP)")
 
@@ -268,7 +277,7 @@ def reset_signal_dispositions() -> None:
     have ignored some (libc's own real-time ones included, which Python's signal module
     cannot reach): a learner's shell must not inherit that.
     """
-    default = (ctypes.c_ulong * 4)()  # SIG_DFL, no flags, no restorer, empty mask
+    default = _Sigaction()  # SIG_DFL, no flags, no restorer, empty mask
     for signum in range(1, 65):
         if signum not in (9, 19):  # SIGKILL and SIGSTOP cannot be changed
             _libc.syscall(_SYSCALLS["rt_sigaction"], signum, ctypes.byref(default), None, 8)
