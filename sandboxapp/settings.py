@@ -187,6 +187,10 @@ SANDBOXD_RECORDINGS_DIR = (
 LESSONS_CONTENT_DIR = BASE_DIR / "lessons" / "content"
 # Anyone may start as a guest with a display name; 0 requires an account instead.
 GUESTS_ALLOWED = env_flag("CONTAINED_GUESTS", default=True)
+# `manage.py prune_guests` deletes guests (and their files) not seen for this many days. A
+# guest is their browser session, which ends after SESSION_COOKIE_AGE (two weeks): past
+# that, nobody can come back as them.
+GUEST_RETENTION_DAYS = int(os.environ.get("CONTAINED_GUEST_RETENTION_DAYS") or 30)
 # Websocket (re)connections a learner may open per minute, whichever worker they reach when
 # the cache is shared.
 TERMINAL_CONNECTS_PER_MINUTE = int(os.environ.get("CONTAINED_TERMINAL_CONNECTS_PER_MINUTE") or 30)
