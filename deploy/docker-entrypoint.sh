@@ -26,6 +26,16 @@ case "${1:-web}" in
     exec daphne --bind 0.0.0.0 --port "${PORT:-8000}" --websocket_connect_timeout 30 \
       sandboxapp.asgi:application
     ;;
+  maintenance)
+    # Once a day: guests nobody has seen for CONTAINED_GUEST_RETENTION_DAYS go, with their
+    # files (docs/operations.md), and so do expired sessions. A failed pass is in the log,
+    # and the next day's tries again.
+    while true; do
+      python manage.py prune_guests || echo "prune_guests failed: see above" >&2
+      python manage.py clearsessions || echo "clearsessions failed: see above" >&2
+      sleep "${CONTAINED_MAINTENANCE_SECONDS:-86400}"
+    done
+    ;;
   sandboxd)
     unmask_proc_and_sys
     exec python manage.py sandboxd

@@ -106,7 +106,21 @@ def test_every_part_answers_and_only_sandboxd_runs_as_root(stack):
     assert health["checks"]["sandboxd"]["ok"] is True
     web_uid = stack.compose("exec", "-T", "web", "id", "-u").strip()
     sandboxd_uid = stack.compose("exec", "-T", "sandboxd", "id", "-u").strip()
-    assert (web_uid, sandboxd_uid) == ("10001", "0")
+    maintenance_uid = stack.compose("exec", "-T", "maintenance", "id", "-u").strip()
+    assert (web_uid, sandboxd_uid, maintenance_uid) == ("10001", "0", "10001")
+    # Its first daily pass, as soon as the web tier is up; then a guest gone for 40 days, whom
+    # it deletes through sandboxd's socket.
+    deadline = time.monotonic() + 60
+    while "pruned 0 guests not seen for 30 days" not in stack.compose("logs", "maintenance"):
+        assert time.monotonic() < deadline, stack.compose("logs", "maintenance")
+        time.sleep(1)
+    stack.psql(
+        "INSERT INTO sandboxapp_learner (sandbox_id, display_name, created_at, last_seen_at) "
+        "VALUES ('gcomposeold01', 'Old', now() - interval '40 days', now() - interval '40 days')"
+    )
+    pruned = stack.compose("exec", "-T", "maintenance", "python", "manage.py", "prune_guests")
+    assert "pruned 1 guests" in pruned and "gcomposeold01" in pruned
+    assert stack.psql("SELECT count(*) FROM sandboxapp_learner") == "0"
 
 
 @pytest.mark.asyncio
