@@ -33,7 +33,7 @@ case "${1:-web}" in
     while true; do
       python manage.py prune_guests || echo "prune_guests failed: see above" >&2
       python manage.py clearsessions || echo "clearsessions failed: see above" >&2
-      sleep "${CONTAINED_MAINTENANCE_SECONDS:-86400}"
+      sleep 86400
     done
     ;;
   sandboxd)
