@@ -60,6 +60,30 @@ def _paths(state_dir: Path, learner: str) -> tuple[Path, Path, Path]:
     return base / f"{learner}.ext4", base / learner, base / f"{learner}.lock"
 
 
+def _lock(lockfile: Path, *, create: bool = True) -> int | None:
+    """The layer's lock, taken (exclusive, never waiting); None if it is held elsewhere, or
+    (without `create`) if the layer has none.
+
+    A deleted layer's lock file goes with it. Whoever opened that file just before, and
+    locks it just after, holds a lock on a file no one else will open: such a lock is
+    dropped and taken again on the file now at that path."""
+    flags = os.O_RDWR | os.O_CLOEXEC | (os.O_CREAT if create else 0)
+    while True:
+        try:
+            fd = os.open(lockfile, flags, 0o600)
+        except FileNotFoundError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(lockfile).st_ino == os.fstat(fd).st_ino:
+                return fd
+        os.close(fd)
+
+
 def _run(*argv: str) -> None:
     result = subprocess.run(argv, capture_output=True, text=True)
     if result.returncode != 0:
@@ -74,12 +98,9 @@ def volume_acquire(state_dir: Path, volume: str, size: int, uid_base: int) -> tu
     """
     image, mountpoint, lockfile = _paths(state_dir, volume)
     image.parent.mkdir(parents=True, exist_ok=True)
-    lock = os.open(lockfile, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(lock)
-        raise VolumeBusy(f"the files of {volume!r} are in use by another sandbox") from None
+    lock = _lock(lockfile)
+    if lock is None:
+        raise VolumeBusy(f"the files of {volume!r} are in use by another sandbox")
     try:
         mountpoint.mkdir(mode=0o700, exist_ok=True)
         if not image.exists():
@@ -129,15 +150,10 @@ def volume_release(state_dir: Path, learner: str, lock: int | None) -> None:
 def volume_release_if_unused(state_dir: Path, volume: str) -> bool:
     """Unmount a layer no sandbox holds (its lock is free); False if one does."""
     _, _, lockfile = _paths(state_dir, volume)
-    try:
-        lock = os.open(lockfile, os.O_RDWR | os.O_CLOEXEC)
-    except FileNotFoundError:
-        lock = None
-    if lock is not None:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(lock)
+    lock = None
+    if lockfile.exists():
+        lock = _lock(lockfile, create=False)
+        if lock is None and lockfile.exists():
             return False
     volume_release(state_dir, volume, lock)
     return True
@@ -146,18 +162,15 @@ def volume_release_if_unused(state_dir: Path, volume: str) -> bool:
 def volume_delete(state_dir: Path, volume: str) -> None:
     """The explicit reset: the files are gone for good. Refused while a sandbox uses them."""
     image, mountpoint, lockfile = _paths(state_dir, volume)
-    lock = os.open(lockfile, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    lock = _lock(lockfile)
+    if lock is None:
+        raise VolumeBusy(f"the files of {volume!r} are in use: stop its sandbox first")
     try:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise VolumeBusy(
-                f"the files of {volume!r} are in use: stop its sandbox first"
-            ) from None
         if os.path.ismount(mountpoint):
             sc.umount2(str(mountpoint), sc.MNT_DETACH)
         image.unlink(missing_ok=True)
         shutil.rmtree(mountpoint, ignore_errors=True)
+        lockfile.unlink()  # held: see _lock
     finally:
         os.close(lock)
 

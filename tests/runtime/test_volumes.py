@@ -185,3 +185,36 @@ def test_a_dead_holders_spare_is_not_given_back_while_the_kernel_still_holds_it(
         time.sleep(0.05)
     reconcile(config)
     assert not held.exists() and _spares(config.state_dir, size) == [spare]
+
+
+def test_deleting_a_layer_leaves_nothing_of_it(make_sandbox, config):
+    # Guests pruned by the thousand would otherwise leave a lock file each.
+    make_sandbox(learner="goner").destroy()
+    volumes.volume_delete(config.state_dir, "goner")
+    assert [p.name for p in (config.state_dir / "volumes").iterdir() if "goner" in p.name] == []
+    make_sandbox(learner="goner").destroy()  # a layer of that name can come again
+
+
+def test_a_lock_on_a_lock_file_deleted_meanwhile_is_taken_again(config, monkeypatch):
+    # A deleter removes the lock file between our open and our flock, and someone else
+    # makes it anew: our lock, on the old file, would guard nothing.
+    lockfile = config.state_dir / "volumes" / "raced.lock"
+    lockfile.parent.mkdir(parents=True, exist_ok=True)
+    real_flock = volumes.fcntl.flock
+    calls = []
+
+    def flock_after_a_delete(fd: int, operation: int) -> None:
+        calls.append(fd)
+        if len(calls) == 1:
+            lockfile.unlink()
+            lockfile.touch()
+        real_flock(fd, operation)
+
+    monkeypatch.setattr(volumes.fcntl, "flock", flock_after_a_delete)
+    lock = volumes._lock(lockfile)
+    try:
+        assert len(calls) == 2
+        assert os.fstat(lock).st_ino == lockfile.stat().st_ino
+    finally:
+        os.close(lock)
+        lockfile.unlink()
