@@ -1,7 +1,7 @@
 """``manage.py prune_guests``: delete guests nobody has seen for a while, with their files.
 
-Meant to run daily (cron, a systemd timer, or ``docker compose exec web``); see
-docs/operations.md. ``--dry-run`` says who would go and changes nothing.
+Meant to run daily: compose's ``maintenance`` service does, elsewhere cron or a systemd
+timer (docs/operations.md). ``--dry-run`` says who would go and changes nothing.
 """
 
 from datetime import timedelta
