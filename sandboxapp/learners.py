@@ -100,8 +100,8 @@ class PruneReport:
 
 
 def guests_prune(idle: timedelta, *, dry_run: bool = False) -> PruneReport:
-    """Delete the guests nobody has seen for `idle`: their files and id block in sandboxd,
-    then their row (progress with it).
+    """Delete the guests nobody has seen for `idle`: their files, id block and recorded
+    sessions in sandboxd, then their row (progress with it).
 
     A guest is a browser session, which ends after SESSION_COOKIE_AGE: past that nobody can
     come back as them, and what they left would fill the host's disk and, at some 32,000
@@ -123,6 +123,7 @@ def guests_prune(idle: timedelta, *, dry_run: bool = False) -> PruneReport:
                     reply_timeout=60,
                     learner=learner.sandbox_id,
                     keep_files=False,
+                    recordings=True,
                 )
             except (Refused, SandboxdError) as exc:
                 raise PruneError(

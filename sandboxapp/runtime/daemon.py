@@ -612,11 +612,15 @@ class Daemon:
         }
 
     async def op_reset(self, message: dict) -> dict:
-        """Stop every node of the learner; with keep_files false, delete their files too."""
+        """Stop every node of the learner; with keep_files false, delete their files too, and
+        with recordings true (a learner forgotten for good), their recorded sessions."""
         learner = _learner(message)
         keep_files = message.get("keep_files", True)
         if not isinstance(keep_files, bool):
             raise Refused("bad_request", "keep_files must be true or false")
+        forget_recordings = message.get("recordings", False)
+        if not isinstance(forget_recordings, bool):
+            raise Refused("bad_request", "recordings must be true or false")
         async with self.locks[learner]:
             mine = [n for n in self.nodes.values() if n.learner == learner]
             for node in mine:
@@ -627,7 +631,16 @@ class Daemon:
             deleted = []
             if not keep_files:
                 deleted = await asyncio.to_thread(self._delete_files, learner)
-        return {"stopped": [n.sandbox.name for n in mine], "deleted_volumes": deleted}
+            deleted_recordings = []
+            if forget_recordings and self.config.recordings_dir is not None:
+                deleted_recordings = await asyncio.to_thread(
+                    recordings.recordings_delete, self.config.recordings_dir, learner
+                )
+        return {
+            "stopped": [n.sandbox.name for n in mine],
+            "deleted_volumes": deleted,
+            "deleted_recordings": deleted_recordings,
+        }
 
     def _delete_files(self, learner: str) -> list[str]:
         state_dir = self.config.runtime.state_dir

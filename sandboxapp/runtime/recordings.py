@@ -44,6 +44,15 @@ def recordings_of(directory: Path, learner: str) -> list[dict]:
     return sorted(found, key=lambda r: r["started"], reverse=True)
 
 
+def recordings_delete(directory: Path, learner: str) -> list[str]:
+    """Delete every recording of the learner (a learner forgotten for good); their names."""
+    deleted = []
+    for recording in recordings_of(directory, learner):
+        (directory / recording["name"]).unlink(missing_ok=True)
+        deleted.append(recording["name"])
+    return deleted
+
+
 def recording_read(directory: Path, learner: str, name: str, offset: int) -> tuple[bytes, int]:
     """Up to CHUNK_MAX bytes of one of the learner's recordings from `offset`, and its size."""
     if not isinstance(name, str) or not _pattern(learner).fullmatch(name):

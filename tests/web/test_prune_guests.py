@@ -106,3 +106,17 @@ def test_a_learner_is_seen_at_most_once_an_hour(client):
     client.get("/terminal/")  # within the hour: no write
     assert Learner.objects.get().last_seen_at == seen
     assert learner_of(client.session, None) == learner
+
+
+@pytest.mark.root
+def test_a_pruned_guest_takes_their_recorded_sessions_with_them(start_sandboxd, settings, tmp_path):
+    # Kept while their class was (a class that records); the class deleted, they go too.
+    recordings = tmp_path / "recordings"
+    recordings.mkdir()
+    daemon = start_sandboxd(recordings_dir=recordings)
+    settings.SANDBOXD_SOCKET = daemon.config.socket_path
+    stale, recent = learner_seen(40), learner_seen(3)
+    for learner in (stale, recent):
+        (recordings / f"{learner.sandbox_id}-20261001T090000.cast").write_text("{}\n")
+    prune()
+    assert [p.name for p in recordings.iterdir()] == [f"{recent.sandbox_id}-20261001T090000.cast"]
