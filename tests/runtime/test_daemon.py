@@ -270,9 +270,13 @@ def test_reset_keeps_or_deletes_the_learners_files(start_sandboxd):
     out = daemon.call("exec", learner=name, argv=["cat", "/root/f"])["output"]
     assert base64.b64decode(out) == b"mine\n"
     wiped = daemon.call("reset", learner=name, keep_files=False)
-    assert wiped["deleted_volumes"] == [name]
+    assert wiped["deleted_volumes"] == [name] and wiped["deleted_recordings"] == []
     daemon.call("ensure", learner=name)
     assert daemon.call("exec", learner=name, argv=["test", "-e", "/root/f"])["code"] == 1
+    for flags in ({"keep_files": "no"}, {"recordings": "yes"}):
+        with pytest.raises(Refused) as refused:
+            daemon.call("reset", learner=name, **flags)
+        assert refused.value.code == "bad_request"
 
 
 def test_a_sandbox_whose_init_dies_is_cleaned_up(start_sandboxd, config):
