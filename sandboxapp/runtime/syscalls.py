@@ -19,6 +19,7 @@ _libc = ctypes.CDLL(None, use_errno=True)
 # Looked up now, on import, that is done once in the zygote rather than in every sandbox.
 for _name in ("fork", "mount", "prctl", "setns", "syscall", "umount2", "unshare"):
     getattr(_libc, _name)
+del _name
 
 # Namespace flags (linux/sched.h).
 CLONE_NEWNS = 0x00020000

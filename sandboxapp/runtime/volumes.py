@@ -150,11 +150,9 @@ def volume_release(state_dir: Path, learner: str, lock: int | None) -> None:
 def volume_release_if_unused(state_dir: Path, volume: str) -> bool:
     """Unmount a layer no sandbox holds (its lock is free); False if one does."""
     _, _, lockfile = _paths(state_dir, volume)
-    lock = None
-    if lockfile.exists():
-        lock = _lock(lockfile, create=False)
-        if lock is None and lockfile.exists():
-            return False
+    lock = _lock(lockfile, create=False)
+    if lock is None and lockfile.exists():
+        return False  # held by a sandbox (without a lock file, the layer has no holder)
     volume_release(state_dir, volume, lock)
     return True
 
