@@ -8,6 +8,7 @@ namespace (hostname, links, addresses) from a short-lived helper that enters it.
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -88,10 +89,16 @@ def process_facts(pid: int) -> ProcessFacts | None:
                 cgroup=_read(d, "cgroup"),
                 seccomp_filters=int(status.get("Seccomp_filters", "0")),
             )
-    except (FileNotFoundError, ProcessLookupError, KeyError, PermissionError):
-        # PermissionError: a namespace link refused for a moment, as a process was
-        # changing (seen once in many thousand reads); the checker reads again anyway.
+    except KeyError:
         return None
+    except OSError as exc:
+        # Gone, or going, while being read; the checker reads again anyway. EACCES/EPERM: a
+        # namespace link refused for a moment as a process was changing (seen once in many
+        # thousand reads). EINVAL: uid_map and gid_map of a process that ended after it
+        # was pinned (the kernel finds no task behind the directory).
+        if exc.errno in (errno.ENOENT, errno.ESRCH, errno.EACCES, errno.EPERM, errno.EINVAL):
+            return None
+        raise
 
 
 def sandbox_processes(sandbox: Sandbox) -> list[ProcessFacts]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 
@@ -80,6 +81,21 @@ def test_links_are_read_by_netlink_in_the_sandbox_netns(sandbox):
 
 def test_a_process_that_is_gone_gives_no_facts():
     assert probes.process_facts(2**22 + 7) is None
+
+
+def test_a_process_that_ends_while_being_read_gives_no_facts(monkeypatch):
+    # A process that ends between the lookup of its uid_map and the file's open makes the
+    # kernel answer EINVAL (no task behind the directory). That window is too narrow to hit
+    # on purpose: the answer is given here, for a real process, at that read.
+    real_read = probes._read
+
+    def ended_meanwhile(dirfd: int, name: str) -> str:
+        if name == "uid_map":
+            raise OSError(errno.EINVAL, "Invalid argument", name)
+        return real_read(dirfd, name)
+
+    monkeypatch.setattr(probes, "_read", ended_meanwhile)
+    assert probes.process_facts(os.getpid()) is None
 
 
 def test_mountinfo_is_read_from_the_host_side(sandbox):
