@@ -140,6 +140,9 @@ def stty_size(page: Page) -> tuple[int, int]:
 def test_resizing_the_window_changes_stty_size(live_site, new_page):
     page = new_page(1200, 800)
     start_as_guest(page, live_site)
+    # A page started in place may refit once its new layout settles (the refit waits 50 ms):
+    # let that size reach the shell, as after the resize below.
+    page.wait_for_timeout(400)
     before = stty_size(page)
     # The socket opened before xterm.js was loaded, at 24x80: the shell has the page's size.
     assert before == tuple(
