@@ -205,6 +205,7 @@ class Daemon:
         self.counters = collections.Counter[str]()
         self.stopping = asyncio.Event()
         self.refill: asyncio.Task[None] | None = None
+        self.refill_wanted = False
         self.ops: dict[str, Callable[[dict], Awaitable[dict]]] = {
             "ping": self.op_ping,
             "ensure": self.op_ensure,
@@ -395,23 +396,29 @@ class Daemon:
             return node, True
 
     def _refill_spares(self) -> None:
-        """Format spare layers in a worker thread, one refill at a time."""
-        if self.config.spare_volumes > 0 and (self.refill is None or self.refill.done()):
+        """Format spare layers in a worker thread, one refill at a time; a learner who
+        takes a spare while one runs gets another pass, after it."""
+        if self.config.spare_volumes <= 0:
+            return
+        self.refill_wanted = True
+        if self.refill is None or self.refill.done():
             self.refill = asyncio.create_task(self._fill_spares())
 
     async def _fill_spares(self) -> None:
-        try:
-            made = await asyncio.to_thread(
-                volumes.volume_spares_fill,
-                self.config.runtime.state_dir,
-                self.config.limits.disk_bytes,
-                self.config.spare_volumes,
-                min(SPARES_MOUNTED_AHEAD, self.config.spare_volumes),
-            )
-        except (OSError, VolumeError) as exc:
-            # A full disk, say: new learners then wait for mkfs, and nothing else changes.
-            log.warning("could not format spare layers: %s", exc)
-        else:
+        while self.refill_wanted and not self.stopping.is_set():
+            self.refill_wanted = False
+            try:
+                made = await asyncio.to_thread(
+                    volumes.volume_spares_fill,
+                    self.config.runtime.state_dir,
+                    self.config.limits.disk_bytes,
+                    self.config.spare_volumes,
+                    min(SPARES_MOUNTED_AHEAD, self.config.spare_volumes),
+                )
+            except (OSError, VolumeError) as exc:
+                # A full disk, say: new learners then wait for mkfs, and nothing else changes.
+                log.warning("could not format spare layers: %s", exc)
+                return
             if made:
                 log.info("formatted %d spare layers", made)
 
