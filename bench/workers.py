@@ -27,6 +27,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from sandboxapp.daphne_on_uvloop import daphne_argv
+
 REPO = Path(__file__).resolve().parent.parent
 SITE_CONF = REPO / "deploy" / "nginx" / "contained.conf"
 
@@ -82,9 +84,7 @@ def nginx_config(workdir: Path, listen: int, workers: list[int]) -> Path:
 
 
 def start_daphne(env: dict[str, str], port: int, log: Path) -> subprocess.Popen:
-    daphne = str(Path(sys.executable).parent / "daphne")
-    argv = [daphne, "-b", "127.0.0.1", "-p", str(port), "--websocket_connect_timeout", "30"]
-    argv.append("sandboxapp.asgi:application")  # as deploy/docker-entrypoint.sh runs it
+    argv = daphne_argv("127.0.0.1", port)
     with log.open("a") as out:
         process = subprocess.Popen(argv, cwd=REPO, env=env, stdout=out, stderr=out)
     wait_listening(port, process, log)

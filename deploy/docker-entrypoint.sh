@@ -23,7 +23,8 @@ case "${1:-web}" in
     python manage.py ensure_instructor
     # A class reconnecting at once after a sandboxd restart may wait its turn for a sandbox
     # longer than Daphne's default 5 s before the websocket is accepted.
-    exec daphne --bind 0.0.0.0 --port "${PORT:-8000}" --websocket_connect_timeout 30 \
+    # On uvloop: see sandboxapp/daphne_on_uvloop.py.
+    exec python -m sandboxapp.daphne_on_uvloop --bind 0.0.0.0 --port "${PORT:-8000}" --websocket_connect_timeout 30 \
       sandboxapp.asgi:application
     ;;
   maintenance)

@@ -19,6 +19,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from sandboxapp.daphne_on_uvloop import daphne_argv
 from sandboxapp.runtime.client import SandboxdError, call_sync
 
 STOP_TIMEOUT = 10.0
@@ -76,8 +77,7 @@ class Command(BaseCommand):
                     "sandboxd needs root (namespaces, cgroups, mounts): starting the web app "
                     "alone, without terminals. Run `make run` as root for the whole lab."
                 )
-            daphne = [_daphne(), "-b", host, "-p", str(port), "sandboxapp.asgi:application"]
-            children.append(self._start("daphne", daphne))
+            children.append(self._start("daphne", daphne_argv(host, port)))
             if self._wait_until_ready(children, host, port):
                 self._print_welcome(host, port)
                 self._watch(children)
@@ -178,11 +178,3 @@ def _check_port_free(host: str, port: int) -> None:
                 f"cannot listen on {host}:{port} ({error.strerror}): stop what uses it, or "
                 "choose another port, e.g. `make run PORT=8001`"
             ) from None
-
-
-def _daphne() -> str:
-    """The daphne script beside this Python, so the venv's copy runs even if PATH lacks it."""
-    beside = Path(sys.executable).parent / "daphne"
-    if beside.exists():
-        return str(beside)
-    raise CommandError(f"daphne is not installed beside {sys.executable}")
