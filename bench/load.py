@@ -217,8 +217,9 @@ def rss_mib(pids: list[int]) -> float:
 
 
 def cpu_seconds(pids: list[int]) -> float:
-    """The CPU time these processes' threads have used (in nanoseconds, by the scheduler:
-    /proc's utime and stime count ticks of 10 ms); children and ended threads not counted."""
+    """Seconds of CPU these processes' threads have used, as the scheduler counts them (in
+    nanoseconds: /proc's utime and stime count ticks of 10 ms); children and threads that
+    have ended are not counted."""
     total = 0
     for pid in pids:
         for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):

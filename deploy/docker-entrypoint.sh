@@ -24,8 +24,8 @@ case "${1:-web}" in
     # A class reconnecting at once after a sandboxd restart may wait its turn for a sandbox
     # longer than Daphne's default 5 s before the websocket is accepted.
     # On uvloop: see sandboxapp/daphne_on_uvloop.py.
-    exec python -m sandboxapp.daphne_on_uvloop --bind 0.0.0.0 --port "${PORT:-8000}" --websocket_connect_timeout 30 \
-      sandboxapp.asgi:application
+    exec python -m sandboxapp.daphne_on_uvloop --bind 0.0.0.0 --port "${PORT:-8000}" \
+      --websocket_connect_timeout 30 sandboxapp.asgi:application
     ;;
   maintenance)
     # Once a day: guests nobody has seen for CONTAINED_GUEST_RETENTION_DAYS go, with their

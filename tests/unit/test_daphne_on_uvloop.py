@@ -5,7 +5,6 @@ import sys
 
 # In a fresh interpreter: Daphne makes its reactor's loop once, when its server is imported.
 PROBE = """
-import uvloop
 from sandboxapp.daphne_on_uvloop import reactor_on_uvloop
 loop = reactor_on_uvloop()
 from twisted.internet import reactor
