@@ -359,35 +359,36 @@ def test_spare_layers_are_kept_ready_for_new_learners(start_sandboxd, config):
     spares = config.state_dir / "volumes" / volumes.SPARES
     size = Limits().disk_bytes
 
-    def ready() -> int:
-        return len(list(spares.glob(f"{size}-*.ext4")))
+    def ahead() -> list[str]:
+        return sorted(p.name for p in spares.glob(f"{volumes.MOUNTED}-*.ext4"))
 
-    def wait_for(count: int) -> None:
+    def counts() -> tuple[int, int]:
+        """Plain spares and spares held mounted, from one listing of the directory."""
+        names = [p.name for p in spares.iterdir()]
+        plain = sum(n.startswith(f"{size}-") and n.endswith(".ext4") for n in names)
+        return plain, sum(n.startswith(f"{volumes.MOUNTED}-") for n in names)
+
+    def settled(want: tuple[int, int]) -> tuple[int, int]:
+        # A refill takes a plain spare to mount it before it formats the next, so a count
+        # passes through lower values while one runs: wait for both at once.
         deadline = time.monotonic() + 20
-        while ready() != count and time.monotonic() < deadline:
+        while (now := counts()) != want and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert ready() == count
+        return now
 
     for spare in spares.glob("*"):
         spare.unlink()  # what other tests left: start from none
 
-    def ahead() -> list[str]:
-        return sorted(p.name for p in spares.glob(f"{volumes.MOUNTED}-*.ext4"))
-
     daemon = start_sandboxd(spare_volumes=2)
-    wait_for(2)  # formatted at start-up, and two more held mounted
+    assert settled((2, 2)) == (2, 2)  # formatted at start-up, and two more held mounted
     held = ahead()
-    assert len(held) == 2 and all(f"-{daemon.process.pid}-" in name for name in held)
+    assert all(f"-{daemon.process.pid}-" in name for name in held)
     daemon.call("ensure", learner=learner())
     assert len(set(held) - set(ahead())) == 1  # the new learner's layer is one of them
     daemon.call("ensure", learner=learner())  # and a second, perhaps while that refill runs
-    wait_for(2)  # and replaced in the background
-    deadline = time.monotonic() + 20
-    while len(ahead()) < 2 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert len(ahead()) == 2
+    assert settled((2, 2)) == (2, 2)  # both replaced in the background
     daemon.stop()  # the layers it held are plain spares again, their mounts gone
-    assert ahead() == [] and ready() == 4
+    assert counts() == (4, 0)
     assert not [spare for spare in spares.glob("*.ext4") if volumes.loop_devices_of(spare)]
 
 
