@@ -60,6 +60,24 @@ def test_a_start_page_whose_xterm_did_not_load_opens_the_terminal_as_a_new_page(
     assert page.url == f"{live_site}/terminal/" and len(fetched) == 2
 
 
+def test_the_lessons_list_runs_the_terminals_libraries_after_it_has_loaded(live_site, new_page):
+    # Run there while the visitor reads, xterm.js has its compiled code kept by the time a
+    # lesson's terminal needs it (static/js/terminal-warm.js); never before the list is up.
+    page = new_page()
+    errors = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(f"{live_site}/")
+    page.wait_for_function(
+        "window.Terminal && window.FitAddon && window.Unicode11Addon && window.WebLinksAddon"
+    )
+    started, loaded = page.evaluate(
+        "[performance.getEntriesByType('resource').find(e => /vendor\\/xterm\\/xterm\\./"
+        ".test(e.name)).startTime, performance.getEntriesByType('navigation')[0].loadEventEnd]"
+    )
+    assert loaded > 0 and started >= loaded
+    assert errors == [] and page.locator(".lesson-card").count() > 0
+
+
 def test_a_name_refused_in_place_is_said_on_the_same_page(live_site, new_page):
     page = new_page(1400, 900)
     lesson = f"{live_site}/lessons/pid-namespaces/"
