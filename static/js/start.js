@@ -1,44 +1,14 @@
 /*
  * "Open my terminal" without leaving the page. The form is posted with fetch, which follows
- * the redirect to the page the learner asked for; that page's <main> and header take the
- * place of these, and the scripts it brings run in their order. The terminal's libraries
- * were loaded and compiled here while the learner typed their name (start.html), so only
- * the terminal's own scripts run after the click: no new document, no second compile of
- * xterm.js. Without JavaScript, if one of those libraries did not load, or if anything goes
- * wrong, the form posts as usual.
+ * the redirect to the page the learner asked for, and swap.js puts that page in place of
+ * this one. The terminal's libraries were loaded and compiled here while the learner typed
+ * their name (start.html), so only the terminal's own scripts run after the click: no new
+ * document, no second compile of xterm.js. Without JavaScript, if one of those libraries
+ * did not load, or if anything goes wrong, the form posts as usual.
  */
 (function () {
   "use strict";
   if (!window.fetch || !window.DOMParser) return;
-
-  // A script parsed by DOMParser never runs: each is replaced by a new one, which does.
-  function runScripts(container, alreadyRun) {
-    Array.prototype.forEach.call(container.querySelectorAll("script[src]"), function (old) {
-      if (alreadyRun[old.src]) {
-        old.remove();
-        return;
-      }
-      var script = document.createElement("script");
-      script.src = old.src;
-      script.async = false; // in document order, as the page would have run them
-      old.replaceWith(script);
-    });
-  }
-
-  // The learner's page (the playground, or the lesson) in place of this one.
-  function swapIn(next, url) {
-    var main = next.querySelector("main");
-    if (!main) throw new Error("no <main> in the page after starting");
-    var alreadyRun = {};
-    Array.prototype.forEach.call(document.scripts, function (s) { if (s.src) alreadyRun[s.src] = true; });
-    var header = next.querySelector(".site-header");
-    if (header) document.querySelector(".site-header").replaceWith(document.adoptNode(header));
-    main = document.adoptNode(main);
-    document.querySelector("main").replaceWith(main);
-    document.title = next.title;
-    if (url !== location.href) history.replaceState(null, "", url);
-    runScripts(main, alreadyRun);
-  }
 
   // A refused name: only the form is replaced, with what to fix, and the field has focus.
   // The rest of this page (a lesson's introduction) and its address stay.
@@ -73,7 +43,7 @@
         if (type.indexOf("text/html") !== 0) throw new Error("not a page: " + type);
         return response.text().then(function (html) {
           var next = new DOMParser().parseFromString(html, "text/html");
-          if (response.ok) swapIn(next, response.url);
+          if (response.ok) window.containedSwap(next, response.url, false);
           else showRefusal(next);
         });
       })

@@ -24,6 +24,13 @@ def start_as_guest(page: Page, site: str, name: str = "Ada") -> str:
     return page.locator("[data-terminal]").get_attribute("data-hostname")
 
 
+# How many times this document has fetched xterm.js.
+XTERM_LOADS = (
+    "performance.getEntriesByType('resource').map(e => e.name)"
+    ".filter(name => /vendor\\/xterm\\/xterm\\.[^/]*js$/.test(name)).length"
+)
+
+
 def test_a_guest_starts_in_place_without_loading_a_new_page(live_site, new_page):
     page = new_page()
     start_as_guest(page, live_site)
@@ -32,11 +39,7 @@ def test_a_guest_starts_in_place_without_loading_a_new_page(live_site, new_page)
     assert page.url == f"{live_site}/terminal/"
     assert page.title() == "Your terminal · Contained"
     # xterm.js was loaded and run once, by the start page, not again for the terminal.
-    loads = page.evaluate(
-        "performance.getEntriesByType('resource').map(e => e.name)"
-        ".filter(name => /vendor\\/xterm\\/xterm\\.[^/]*js$/.test(name)).length"
-    )
-    assert loads == 1
+    assert page.evaluate(XTERM_LOADS) == 1
 
 
 def test_a_start_page_whose_xterm_did_not_load_opens_the_terminal_as_a_new_page(
@@ -76,6 +79,45 @@ def test_the_lessons_list_runs_the_terminals_libraries_after_it_has_loaded(live_
     )
     assert loaded > 0 and started >= loaded
     assert errors == [] and page.locator(".lesson-card").count() > 0
+
+
+def test_a_lesson_opened_from_the_list_comes_in_place_and_back_returns_to_the_list(
+    live_site, new_page
+):
+    page = new_page(1400, 900)
+    start_as_guest(page, live_site)
+    page.goto(f"{live_site}/")
+    page.evaluate("window.listHere = true")
+    page.wait_for_function("!!(window.Terminal && window.containedSwap)")
+    page.click("a[href='/lessons/pid-namespaces/']")
+    page.wait_for_function("window.contained && window.contained.text().includes('# ')")
+    # The same document, now at the lesson's address, with its title, steps and terminal.
+    assert page.evaluate("window.listHere === true")
+    assert page.url == f"{live_site}/lessons/pid-namespaces/"
+    assert page.title().startswith("PID namespaces")
+    assert page.locator("[data-step]").count() > 0
+    assert page.evaluate(XTERM_LOADS) == 1  # run by the list, not again for the lesson
+    page.evaluate("window.contained.type('echo $((6*7))')")
+    page.wait_for_function("window.contained.text().includes('42')")
+    # Back: the list again, as a page of its own.
+    page.go_back()
+    page.locator(".lesson-card").first.wait_for()
+    assert page.url == f"{live_site}/" and page.evaluate("window.listHere") is None
+
+
+def test_a_lesson_link_followed_before_xterm_has_run_loads_the_lesson_as_a_new_page(
+    live_site, new_page
+):
+    page = new_page()
+    start_as_guest(page, live_site)
+    page.route(re.compile(r"/vendor/xterm/xterm\.[^/]*js$"), lambda route: route.abort())
+    page.goto(f"{live_site}/")
+    page.evaluate("window.listHere = true")
+    page.wait_for_load_state("load")
+    page.click("a[href='/lessons/pid-namespaces/']")
+    page.wait_for_url(f"{live_site}/lessons/pid-namespaces/")
+    page.locator("[data-step]").first.wait_for()
+    assert page.evaluate("window.listHere") is None  # a new document
 
 
 def test_a_name_refused_in_place_is_said_on_the_same_page(live_site, new_page):
