@@ -6,7 +6,10 @@
 
 Each peer's figure is one full cycle (create, first exec, teardown), in milliseconds; ours
 is timed both to /bin/true's exit ("first exec", what a learner waits for) and to the end
-of the teardown (the like-for-like figure). Idle memory is
+of the teardown (the like-for-like figure). Cycles are `pause_ms` apart for every runtime,
+as learners arrive: back to back, each of our creates would also wait for the spare the
+previous one asked for to finish joining its cgroups, which a learner arriving later never
+does (`--pause-ms 0` measures that). Idle memory is
 the host's used memory (MemTotal - MemAvailable) added per idle sandbox while N are up.
 """
 
@@ -77,10 +80,11 @@ class Timing:
         }
 
 
-def _time(runs: int, once: Callable[[int], None]) -> Timing:
+def _time(runs: int, once: Callable[[int], None], pause_ms: float) -> Timing:
     once(-1)  # warm caches (the image, the page cache, the seccomp filter)
     samples = []
     for i in range(runs):
+        time.sleep(pause_ms / 1000)
         started = time.perf_counter()
         once(i)
         samples.append((time.perf_counter() - started) * 1000)
@@ -134,19 +138,22 @@ def idle_memory_kib(config: RuntimeConfig, count: int) -> float:
             sandbox.destroy()
 
 
-def run(config: RuntimeConfig, runs: int = 50, idle: int = 100) -> dict[str, object]:
+def run(
+    config: RuntimeConfig, runs: int = 50, idle: int = 100, pause_ms: float = 50
+) -> dict[str, object]:
     first_exec: list[float] = []
-    contained = _time(runs, _contained_once(config, first_exec)).summary()
+    contained = _time(runs, _contained_once(config, first_exec), pause_ms).summary()
     start = Timing(first_exec).summary()
     contained.update(first_exec_p50_ms=start["p50_ms"], first_exec_p90_ms=start["p90_ms"])
     results: dict[str, object] = {"contained": contained}
     for name, argv in (("bwrap", BWRAP), ("unshare", UNSHARE)):
         if shutil.which(argv[0]):
-            results[name] = _time(runs, _command_once(argv)).summary()
+            results[name] = _time(runs, _command_once(argv), pause_ms).summary()
         else:
             results[name] = {"error": f"{argv[0]} is not installed"}
     results["idle_memory_kib_per_sandbox"] = round(idle_memory_kib(config, idle), 1)
     results["idle_sandboxes"] = idle
+    results["pause_ms"] = pause_ms
     return results
 
 
@@ -170,6 +177,6 @@ def table(results: dict[str, object]) -> str:
         )
     lines.append(
         f"idle memory: {results['idle_memory_kib_per_sandbox']} KiB per sandbox "
-        f"({results['idle_sandboxes']} sandboxes up)"
+        f"({results['idle_sandboxes']} sandboxes up); cycles {results['pause_ms']:g} ms apart"
     )
     return "\n".join(lines)

@@ -12,6 +12,7 @@ are always bounded by the limits on <name>.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import signal
@@ -26,6 +27,15 @@ CPU_PERIOD_US = 100_000
 INNER = "learner"
 # On v2, the cgroup (below INNER) that holds the sandbox's own processes.
 SETTLED = "sandbox"
+# A spare sandbox's cgroups until a sandbox takes them over: "_spare-<owner pid>-<n>", a
+# name no sandbox can have.
+SPARE_PREFIX = "_spare-"
+
+
+def spare_owner_alive(name: str) -> bool:
+    """Whether the process that asked for this spare cgroup still runs (pid reuse aside)."""
+    owner = name[len(SPARE_PREFIX) :].split("-")[0]
+    return owner.isdigit() and Path(f"/proc/{owner}").exists()
 
 
 class CgroupError(RuntimeError):
@@ -349,21 +359,54 @@ class SandboxCgroup:
 
     def __init__(self, backend: CgroupBackend, parent: str, name: str) -> None:
         self.backend = backend
-        rel = f"{parent.strip('/')}/{name}".strip("/")
-        self.outer = [h.mountpoint / rel for h in backend.hierarchies]
+        self.rel = f"{parent.strip('/')}/{name}".strip("/")
+        self.outer = [h.mountpoint / self.rel for h in backend.hierarchies]
         self.inner = [d / INNER for d in self.outer]
 
     def create(self, limits: Limits, owner_uid: int) -> None:
         for d in self.outer:
             d.mkdir()
+        self._limit_and_delegate(limits, owner_uid)
+
+    def take_over(self, spare_outer: list[Path], limits: Limits, owner_uid: int) -> None:
+        """Become the cgroups a spare init was born in, renamed to ours (v1 only: cgroup2
+        refuses renames). Moving a process costs an RCU grace period (5-11 ms here, with
+        the cgroup mutex held); a rename costs none."""
+        for old, new in zip(spare_outer, self.outer, strict=True):
+            os.rename(old, new)
+        self._limit_and_delegate(limits, owner_uid)
+
+    def _limit_and_delegate(self, limits: Limits, owner_uid: int) -> None:
         self.backend.apply_limits(self.outer, limits)
         for d in self.inner:
-            d.mkdir()
+            d.mkdir(exist_ok=True)
             # Hand the learner's root its subtree: the directory (to create children)
             # and the files that move processes. Never the limits of either level.
             os.chown(d, owner_uid, owner_uid)
             for name in self.backend.delegated_files():
                 os.chown(d / name, owner_uid, owner_uid)
+
+    def holds(self, pid: int) -> bool:
+        """Whether `pid` is in our inner cgroup in every hierarchy, as the kernel says."""
+        # The end of the path: /proc shows it from the root of our cgroup namespace, which
+        # may lie above the hierarchy's mount (in a container).
+        want = f"/{self.rel}/{INNER}"
+        paths: list[tuple[set[str], str]] = []
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+                _, controllers, path = line.split(":", 2)
+                paths.append((set(controllers.split(",")) - {""}, path))
+
+        def path_in(h: Hierarchy) -> str | None:
+            wanted = set(h.controllers) if self.backend.version == 1 else set()
+            for controllers, path in paths:
+                if controllers == wanted or (wanted and wanted <= controllers):
+                    return path
+            return None
+
+        return bool(paths) and all(
+            (path_in(h) or "").endswith(want) for h in self.backend.hierarchies
+        )
 
     def add(self, pid: int) -> None:
         for d in self.inner:

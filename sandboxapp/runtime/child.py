@@ -26,6 +26,7 @@ zygote (zygote.py), so this module and its imports are all a sandbox's processes
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import gc
 import json
@@ -104,12 +105,18 @@ def _close_fds_except(keep: list[int]) -> None:
             low = fd + 1
 
 
-def run_c(sock: socket.socket, cgroup_ready: int) -> None:
-    """C: create the outer user and pid namespaces and fork the sandbox's pid 1, which
-    waits for its plan. The zygote forks C ahead of need: until the plan comes, C and
-    the init are an empty pair of namespaces that nothing else shares."""
+def run_c(sock: socket.socket, cgroup_ready: int, cgroup_procs: list[int]) -> None:
+    """C: join the cgroups the zygote made for this spare, if any (the init forked next is
+    then born in them), create the outer user and pid namespaces and fork the sandbox's
+    pid 1, which waits for its plan. The zygote forks C ahead of need: until the plan
+    comes, C and the init are an empty pair of namespaces that nothing else shares."""
     stage = "user namespace"
     try:
+        for fd in cgroup_procs:
+            # Still host root here. A failure leaves us where we are: the parent checks
+            # where the init is before it counts on the move.
+            with contextlib.suppress(OSError):
+                os.write(fd, b"0")
         _close_fds_except([sock.fileno(), cgroup_ready])
         os.setsid()
         sc.unshare(sc.CLONE_NEWUSER | sc.CLONE_NEWPID)

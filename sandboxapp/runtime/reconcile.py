@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from . import ids, network, volumes
 from . import syscalls as sc
-from .cgroups import SandboxCgroup
+from .cgroups import SPARE_PREFIX, SandboxCgroup, spare_owner_alive
 from .sandbox import (
     RuntimeConfig,
     SandboxState,
@@ -138,6 +138,8 @@ def _orphan_cgroups(config: RuntimeConfig, known: set[str]) -> list[str]:
         if not parent.is_dir():
             continue
         for entry in parent.iterdir():
+            if entry.name.startswith(SPARE_PREFIX) and spare_owner_alive(entry.name):
+                continue  # a running sandboxd's or runtime's spare, soon someone's sandbox
             if entry.is_dir() and entry.name not in known and entry.name not in removed:
                 SandboxCgroup(cgroup_backend(), config.cgroup_parent, entry.name).destroy()
                 removed.append(entry.name)

@@ -8,6 +8,7 @@ whose closing ends the sandbox.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import pickle
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from . import child, ids, image, network, rootfs, security, volumes, zygote
 from . import syscalls as sc
-from .cgroups import CgroupBackend, CgroupError, SandboxCgroup, detect
+from .cgroups import SPARE_PREFIX, CgroupBackend, CgroupError, SandboxCgroup, detect
 from .spec import ID_BLOCK, SandboxSpec
 
 DEFAULT_STATE_DIR = Path("/var/lib/contained")
@@ -543,8 +544,7 @@ def _start(
         socket.send_fds(control, [child.MAPPED + pickle.dumps(plan)], [image_fd, usr_fd])
         try:
             # While the init mounts its root: the cgroup it waits for.
-            cgroup.create(spec.limits, spec.uid_base)
-            cgroup.add(init_pid)
+            _cgroup_enter(cgroup, creator.cgroups, spec, init_pid)
         except (OSError, CgroupError) as exc:
             # Never let an init run outside its limits. If it had failed already, its
             # own reason is the better message.
@@ -564,7 +564,7 @@ def _start(
             # Read by the init once it is ready: the process starts while we finish here.
             first_channel = _spawn_send(control, spec.name, first[0], _SpawnOptions(first[1]))
         _expect(control, b"ready")
-        zygote.zygote_refill()
+        zygote.zygote_refill(_spare_cgroups(config))
         # The creator exits right after the learner's id map, before "ready": from here
         # on the init is our child, for destroy to reap.
         _readable(creator.pidfd, 10)
@@ -595,6 +595,36 @@ def _start(
     if first_channel is not None:
         sandbox.first = Process(sandbox, first_channel)
     return sandbox
+
+
+def _cgroup_enter(
+    cgroup: SandboxCgroup, spare: list[Path] | None, spec: SandboxSpec, init_pid: int
+) -> None:
+    """Put the init in the sandbox's cgroup, under its limits. A spare born in cgroups of
+    its own (v1, see `_spare_cgroups`) has them renamed to the sandbox's; any other init is
+    moved, which waits for an RCU grace period (docs/architecture.md)."""
+    if spare and [p.parent.parent for p in spare] == [d.parent for d in cgroup.outer]:
+        cgroup.take_over([p.parent for p in spare], spec.limits, spec.uid_base)
+        if cgroup.holds(init_pid):
+            return
+    else:
+        cgroup.create(spec.limits, spec.uid_base)
+    cgroup.add(init_pid)  # the kernel says it is elsewhere: never count on the spare's
+    if spare:
+        zygote.spare_cgroups_remove(spare)
+
+
+_SPARE_SEQ = itertools.count(1)
+
+
+def _spare_cgroups(config: RuntimeConfig) -> list[Path] | None:
+    """Cgroups for the next spare to be born in, beside the sandboxes' (cgroup v1 only:
+    cgroup2 cannot rename them into a sandbox's)."""
+    backend = cgroup_backend()
+    if backend.version != 1:
+        return None
+    name = f"{SPARE_PREFIX}{os.getpid()}-{next(_SPARE_SEQ)}"
+    return SandboxCgroup(backend, config.cgroup_parent, name).inner
 
 
 def _expect(sock: socket.socket, prefix: bytes) -> bytes:

@@ -27,7 +27,9 @@ reused while the parent may still signal it.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import errno
 import gc
 import os
 import signal
@@ -35,6 +37,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,6 +64,7 @@ class Creator:
     pidfd: int
     control: socket.socket
     cgroup_ready: int  # write end: the init is in its cgroup
+    cgroups: list[Path] | None  # the cgroups C and the init were born in, if given some
 
 
 class Zygote:
@@ -70,6 +74,16 @@ class Zygote:
         self._lock = threading.Lock()
         self._process: subprocess.Popen[bytes] | None = None
         self._channel: socket.socket | None = None
+        # Cgroups asked for with a spare and not taken yet, by name: a spare's when it is
+        # taken, the others then to remove (never made, or their spare died).
+        self._asked: dict[str, list[Path]] = {}
+        self._owner: int | None = None
+
+    def _at_exit(self) -> None:
+        # Not in a forked child, and never stuck behind a thread that holds the lock.
+        if os.getpid() == self._owner and self._lock.acquire(timeout=1):
+            self._lock.release()
+            self.stop()
 
     def start(self) -> None:
         with self._lock:
@@ -78,10 +92,13 @@ class Zygote:
     def stop(self) -> None:
         with self._lock:
             self._stop()
+            # The spare's init ends when the zygote does, a moment later.
+            _cgroups_remove([path for paths in self._asked.values() for path in paths], wait=2)
+            self._asked.clear()
 
     def fork(self) -> Creator:
-        """Take the zygote's spare C: its pid, a pidfd, its control socket and the
-        cgroup-ready pipe."""
+        """Take the zygote's spare C: its pid, a pidfd, its control socket, the
+        cgroup-ready pipe and the cgroups it was born in."""
         with self._lock:
             for _attempt in (1, 2):
                 channel = self._ensure()
@@ -92,8 +109,14 @@ class Zygote:
                     reply, fds = b"", []
                 if reply.startswith(b"forked ") and len(fds) == 3:
                     pidfd, control, cgroup_ready = fds
+                    _, pid, cgroup = reply.decode().split()
+                    taken = self._asked.pop(cgroup, None)
+                    # The zygote has read every request before this one and holds no
+                    # spare now: the other cgroups asked for are nobody's.
+                    _cgroups_remove([path for paths in self._asked.values() for path in paths])
+                    self._asked.clear()
                     return Creator(
-                        int(reply.split()[1]), pidfd, socket.socket(fileno=control), cgroup_ready
+                        int(pid), pidfd, socket.socket(fileno=control), cgroup_ready, taken
                     )
                 for fd in fds:
                     os.close(fd)
@@ -102,18 +125,29 @@ class Zygote:
                 self._stop()  # it died: a fresh one gets the second attempt
         raise ZygoteError("the zygote that forks sandboxes keeps dying")
 
-    def refill(self) -> None:
+    def refill(self, cgroups: list[Path] | None = None) -> None:
         """Ask for the next spare, once the sandbox that took the last one is up:
-        forked while it is set up, it would compete with it for the CPU."""
+        forked while it is set up, it would compete with it for the CPU. `cgroups`: one
+        new cgroup per hierarchy for it to join (their last name in common), made by
+        the zygote, so that no migration is left on the path of the learner's start."""
+        message = b"spare"
+        if cgroups:
+            message += b" " + b" ".join(os.fsencode(path) for path in cgroups)
         with self._lock:
             if self._channel is not None:
                 with contextlib.suppress(OSError):
-                    self._channel.send(b"spare")
+                    self._channel.send(message)
+                    if cgroups:
+                        self._asked[cgroups[0].parent.name] = cgroups
 
     def _ensure(self) -> socket.socket:
         if self._channel is not None and self._process and self._process.poll() is None:
             return self._channel
         self._stop()
+        if self._owner is None:
+            # A one-off sandbox (`manage.py sandbox run`) leaves no spare cgroup behind.
+            self._owner = os.getpid()
+            atexit.register(self._at_exit)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         boot = (
             f"import sys; sys.path.insert(0, {str(_PROJECT_ROOT)!r}); "
@@ -153,6 +187,37 @@ class Zygote:
             self._process = None
 
 
+def _cgroups_remove(inner: list[Path], wait: float = 0) -> None:
+    """Remove spare cgroups (each an inner one and its parent). One still in use is left
+    at once, or after `wait` seconds, the last of them with its processes killed; what is
+    left, sandboxd's reconcile removes when this process is gone."""
+    deadline = time.monotonic() + wait
+    for path in inner:
+        for level in (path, path.parent):
+            while True:
+                try:
+                    os.rmdir(level)
+                except FileNotFoundError:
+                    pass
+                except OSError as exc:
+                    if exc.errno not in (errno.EBUSY, errno.ENOTEMPTY):
+                        raise
+                    left = deadline - time.monotonic()
+                    if left > 0:
+                        if left < 0.5:
+                            _kill_all(path)
+                        time.sleep(0.01)
+                        continue
+                break
+
+
+def _kill_all(cgroup: Path) -> None:
+    with contextlib.suppress(OSError):
+        for pid in (cgroup / "cgroup.procs").read_text().split():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
+
+
 _ZYGOTE = Zygote()
 
 
@@ -170,8 +235,13 @@ def zygote_fork() -> Creator:
     return _ZYGOTE.fork()
 
 
-def zygote_refill() -> None:
-    _ZYGOTE.refill()
+def zygote_refill(cgroups: list[Path] | None = None) -> None:
+    _ZYGOTE.refill(cgroups)
+
+
+def spare_cgroups_remove(inner: list[Path]) -> None:
+    """Remove a spare's cgroups its init has left (moved into a sandbox's elsewhere)."""
+    _cgroups_remove(inner)
 
 
 def serve(fd: int) -> None:
@@ -185,7 +255,7 @@ def serve(fd: int) -> None:
     # What is imported now is shared with every fork: keep the collector off those pages.
     gc.freeze()
     gc.disable()
-    spare = _spare_or_none()
+    spare = _spare_or_none([])
     channel.send(b"ready")
     while True:
         ended = _reap_finished()
@@ -194,7 +264,7 @@ def serve(fd: int) -> None:
                 os.close(fd)  # killed while it waited: the next request gets a new one
             spare = None
         try:
-            message = channel.recv(256)
+            message = channel.recv(4096)
         except TimeoutError:
             message = b"spare"
         except OSError:
@@ -202,31 +272,36 @@ def serve(fd: int) -> None:
         if not message:
             _spare_end(spare)
             os._exit(0)
-        if message == b"spare":
+        if message.startswith(b"spare"):
             if spare is None:
-                spare = _spare_or_none()
+                spare = _spare_or_none([Path(os.fsdecode(p)) for p in message.split()[1:]])
             continue
         try:
             if spare is None:
-                spare = _spare()
-            pid, fds = spare
+                spare = _spare([])
+            pid, fds, cgroup = spare
             spare = None
-            socket.send_fds(channel, [b"forked %d" % pid], fds)
+            socket.send_fds(channel, [b"forked %d %s" % (pid, cgroup.encode())], fds)
             for handed in fds:
                 os.close(handed)
         except Exception as exc:  # noqa: BLE001 - a failed fork must not end the zygote
             channel.send(b"error " + str(exc).encode(errors="replace")[:4000])
 
 
-def _spare() -> tuple[int, list[int]]:
-    """Fork C ahead of need; return its pid and the three fds for the parent."""
+Spare = tuple[int, list[int], str]  # C's pid, the fds for the parent, its cgroup or "-"
+
+
+def _spare(cgroups: list[Path]) -> Spare:
+    """Fork C ahead of need, in `cgroups` if it can make them; return its pid, the three
+    fds for the parent and the cgroups' name ("-" for none)."""
+    procs = _cgroups_make(cgroups)
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     ready_r, ready_w = os.pipe()
     try:
         pid = sc.fork_single_threaded()
         if pid == 0:
             signal.signal(signal.SIGINT, signal.SIG_DFL)
-            child.run_c(theirs, ready_r)
+            child.run_c(theirs, ready_r, procs)
         pidfd = os.pidfd_open(pid)
     except BaseException:
         ours.close()
@@ -235,23 +310,40 @@ def _spare() -> tuple[int, list[int]]:
     finally:
         theirs.close()
         os.close(ready_r)
-    return pid, [pidfd, ours.detach(), ready_w]
+        for fd in procs:
+            os.close(fd)
+    return pid, [pidfd, ours.detach(), ready_w], cgroups[0].parent.name if procs else "-"
 
 
-def _spare_end(spare: tuple[int, list[int]] | None) -> None:
+def _cgroups_make(cgroups: list[Path]) -> list[int]:
+    """Make each cgroup and open its cgroup.procs, for C to join; none if one fails (the
+    parent then moves the init itself, as it must for a spare forked without)."""
+    procs: list[int] = []
+    try:
+        for path in cgroups:
+            path.mkdir(parents=True)
+            procs.append(os.open(path / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC))
+    except OSError:
+        for fd in procs:
+            os.close(fd)
+        return []
+    return procs
+
+
+def _spare_end(spare: Spare | None) -> None:
     """End the spare before we do: its init sees its control socket close and exits,
     then its creator. Whoever stops the zygote may then remove the cgroup it ran in."""
     if spare is not None:
-        pid, fds = spare
+        pid, fds, _ = spare
         for fd in fds:
             os.close(fd)
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, 0)
 
 
-def _spare_or_none() -> tuple[int, list[int]] | None:
+def _spare_or_none(cgroups: list[Path]) -> Spare | None:
     try:
-        return _spare()
+        return _spare(cgroups)
     except OSError:
         return None  # out of pids or memory for now: the next request tries again
 

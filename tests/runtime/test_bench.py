@@ -7,7 +7,7 @@ import json
 
 def test_bench_reports_every_runtime_side_by_side(config, manage):
     # Enough idle sandboxes that their memory stands out from the host's own noise.
-    result = manage("sandbox", "bench", "--runs", "3", "--idle", "20", "--json")
+    result = manage("sandbox", "bench", "--runs", "3", "--idle", "20", "--pause-ms", "10", "--json")
     assert result.returncode == 0, result.stderr
     figures = json.loads(result.stdout)
     for runtime in ("contained", "bwrap", "unshare"):
@@ -16,7 +16,7 @@ def test_bench_reports_every_runtime_side_by_side(config, manage):
     ours = figures["contained"]
     assert 0 < ours["first_exec_p50_ms"] <= ours["first_exec_p90_ms"]
     assert ours["first_exec_p50_ms"] < ours["p50_ms"], "the first exec comes before teardown"
-    assert figures["idle_memory_kib_per_sandbox"] > 0
+    assert figures["idle_memory_kib_per_sandbox"] > 0 and figures["pause_ms"] == 10
     # Every sandbox the bench made is gone again.
     assert not any((config.state_dir / "sandboxes").glob("bench-*"))
     assert not any((config.state_dir / "sandboxes").glob("idle-*"))

@@ -10,7 +10,10 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from sandboxapp.runtime import zygote
+from sandboxapp.runtime.cgroups import INNER
 from sandboxapp.runtime.security import KEPT_MASK
 
 REPO = Path(__file__).resolve().parents[2]
@@ -144,3 +147,84 @@ def test_sandboxes_are_forked_from_a_process_without_the_sites_secrets(make_sand
     sandbox = make_sandbox()  # starts a fresh zygote, from this environment
     assert not _memory_holds(zygote._ZYGOTE._process.pid, b"zygote-must-never-hold-this")
     assert not _memory_holds(sandbox.init_pid, b"zygote-must-never-hold-this")
+
+
+def _spare_dirs(config) -> list[Path]:
+    from sandboxapp.runtime.sandbox import cgroup_backend
+
+    return sorted(
+        path
+        for h in cgroup_backend().hierarchies
+        for path in (h.mountpoint / config.cgroup_parent).glob("_spare-*")
+    )
+
+
+def _procs(spare: Path) -> set[str]:
+    try:
+        return set((spare / INNER / "cgroup.procs").read_text().split())
+    except FileNotFoundError:
+        return set()
+
+
+def _v1_only() -> None:
+    from sandboxapp.runtime.sandbox import cgroup_backend
+
+    if cgroup_backend().version != 1:
+        pytest.skip("cgroup2 refuses renames: its spares are moved into their sandbox's cgroup")
+
+
+def test_on_cgroup_v1_a_spare_is_born_in_cgroups_its_sandbox_takes_over(make_sandbox, config):
+    # Moving a process into a cgroup waits for an RCU grace period with the cgroup mutex
+    # held (5-11 ms): the next spare's creator joins cgroups of its own while nobody waits,
+    # and the sandbox that takes the spare renames them to its own.
+    _v1_only()
+    make_sandbox()
+    deadline = time.monotonic() + 5
+    while not (spares := [p for p in _spare_dirs(config) if _procs(p)]) or len(spares) != len(
+        {p.parent for p in spares}
+    ):
+        assert time.monotonic() < deadline, f"no spare in cgroups of its own: {spares}"
+        time.sleep(0.01)
+    (name,) = {path.name for path in spares}
+    spare_pids = _procs(spares[0])
+    sandbox = make_sandbox(memory_bytes=96 * 1024 * 1024)
+    assert str(sandbox.init_pid) in spare_pids  # the same init, not a new one
+    assert sandbox.cgroup.holds(sandbox.init_pid)
+    assert all(not (path.parent / name).exists() for path in spares)  # renamed, not copied
+    assert sandbox.cgroup.limits()["memory_bytes"] == 96 * 1024 * 1024
+    # The learner's root may still make cgroups of their own below it.
+    assert all(os.stat(d).st_uid == sandbox.spec.uid_base for d in sandbox.cgroup.inner)
+
+
+def test_a_stopped_zygote_leaves_no_spare_cgroup(make_sandbox, config):
+    _v1_only()
+    make_sandbox()
+    deadline = time.monotonic() + 5
+    while not _spare_dirs(config):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    zygote.zygote_stop()
+    assert _spare_dirs(config) == []
+
+
+def test_reconcile_removes_the_spare_cgroups_of_a_process_that_is_gone(config):
+    from sandboxapp.runtime.reconcile import reconcile
+    from sandboxapp.runtime.sandbox import cgroup_backend
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a pid that no process has now
+    made = []
+    for owner in (dead.pid, os.getpid()):
+        for h in cgroup_backend().hierarchies:
+            path = h.mountpoint / config.cgroup_parent / f"_spare-{owner}-{secrets.randbelow(99)}"
+            path.mkdir(parents=True)
+            made.append(path)
+    try:
+        reconcile(config)
+        gone, alive = made[: len(made) // 2], made[len(made) // 2 :]
+        assert [path for path in gone if path.exists()] == []
+        assert all(path.exists() for path in alive)  # ours: a spare's, soon someone's sandbox
+    finally:
+        for path in made:
+            if path.exists():
+                path.rmdir()

@@ -70,6 +70,9 @@ class Command(BaseCommand):
         bench.add_argument(
             "--idle", type=int, default=100, help="sandboxes up for the memory figure"
         )
+        bench.add_argument(
+            "--pause-ms", type=float, default=50, help="between cycles, as learners arrive"
+        )
         bench.add_argument("--json", action="store_true")
         daemon_bench = sub.add_parser(
             "bench-sandboxd", help="attach-to-prompt, echo and memory against a local pty"
@@ -87,7 +90,9 @@ class Command(BaseCommand):
             sys.exit(self._run(config, **options))
         elif action == "bench":
             try:
-                results = runtime_bench.run(config, runs=options["runs"], idle=options["idle"])
+                results = runtime_bench.run(
+                    config, runs=options["runs"], idle=options["idle"], pause_ms=options["pause_ms"]
+                )
             except (SandboxError, VolumeError) as exc:
                 raise CommandError(str(exc)) from exc
             self.stdout.write(
