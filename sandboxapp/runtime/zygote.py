@@ -189,26 +189,24 @@ class Zygote:
 
 def _cgroups_remove(inner: list[Path], wait: float = 0) -> None:
     """Remove spare cgroups (each an inner one and its parent). One still in use is left
-    at once, or after `wait` seconds, the last of them with its processes killed; what is
-    left, sandboxd's reconcile removes when this process is gone."""
+    at once, or after `wait` seconds, in its last half second with its processes killed.
+    Never fails: what is left, reconcile removes once this process is gone."""
     deadline = time.monotonic() + wait
     for path in inner:
         for level in (path, path.parent):
-            while True:
-                try:
-                    os.rmdir(level)
-                except FileNotFoundError:
-                    pass
-                except OSError as exc:
-                    if exc.errno not in (errno.EBUSY, errno.ENOTEMPTY):
-                        raise
-                    left = deadline - time.monotonic()
-                    if left > 0:
-                        if left < 0.5:
-                            _kill_all(path)
-                        time.sleep(0.01)
-                        continue
-                break
+            while not _rmdir(level) and time.monotonic() < deadline:
+                if deadline - time.monotonic() < 0.5:
+                    _kill_all(path)
+                time.sleep(0.01)
+
+
+def _rmdir(cgroup: Path) -> bool:
+    """Remove a cgroup; False while something is still in it."""
+    try:
+        os.rmdir(cgroup)
+    except OSError as exc:
+        return exc.errno not in (errno.EBUSY, errno.ENOTEMPTY)
+    return True
 
 
 def _kill_all(cgroup: Path) -> None:

@@ -7,11 +7,24 @@ import select
 import time
 
 
+def _others_spare_cgroups(config) -> list[str]:
+    from sandboxapp.runtime.sandbox import cgroup_backend
+
+    return [
+        str(path)
+        for h in cgroup_backend().hierarchies
+        for path in (h.mountpoint / config.cgroup_parent).glob("_spare-*")
+        if not path.name.startswith(f"_spare-{os.getpid()}-")
+    ]
+
+
 def test_run_passes_output_and_exit_status_through(config, manage):
     result = manage("sandbox", "run", "--", "sh", "-c", "hostname; exit 3")
     assert result.returncode == 3, result.stderr
     assert result.stdout.startswith("run-")
     assert not list((config.state_dir / "sandboxes").iterdir()), "destroyed after the run"
+    # Nor the cgroups of the spare its zygote kept ready for a next sandbox (cgroup v1).
+    assert _others_spare_cgroups(config) == []
 
 
 def test_run_gives_an_interactive_terminal_of_the_sandboxes_own(manage):
