@@ -35,11 +35,14 @@
     return window.fetch && window.DOMParser && needs.every(function (name) { return name in window; });
   }
 
+  var opening = false; // a second click (a double click) while a page is on its way
   document.addEventListener("click", function (event) {
     var link = event.target.closest("a[data-in-place]");
     if (!link || event.defaultPrevented || event.button !== 0) return;
     if (event.ctrlKey || event.metaKey || event.shiftKey || event.altKey || !ready()) return;
     event.preventDefault();
+    if (opening) return;
+    opening = true;
     var main = document.querySelector("main");
     main.setAttribute("aria-busy", "true");
     fetch(link.href, { credentials: "same-origin" })

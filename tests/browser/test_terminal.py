@@ -89,13 +89,14 @@ def test_a_lesson_opened_from_the_list_comes_in_place_and_back_returns_to_the_li
     page.goto(f"{live_site}/")
     page.evaluate("window.listHere = true")
     page.wait_for_function("!!(window.Terminal && window.containedSwap)")
-    page.click("a[href='/lessons/pid-namespaces/']")
+    page.dblclick("a[href='/lessons/pid-namespaces/']")  # one page comes, not two
     page.wait_for_function("window.contained && window.contained.text().includes('# ')")
     # The same document, now at the lesson's address, with its title, steps and terminal.
     assert page.evaluate("window.listHere === true")
     assert page.url == f"{live_site}/lessons/pid-namespaces/"
     assert page.title().startswith("PID namespaces")
     assert page.locator("[data-step]").count() > 0
+    page.wait_for_selector("[data-terminal][data-state=connected]")  # the one on screen
     assert page.evaluate(XTERM_LOADS) == 1  # run by the list, not again for the lesson
     page.evaluate("window.contained.type('echo $((6*7))')")
     page.wait_for_function("window.contained.text().includes('42')")
