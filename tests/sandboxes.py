@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from sandboxapp.runtime.cgroups import detect
+from sandboxapp.runtime.cgroups import SPARE_PREFIX, detect
 from sandboxapp.runtime.client import (
     Output,
     SandboxdClient,
@@ -82,6 +82,15 @@ def _cgroup_of_self(hierarchy, version: int) -> str:
         if version == 1 and set(hierarchy.controllers) & set(names.split(",")):
             return path
     return "/"
+
+
+def spare_cgroup_dirs(config: RuntimeConfig) -> list[Path]:
+    """The spare sandboxes' cgroups under the sandboxes' parent, in every hierarchy (v1)."""
+    return sorted(
+        path
+        for h in detect().hierarchies
+        for path in (h.mountpoint / config.cgroup_parent).glob(f"{SPARE_PREFIX}*")
+    )
 
 
 @pytest.fixture(scope="session")

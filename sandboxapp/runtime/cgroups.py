@@ -398,11 +398,10 @@ class SandboxCgroup:
                 paths.append((set(controllers.split(",")) - {""}, path))
 
         def path_in(h: Hierarchy) -> str | None:
+            # v1: the line whose hierarchy carries these controllers; v2: the one without any.
             wanted = set(h.controllers) if self.backend.version == 1 else set()
-            for controllers, path in paths:
-                if controllers == wanted or (wanted and wanted <= controllers):
-                    return path
-            return None
+            matches = (p for found, p in paths if (wanted <= found if wanted else not found))
+            return next(matches, None)
 
         return bool(paths) and all(
             (path_in(h) or "").endswith(want) for h in self.backend.hierarchies

@@ -92,9 +92,7 @@ class Zygote:
     def stop(self) -> None:
         with self._lock:
             self._stop()
-            # The spare's init ends when the zygote does, a moment later.
-            _cgroups_remove([path for paths in self._asked.values() for path in paths], wait=2)
-            self._asked.clear()
+            self._forget_asked(wait=2)  # the spare's init ends a moment after the zygote
 
     def fork(self) -> Creator:
         """Take the zygote's spare C: its pid, a pidfd, its control socket, the
@@ -113,8 +111,7 @@ class Zygote:
                     taken = self._asked.pop(cgroup, None)
                     # The zygote has read every request before this one and holds no
                     # spare now: the other cgroups asked for are nobody's.
-                    _cgroups_remove([path for paths in self._asked.values() for path in paths])
-                    self._asked.clear()
+                    self._forget_asked()
                     return Creator(
                         int(pid), pidfd, socket.socket(fileno=control), cgroup_ready, taken
                     )
@@ -139,6 +136,10 @@ class Zygote:
                     self._channel.send(message)
                     if cgroups:
                         self._asked[cgroups[0].parent.name] = cgroups
+
+    def _forget_asked(self, wait: float = 0) -> None:
+        _cgroups_remove([path for paths in self._asked.values() for path in paths], wait)
+        self._asked.clear()
 
     def _ensure(self) -> socket.socket:
         if self._channel is not None and self._process and self._process.poll() is None:

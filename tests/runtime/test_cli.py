@@ -6,16 +6,13 @@ import os
 import select
 import time
 
+from sandboxapp.runtime.cgroups import SPARE_PREFIX
+from tests.sandboxes import spare_cgroup_dirs
+
 
 def _others_spare_cgroups(config) -> list[str]:
-    from sandboxapp.runtime.sandbox import cgroup_backend
-
-    return [
-        str(path)
-        for h in cgroup_backend().hierarchies
-        for path in (h.mountpoint / config.cgroup_parent).glob("_spare-*")
-        if not path.name.startswith(f"_spare-{os.getpid()}-")
-    ]
+    ours = f"{SPARE_PREFIX}{os.getpid()}-"
+    return [str(path) for path in spare_cgroup_dirs(config) if not path.name.startswith(ours)]
 
 
 def test_run_passes_output_and_exit_status_through(config, manage):

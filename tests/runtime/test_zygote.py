@@ -15,6 +15,7 @@ import pytest
 from sandboxapp.runtime import zygote
 from sandboxapp.runtime.cgroups import INNER
 from sandboxapp.runtime.security import KEPT_MASK
+from tests.sandboxes import spare_cgroup_dirs
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -149,16 +150,6 @@ def test_sandboxes_are_forked_from_a_process_without_the_sites_secrets(make_sand
     assert not _memory_holds(sandbox.init_pid, b"zygote-must-never-hold-this")
 
 
-def _spare_dirs(config) -> list[Path]:
-    from sandboxapp.runtime.sandbox import cgroup_backend
-
-    return sorted(
-        path
-        for h in cgroup_backend().hierarchies
-        for path in (h.mountpoint / config.cgroup_parent).glob("_spare-*")
-    )
-
-
 def _procs(spare: Path) -> set[str]:
     try:
         return set((spare / INNER / "cgroup.procs").read_text().split())
@@ -180,7 +171,7 @@ def test_on_cgroup_v1_a_spare_is_born_in_cgroups_its_sandbox_takes_over(make_san
     _v1_only()
     make_sandbox()
     deadline = time.monotonic() + 5
-    while not (spares := [p for p in _spare_dirs(config) if _procs(p)]) or len(spares) != len(
+    while not (spares := [p for p in spare_cgroup_dirs(config) if _procs(p)]) or len(spares) != len(
         {p.parent for p in spares}
     ):
         assert time.monotonic() < deadline, f"no spare in cgroups of its own: {spares}"
@@ -200,11 +191,11 @@ def test_a_stopped_zygote_leaves_no_spare_cgroup(make_sandbox, config):
     _v1_only()
     make_sandbox()
     deadline = time.monotonic() + 5
-    while not _spare_dirs(config):
+    while not spare_cgroup_dirs(config):
         assert time.monotonic() < deadline
         time.sleep(0.01)
     zygote.zygote_stop()
-    assert _spare_dirs(config) == []
+    assert spare_cgroup_dirs(config) == []
 
 
 def test_reconcile_removes_the_spare_cgroups_of_a_process_that_is_gone(config):
