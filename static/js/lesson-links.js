@@ -45,14 +45,10 @@
     opening = true;
     var main = document.querySelector("main");
     main.setAttribute("aria-busy", "true");
-    fetch(link.href, { credentials: "same-origin" })
-      .then(function (response) {
-        var type = response.headers.get("Content-Type") || "";
-        if (!response.ok || type.indexOf("text/html") !== 0) throw new Error("not a page");
-        return response.text().then(function (html) {
-          var next = new DOMParser().parseFromString(html, "text/html");
-          window.containedSwap(next, response.url, true);
-        });
+    window.containedSwap.fetchPage(link.href)
+      .then(function (got) {
+        if (!got.ok) throw new Error("no page to show in place");
+        window.containedSwap(got.page, got.url, true);
       })
       .catch(function () {
         location.href = link.href; // the plain way: a full page load says what went wrong

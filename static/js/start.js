@@ -37,15 +37,10 @@
       button.disabled = true;
       button.textContent = "Starting your sandbox…";
     }
-    fetch(form.action, { method: "POST", body: new FormData(form), credentials: "same-origin" })
-      .then(function (response) {
-        var type = response.headers.get("Content-Type") || "";
-        if (type.indexOf("text/html") !== 0) throw new Error("not a page: " + type);
-        return response.text().then(function (html) {
-          var next = new DOMParser().parseFromString(html, "text/html");
-          if (response.ok) window.containedSwap(next, response.url, false);
-          else showRefusal(next);
-        });
+    window.containedSwap.fetchPage(form.action, { method: "POST", body: new FormData(form) })
+      .then(function (got) {
+        if (got.ok) window.containedSwap(got.page, got.url, false);
+        else showRefusal(got.page);
       })
       .catch(function () {
         form.submit(); // the plain way: a full page load says whatever went wrong

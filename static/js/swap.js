@@ -3,7 +3,8 @@
  * <main> and header replace ours, its title becomes ours, and the scripts it brings run in
  * their order, except those this document has run already. xterm.js and its addons are then
  * compiled and run once, before the click, and only the terminal's own scripts run after it.
- * start.js uses it for "Open my terminal", lesson-links.js for a lesson opened from the list.
+ * start.js uses it for "Open my terminal", lesson-links.js for a lesson opened from the list;
+ * both fetch the page with `containedSwap.fetchPage`.
  */
 (function () {
   "use strict";
@@ -51,5 +52,18 @@
       history.replaceState(null, "", url);
     }
     runScripts(main, alreadyRun);
+  };
+
+  /* A page of this site, fetched (following redirects) and parsed: {ok, url, page}. Fails
+   * if the answer is not HTML, so a caller falls back to the plain way. */
+  window.containedSwap.fetchPage = function (url, init) {
+    return fetch(url, Object.assign({ credentials: "same-origin" }, init)).then(function (response) {
+      var type = response.headers.get("Content-Type") || "";
+      if (type.indexOf("text/html") !== 0) throw new Error("not a page: " + type);
+      return response.text().then(function (html) {
+        var page = new DOMParser().parseFromString(html, "text/html");
+        return { ok: response.ok, url: response.url, page: page };
+      });
+    });
   };
 })();
