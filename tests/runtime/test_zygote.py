@@ -171,9 +171,10 @@ def test_on_cgroup_v1_a_spare_is_born_in_cgroups_its_sandbox_takes_over(make_san
     _v1_only()
     make_sandbox()
     deadline = time.monotonic() + 5
-    while not (spares := [p for p in spare_cgroup_dirs(config) if _procs(p)]) or len(spares) != len(
-        {p.parent for p in spares}
-    ):
+    # C joins first, then forks the init: wait for both, C and the init, in each hierarchy.
+    while not (spares := [p for p in spare_cgroup_dirs(config) if len(_procs(p)) == 2]) or len(
+        spares
+    ) != len({p.parent for p in spares}):
         assert time.monotonic() < deadline, f"no spare in cgroups of its own: {spares}"
         time.sleep(0.01)
     (name,) = {path.name for path in spares}
