@@ -1,13 +1,15 @@
 // A learner's page in a class: the instructor's messages appear on screen, and when the class
 // is paused or ended the page says so (an ended class also closes the terminal for good).
 // Pages of learners in no running class are told so at once (close 4404) and stay quiet.
+// A lesson opened from the class's page comes in place (lesson-links.js), and this script,
+// run already, is not run again: it finds the page's <main> each time, never keeps one.
 "use strict";
 
 (function () {
-  const main = document.getElementById("main");
-  if (!main) return;
+  if (!document.getElementById("main")) return;
 
   function banner(kind, text, dismissable) {
+    const main = document.getElementById("main");
     let box = main.querySelector(`.class-banner[data-kind="${kind}"]`);
     if (!box) {
       box = document.createElement("div");
@@ -31,7 +33,7 @@
   }
 
   function onState(state) {
-    const paused = main.querySelector('.class-banner[data-kind="state"]');
+    const paused = document.getElementById("main").querySelector('.class-banner[data-kind="state"]');
     if (state === "open") {
       if (paused) paused.remove();
     } else if (state === "paused") {

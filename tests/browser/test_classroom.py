@@ -12,8 +12,14 @@ def test_a_class_from_join_to_end_in_two_browsers(live_site, start_class, join_c
     assert re.fullmatch(r"[A-Z0-9]{6}", code)
     learner = join_class(code, "Ada")
     teacher.locator("tr", has_text="Ada").wait_for(timeout=5000)  # joined, shown live
+    # The class's lessons open in place, as the home page's do: the class's own script,
+    # run on the class page, must then tell the lesson's page what the instructor says.
+    learner.evaluate("window.classPageHere = true")
+    learner.wait_for_function("!!(window.Terminal && window.containedSwap)")
     learner.click("text=PID namespaces")
     learner.wait_for_function("window.contained && window.contained.text().includes('# ')")
+    assert learner.evaluate("window.classPageHere === true")
+    assert learner.url.endswith("/lessons/pid-namespaces/")
     step = learner.locator("#step-become-pid-1")
     step.locator("pre button", has_text="Run in terminal").click()
     learner.locator("#step-become-pid-1.step-passed").wait_for(timeout=20000)
