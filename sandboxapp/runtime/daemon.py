@@ -933,12 +933,12 @@ def main(argv: list[str] | None = None) -> None:
     # Each sandbox holds a few fds here (pidfd, control socket, PTY, clients): 1024 is ~200.
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    # uvloop for the daemon's own loop (one echo's round trip through it is 20-35 % less
-    # at the 99th percentile with 200 terminals, bench-sandboxd). Only this loop: pyroute2
-    # makes loops of its own for netlink sockets, which uvloop cannot open.
     # What the imports made lives as long as the daemon: out of every cycle collection
     # (35,000 objects, 15 ms of each full one here). See sandboxapp/daphne_on_uvloop.py.
     gc.freeze()
+    # uvloop for the daemon's own loop (one echo's round trip through it is 20-35 % less
+    # at the 99th percentile with 200 terminals, bench-sandboxd). Only this loop: pyroute2
+    # makes loops of its own for netlink sockets, which uvloop cannot open.
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(Daemon(DaemonConfig.from_json(args.config)).run())
 
