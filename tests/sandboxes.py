@@ -15,11 +15,14 @@ import shutil
 import signal
 import subprocess
 import tempfile
-from collections.abc import Iterator
+import time
+import warnings
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
 
+from sandboxapp.runtime import syscalls as sc
 from sandboxapp.runtime.cgroups import SPARE_PREFIX, detect
 from sandboxapp.runtime.client import (
     Output,
@@ -39,21 +42,22 @@ GUARD_MEMORY = 6 * 1024**3
 GUARD_PIDS = 4096
 
 
-@pytest.fixture(scope="session")
-def guard() -> Iterator[str]:
-    """A cgroup around this test process and every sandbox it makes."""
-    if os.geteuid() != 0:
-        pytest.fail("runtime tests need root: run `make test` as root", pytrace=False)
+GUARD_PREFIX = "contained-tests-"
+STATE_ROOT = Path("/var/lib/contained-tests")
+
+
+def guard_make(pid: int) -> tuple[str, list[tuple[Path, str]]]:
+    """The guard cgroup of the test session `pid` (limits, a "runner" child), with `pid`
+    moved into its runner; returns its name and where `pid` was, to go back to."""
     backend = detect()
-    name = f"contained-tests-{os.getpid()}"
-    me = str(os.getpid())
+    name = f"{GUARD_PREFIX}{pid}"
     original: list[tuple[Path, str]] = []
     if backend.version == 2:
         backend.prepare_parent(f"{name}/sandboxes")
     for h in backend.hierarchies:
         guard_dir = h.mountpoint / name
         guard_dir.mkdir(exist_ok=True)
-        original.append((h.mountpoint / _cgroup_of_self(h, backend.version).lstrip("/"), me))
+        original.append((h.mountpoint / _cgroup_of_self(h, backend.version).lstrip("/"), str(pid)))
         limits = {"memory": ("memory.limit_in_bytes", "memory.max"), "pids": ("pids.max",) * 2}
         for controller, files in limits.items():
             if controller in h.controllers:
@@ -62,14 +66,100 @@ def guard() -> Iterator[str]:
                 )
         # The runner is a sibling of the sandboxes' parent: reconcile never touches it.
         (guard_dir / "runner").mkdir()
-        (guard_dir / "runner" / "cgroup.procs").write_text(me)
+        (guard_dir / "runner" / "cgroup.procs").write_text(str(pid))
+    return name, original
+
+
+def session_config(pid: int) -> RuntimeConfig:
+    """The runtime settings of the test session `pid`: its own state and cgroup parent."""
+    return RuntimeConfig(
+        state_dir=STATE_ROOT / str(pid),
+        cgroup_parent=f"{GUARD_PREFIX}{pid}/sandboxes",
+        max_sandboxes=50,
+    )
+
+
+def leftovers_remove() -> list[int]:
+    """Remove what test sessions killed outright (SIGKILL, a lost terminal) left: their
+    sandboxd and zygote, their sandboxes, their guard cgroups and state. Sessions still
+    running are left alone. Returns the pids of the sessions cleaned up.
+
+    The sandboxes go through the runtime's own reconcile, as after a crashed sandboxd,
+    once the processes that owned them are gone."""
+    hierarchies = detect().hierarchies
+    names = [
+        p.name[len(GUARD_PREFIX) :]
+        for h in hierarchies
+        for p in h.mountpoint.glob(f"{GUARD_PREFIX}*")
+    ]
+    if STATE_ROOT.is_dir():
+        names += os.listdir(STATE_ROOT)
+    dead = sorted({int(n) for n in names if n.isdigit() and not Path(f"/proc/{n}").exists()})
+    for pid in dead:
+        guards = [h.mountpoint / f"{GUARD_PREFIX}{pid}" for h in hierarchies]
+        _kill_in(g / "runner" for g in guards)
+        config = session_config(pid)
+        if config.state_dir.is_dir():
+            reconcile(config)
+        _kill_in(guards)
+        for guard_dir in guards:
+            for sub, _, _ in os.walk(guard_dir, topdown=False):
+                os.rmdir(sub)
+        if config.state_dir.is_dir():
+            _unmount_below(config.state_dir)
+            shutil.rmtree(config.state_dir)
+    return dead
+
+
+def _kill_in(cgroups: Iterable[Path]) -> None:
+    """SIGKILL every process in these cgroups and below, until none is left."""
+    tops = [c for c in cgroups if c.is_dir()]
+    for _ in range(200):
+        pids = {int(pid) for top in tops for sub, _, _ in os.walk(top) for pid in _procs(sub)}
+        if not pids:
+            return
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.05)
+    raise RuntimeError(f"processes outlived SIGKILL in {tops}")
+
+
+def _procs(cgroup: str) -> list[str]:
+    try:
+        return (Path(cgroup) / "cgroup.procs").read_text().split()
+    except FileNotFoundError:  # removed meanwhile
+        return []
+
+
+def _unmount_below(path: Path) -> None:
+    """Detach whatever is still mounted under `path`, deepest first, so that removing it
+    never reaches into a mounted file system."""
+    targets = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+    for target in sorted(
+        (t for t in targets if t == str(path) or t.startswith(f"{path}/")), reverse=True
+    ):
+        with contextlib.suppress(OSError):
+            sc.umount2(target, sc.MNT_DETACH)
+
+
+@pytest.fixture(scope="session")
+def guard() -> Iterator[str]:
+    """A cgroup around this test process and every sandbox it makes."""
+    if os.geteuid() != 0:
+        pytest.fail("runtime tests need root: run `make test` as root", pytrace=False)
+    try:
+        leftovers_remove()
+    except (OSError, RuntimeError) as exc:  # theirs, not this session's: say so, go on
+        warnings.warn(f"could not remove what a killed test session left: {exc}", stacklevel=1)
+    name, original = guard_make(os.getpid())
     try:
         yield name
     finally:
         zygote_stop()  # started in here, it would keep the guard cgroup busy
         for path, pid in original:
             (path / "cgroup.procs").write_text(pid)
-        for h in backend.hierarchies:
+        for h in detect().hierarchies:
             for sub, _, _ in os.walk(h.mountpoint / name, topdown=False):
                 os.rmdir(sub)
 
@@ -97,16 +187,17 @@ def spare_cgroup_dirs(config: RuntimeConfig) -> list[Path]:
 def config(guard: str) -> Iterator[RuntimeConfig]:
     # Not under /tmp/pytest-of-root (mode 0700): each sandbox's unprivileged root must
     # be able to reach its layers.
-    state = Path("/var/lib/contained-tests") / str(os.getpid())
+    # A parent of their own (`guard`/sandboxes): reconcile removes every cgroup under it
+    # that is not a live sandbox, and this test process lives in the guard's "runner".
+    session = session_config(os.getpid())
+    state = session.state_dir
     state.mkdir(parents=True, mode=0o711)
     os.chmod(state.parent, 0o711)
     try:
-        # A parent of their own: reconcile removes every cgroup under it that is not a
-        # live sandbox, and this test process lives in the guard's "runner" sibling.
-        yield RuntimeConfig(state_dir=state, cgroup_parent=f"{guard}/sandboxes", max_sandboxes=50)
+        yield session
     finally:
         # Whatever a failed test left (a mounted layer, a cgroup) goes before its files.
-        reconcile(RuntimeConfig(state_dir=state, cgroup_parent=f"{guard}/sandboxes"))
+        reconcile(session)
         shutil.rmtree(state, ignore_errors=True)
 
 
