@@ -103,8 +103,7 @@ def leftovers_remove() -> list[int]:
             reconcile(config)
         _kill_in(guards)
         for guard_dir in guards:
-            for sub, _, _ in os.walk(guard_dir, topdown=False):
-                os.rmdir(sub)
+            _cgroup_tree_remove(guard_dir)
         if config.state_dir.is_dir():
             _unmount_below(config.state_dir)
             shutil.rmtree(config.state_dir)
@@ -123,6 +122,12 @@ def _kill_in(cgroups: Iterable[Path]) -> None:
                 os.kill(pid, signal.SIGKILL)
         time.sleep(0.05)
     raise RuntimeError(f"processes outlived SIGKILL in {tops}")
+
+
+def _cgroup_tree_remove(top: Path) -> None:
+    """Remove an emptied cgroup and its children, the deepest first."""
+    for sub, _, _ in os.walk(top, topdown=False):
+        os.rmdir(sub)
 
 
 def _procs(cgroup: str) -> list[str]:
@@ -160,8 +165,7 @@ def guard() -> Iterator[str]:
         for path, pid in original:
             (path / "cgroup.procs").write_text(pid)
         for h in detect().hierarchies:
-            for sub, _, _ in os.walk(h.mountpoint / name, topdown=False):
-                os.rmdir(sub)
+            _cgroup_tree_remove(h.mountpoint / name)
 
 
 def _cgroup_of_self(hierarchy, version: int) -> str:
