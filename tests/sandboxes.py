@@ -15,15 +15,14 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from sandboxapp.runtime import syscalls as sc
-from sandboxapp.runtime.cgroups import SPARE_PREFIX, detect
+from sandboxapp.runtime.cgroups import SPARE_PREFIX, SandboxCgroup, detect
 from sandboxapp.runtime.client import (
     Output,
     SandboxdClient,
@@ -86,55 +85,29 @@ def leftovers_remove() -> list[int]:
 
     The sandboxes go through the runtime's own reconcile, as after a crashed sandboxd,
     once the processes that owned them are gone."""
-    hierarchies = detect().hierarchies
+    backend = detect()
     names = [
         p.name[len(GUARD_PREFIX) :]
-        for h in hierarchies
+        for h in backend.hierarchies
         for p in h.mountpoint.glob(f"{GUARD_PREFIX}*")
     ]
     if STATE_ROOT.is_dir():
         names += os.listdir(STATE_ROOT)
     dead = sorted({int(n) for n in names if n.isdigit() and not Path(f"/proc/{n}").exists()})
     for pid in dead:
-        guards = [h.mountpoint / f"{GUARD_PREFIX}{pid}" for h in hierarchies]
-        _kill_in(g / "runner" for g in guards)
+        guard = SandboxCgroup(backend, "", f"{GUARD_PREFIX}{pid}")
+        runners = [g / "runner" for g in guard.outer if (g / "runner").is_dir()]
+        if runners:  # the session's sandboxd and zygote, which own its sandboxes
+            backend.kill(runners)
         config = session_config(pid)
         if config.state_dir.is_dir():
             reconcile(config)
-        _kill_in(guards)
-        for guard_dir in guards:
-            _cgroup_tree_remove(guard_dir)
+        # Whatever reconcile left in the guard (a cgroup with no state), then the guard.
+        guard.destroy()
         if config.state_dir.is_dir():
             _unmount_below(config.state_dir)
             shutil.rmtree(config.state_dir)
     return dead
-
-
-def _kill_in(cgroups: Iterable[Path]) -> None:
-    """SIGKILL every process in these cgroups and below, until none is left."""
-    tops = [c for c in cgroups if c.is_dir()]
-    for _ in range(200):
-        pids = {int(pid) for top in tops for sub, _, _ in os.walk(top) for pid in _procs(sub)}
-        if not pids:
-            return
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        time.sleep(0.05)
-    raise RuntimeError(f"processes outlived SIGKILL in {tops}")
-
-
-def _cgroup_tree_remove(top: Path) -> None:
-    """Remove an emptied cgroup and its children, the deepest first."""
-    for sub, _, _ in os.walk(top, topdown=False):
-        os.rmdir(sub)
-
-
-def _procs(cgroup: str) -> list[str]:
-    try:
-        return (Path(cgroup) / "cgroup.procs").read_text().split()
-    except FileNotFoundError:  # removed meanwhile
-        return []
 
 
 def _unmount_below(path: Path) -> None:
@@ -165,7 +138,8 @@ def guard() -> Iterator[str]:
         for path, pid in original:
             (path / "cgroup.procs").write_text(pid)
         for h in detect().hierarchies:
-            _cgroup_tree_remove(h.mountpoint / name)
+            for sub, _, _ in os.walk(h.mountpoint / name, topdown=False):
+                os.rmdir(sub)
 
 
 def _cgroup_of_self(hierarchy, version: int) -> str:
