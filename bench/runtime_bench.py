@@ -23,7 +23,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from sandboxapp.runtime import ids
 from sandboxapp.runtime.sandbox import RuntimeConfig, Sandbox, sandbox_create
 from sandboxapp.runtime.spec import SandboxSpec
 
@@ -97,9 +96,7 @@ def _contained_once(config: RuntimeConfig, first_exec: list[float]) -> Callable[
     def once(i: int) -> None:
         name = f"bench-{i + 1}"
         started = time.perf_counter()
-        sandbox = sandbox_create(
-            SandboxSpec(name=name, uid_base=ids.ids_borrow(config.state_dir, name)), config
-        )
+        sandbox = sandbox_create(SandboxSpec(name=name), config)
         try:
             code, _ = sandbox.run(["/bin/true"])
             assert code == 0
@@ -129,8 +126,7 @@ def idle_memory_kib(config: RuntimeConfig, count: int) -> float:
     try:
         for i in range(count):
             name = f"idle-{i}"
-            spec = SandboxSpec(name=name, uid_base=ids.ids_borrow(config.state_dir, name))
-            sandboxes.append(sandbox_create(spec, config))
+            sandboxes.append(sandbox_create(SandboxSpec(name=name), config))
         time.sleep(0.5)
         return (_used_kib() - before) / max(count, 1)
     finally:

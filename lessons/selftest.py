@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from lessons.loader import LessonSource
-from sandboxapp.runtime import ids, network, volumes
+from sandboxapp.runtime import network, volumes
 from sandboxapp.runtime.checks import check_run
 from sandboxapp.runtime.sandbox import RuntimeConfig, Sandbox, sandbox_create, sandbox_link
 from sandboxapp.runtime.spec import SandboxSpec
@@ -40,14 +40,7 @@ class Case:
 
 @contextmanager
 def _sandbox(config: RuntimeConfig) -> Iterator[Sandbox]:
-    name = f"selftest-{secrets.token_hex(3)}"
-    uid_base = ids.ids_borrow(config.state_dir, name)
-    try:
-        sandbox = sandbox_create(SandboxSpec(name=name, uid_base=uid_base), config)
-    except BaseException:
-        ids.release_ids(config.state_dir, uid_base, ids.borrower(name))
-        raise
-    with sandbox:
+    with sandbox_create(SandboxSpec(name=f"selftest-{secrets.token_hex(3)}"), config) as sandbox:
         yield sandbox
 
 
@@ -59,10 +52,8 @@ def _machines(lesson: LessonSource, config: RuntimeConfig) -> Iterator[dict[str,
     made: dict[str, Sandbox] = {}
     try:
         for node in lesson.nodes:
-            volume = f"{learner}.{node}"
             spec = SandboxSpec(
                 name=f"{learner}--{node}",
-                uid_base=ids.ids_for_learner(config.state_dir, volume),
                 learner=learner,
                 node=node,
                 hostname=node,
@@ -81,7 +72,6 @@ def _machines(lesson: LessonSource, config: RuntimeConfig) -> Iterator[dict[str,
             sandbox.destroy()
         for node in lesson.nodes:
             volumes.volume_delete(config.state_dir, f"{learner}.{node}")
-            ids.ids_forget(config.state_dir, f"{learner}.{node}")
 
 
 @contextmanager

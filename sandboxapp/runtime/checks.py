@@ -212,7 +212,7 @@ def root_in_own_user_namespace(sandbox: Sandbox, params: dict) -> Outcome:
     for p in nested:
         fields = p.uid_map.split()
         if len(fields) == 3 and fields[0] == "0" and fields[2] == "1" and p.cap_eff:
-            outside = int(fields[1]) - sandbox.spec.uid_base
+            outside = int(fields[1]) - sandbox.uid_base
             return Outcome(
                 True,
                 f"{_who(p)} is root in a new user namespace; outside it is uid {outside} "
@@ -641,7 +641,7 @@ def user_ns_maps_root_to(sandbox: Sandbox, params: dict) -> Outcome:
     """A new user namespace whose root is the sandbox's uid `outside`, written by hand."""
     outside = int(params["outside"])
     init, others = _processes(sandbox)
-    want = f"0 {sandbox.spec.uid_base + outside} 1"
+    want = f"0 {sandbox.uid_base + outside} 1"
     expected = f"a new user namespace whose uid_map maps 0 to uid {outside} of your sandbox, one id"
     nested = [p for p in others if p.namespaces["user"] != init.namespaces["user"]]
     for p in nested:

@@ -1,14 +1,18 @@
 """The child side of a sandbox: everything that runs between fork() and the learner's shell.
 
-One flat, ordered pipeline, the parent side of each step being in sandbox.py:
+One flat, ordered pipeline, the parent side of each step being in sandbox.py. A spare
+(zygote.py) goes as far as it can before anyone takes it:
 
-    C (forked ahead by the     user + pid namespaces, then forks I
-       zygote)
-    I (pid 1 of the sandbox)   waits for its plan; parent writes the id map
-                               mount namespace, root filesystem, pivot_root
-                               learner's user, mount, net, uts, ipc, cgroup namespaces
-                               (C writes their id map)
-                               hostname, loopback, sysfs, delegated cgroups
+    C (forked ahead by the     user + pid namespaces (the zygote writes their id map),
+       zygote)                 then forks I and waits for the take
+    I (pid 1 of the sandbox)   the learner's user, net, uts, ipc namespaces, made by a
+                               helper (I writes their id map), held as fds; `lo` up
+                               mount namespace, staged /proc, /run, /tmp, /dev, pivot
+                               into the stage; then waits for its plan
+      -- taken --              the layers, the overlays, the staged mounts moved in,
+                               pivot_root; joins the learner's namespaces, makes their
+                               mount and cgroup namespaces
+                               hostname, sysfs, delegated cgroups
                                capabilities, no_new_privs, seccomp (all inherited)
                                then: init (reap orphans, start processes on request,
                                exit when the parent's end of the control socket closes)
@@ -53,22 +57,16 @@ SIOCSIFFLAGS = 0x8914
 IFF_UP = 0x1
 TIOCSPTLCK = 0x40045431
 
-# Namespaces created for the learner inside the sandbox's outer user namespace. The
-# outer one holds only the pid namespace, so the learner's root cannot remove the mounts
-# made before it existed.
-INNER_NAMESPACES = (
-    sc.CLONE_NEWUSER
-    | sc.CLONE_NEWNS
-    | sc.CLONE_NEWNET
-    | sc.CLONE_NEWUTS
-    | sc.CLONE_NEWIPC
-    | sc.CLONE_NEWCGROUP
-)
+# The learner's namespaces made ahead, inside the sandbox's outer user namespace (which
+# holds only the pid namespace), and joined by the init at the take. Their mount and
+# cgroup namespaces are made then: so the learner's root cannot remove the mounts made
+# before, and the cgroup namespace is rooted at the sandbox's cgroup.
+LEARNER_AHEAD = sc.CLONE_NEWUSER | sc.CLONE_NEWNET | sc.CLONE_NEWUTS | sc.CLONE_NEWIPC
 INIT_TITLE = "init [contained]"
 # Starts a process on a terminal, as its controlling one: see _popen.
 SETSID_CTTY = ("/usr/bin/setsid", "--ctty")
-# The parent's message with the id map written: this prefix, then the pickled plan.
-MAPPED = b"mapped\n"
+# The parent's message to the init: this prefix, then the pickled plan.
+PLAN = b"plan\n"
 MAX_PLAN = 1 << 20
 
 
@@ -81,6 +79,8 @@ class ChildPlan:
     inner_ops: list[rootfs.Op]
     hosts: str
     seccomp: bytes
+    # What the detached mounts sent with the plan are, in order (rootfs.MoveFd keys).
+    layers: tuple[str, ...] = ("image", "usr")
 
 
 def _fail(sock: socket.socket, stage: str, exc: BaseException) -> None:
@@ -105,11 +105,20 @@ def _close_fds_except(keep: list[int]) -> None:
             low = fd + 1
 
 
-def run_c(sock: socket.socket, cgroup_ready: int, cgroup_procs: list[int]) -> None:
+@dataclass(frozen=True)
+class OuterMap:
+    """C's pipes to the zygote, which writes the id map of C's user namespace."""
+
+    unshared: int  # (write) the namespace exists
+    mapped: int  # (read) the zygote wrote its map
+
+
+def run_c(sock: socket.socket, cgroup_ready: int, cgroup_procs: list[int], outer: OuterMap) -> None:
     """C: join the cgroups the zygote made for this spare, if any (the init forked next is
-    then born in them), create the outer user and pid namespaces and fork the sandbox's
-    pid 1, which waits for its plan. The zygote forks C ahead of need: until the plan
-    comes, C and the init are an empty pair of namespaces that nothing else shares."""
+    then born in them), create the outer user and pid namespaces, have the zygote map
+    them to the spare's block of host ids, and fork the sandbox's pid 1, which waits for
+    its plan. The zygote forks C ahead of need: until the plan comes, C and the init are
+    an empty pair of namespaces that nothing else shares."""
     stage = "user namespace"
     try:
         for fd in cgroup_procs:
@@ -117,37 +126,28 @@ def run_c(sock: socket.socket, cgroup_ready: int, cgroup_procs: list[int]) -> No
             # where the init is before it counts on the move.
             with contextlib.suppress(OSError):
                 os.write(fd, b"0")
-        _close_fds_except([sock.fileno(), cgroup_ready])
+        _close_fds_except([sock.fileno(), cgroup_ready, outer.unshared, outer.mapped])
         os.setsid()
         sc.unshare(sc.CLONE_NEWUSER | sc.CLONE_NEWPID)
+        stage = "id map"
+        os.write(outer.unshared, b"u")
+        if os.read(outer.mapped, 1) != b"m":
+            raise OSError("the zygote did not map the sandbox's ids")
+        os.close(outer.unshared)
+        os.close(outer.mapped)
         stage = "fork pid 1"
-        unshared_r, unshared_w = os.pipe()
-        mapped_r, mapped_w = os.pipe()
+        taken_r, taken_w = os.pipe()
         pid = sc.fork_single_threaded()
         if pid == 0:
-            os.close(unshared_r)
-            os.close(mapped_w)
-            _run_init(sock, _Handshake(cgroup_ready, unshared_w, mapped_r))
+            os.close(taken_r)
+            _run_init(sock, _Handshake(cgroup_ready, taken_w))
         os.close(cgroup_ready)
-        os.close(unshared_w)
-        os.close(mapped_r)
+        os.close(taken_w)
         sock.send(b"init %d" % pid)
         sock.close()  # from here on the socket is the init's and the parent's alone
-        # C lives in the outer user namespace, the parent of the learner's: of everyone,
-        # only it (or another process in there) may write the learner's id map.
-        stage = "learner id map"
-        if os.read(unshared_r, 1) == b"u":
-            # Identity: the learner's root is the sandbox's root, which the parent
-            # mapped to this sandbox's own block of host ids (before the plan, so before
-            # the init unshared). C's capabilities in the outer namespace are all the
-            # kernel asks for: C need not become anyone first.
-            for name in ("uid_map", "gid_map"):
-                fd = os.open(f"/proc/{pid}/{name}", os.O_WRONLY)
-                try:
-                    os.write(fd, b"0 0 65536\n")
-                finally:
-                    os.close(fd)
-            os.write(mapped_w, b"m")
+        # Until a sandbox takes the spare (or the init dies): gone earlier, we would hand
+        # the init to a reaper of orphans before the parent is there to be that.
+        os.read(taken_r, 1)
         os._exit(0)
     except BaseException as exc:  # noqa: BLE001 - every failure must reach the parent
         _fail(sock, stage, exc)
@@ -155,31 +155,118 @@ def run_c(sock: socket.socket, cgroup_ready: int, cgroup_procs: list[int]) -> No
 
 @dataclass(frozen=True)
 class _Handshake:
-    """Pipes by which the init waits for the others' parts of the set-up."""
+    """The init's pipes to the others of the set-up."""
 
-    cgroup_ready: int  # the parent has moved the init into the sandbox's cgroup
-    unshared: int  # (write) the learner's user namespace exists: C may map it
-    mapped: int  # (read) C wrote the map
+    cgroup_ready: int  # (read) the parent has moved the init into the sandbox's cgroup
+    taken: int  # (write) closed once a sandbox has taken the spare: C may exit
+
+
+@dataclass(frozen=True)
+class _LearnerNamespaces:
+    """The learner's user, network, uts and ipc namespaces, made while the spare waits.
+
+    A network namespace is most of a namespace set-up's cost (about a millisecond). The
+    learner's namespaces must be children of the sandbox's outer user namespace, which
+    the zygote maps before the init exists, so a helper H, forked by the init, makes them
+    ahead: the init writes their id map, H brings `lo` up, the init opens them and ends H.
+    At the take, the init joins them and makes the learner's mount and cgroup namespaces.
+    """
+
+    fds: tuple[int, ...]  # user first: the others are owned by it
+
+    @classmethod
+    def make(cls) -> _LearnerNamespaces:
+        news_r, news_w = os.pipe()
+        pid = sc.fork_single_threaded()
+        if pid == 0:
+            try:
+                os.close(news_r)
+                # Becoming the sandbox's root made the init undumpable, and with it our
+                # /proc files host root's: the init could neither write our id map nor
+                # open our namespaces. Only the init runs as this block of ids yet.
+                sc.prctl(sc.PR_SET_DUMPABLE, 1)
+                sc.unshare(LEARNER_AHEAD)
+                os.write(news_w, b"u")
+                _loopback_up()
+                os.write(news_w, b"l")
+                while True:
+                    signal.pause()  # until the init has opened our namespaces
+            finally:
+                os._exit(1)
+        os.close(news_w)
+        pidfd = os.pidfd_open(pid)
+        try:
+            if os.read(news_r, 1) != b"u":
+                raise OSError("the learner's namespaces could not be made")
+            # /proc is still the host's here: the helper is under its host pid.
+            proc = f"/proc/{_host_pid(pidfd)}"
+            for name in ("uid_map", "gid_map"):
+                fd = os.open(f"{proc}/{name}", os.O_WRONLY)
+                try:
+                    # Identity: the learner's root is the sandbox's root.
+                    os.write(fd, b"0 0 65536\n")
+                finally:
+                    os.close(fd)
+            if os.read(news_r, 1) != b"l":
+                raise OSError("the learner's loopback could not be brought up")
+            fds = tuple(
+                os.open(f"{proc}/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC)
+                for kind in ("user", "net", "uts", "ipc")
+            )
+        finally:
+            os.close(news_r)
+            sc.pidfd_send_signal(pidfd, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            os.close(pidfd)
+        return cls(fds)
+
+    def enter(self) -> None:
+        """Join them, then make the learner's mount namespace (every mount made so far
+        becomes locked: owned by the outer namespace, which the learner is not in) and
+        cgroup namespace (rooted at the sandbox's cgroup, which the init is in now)."""
+        for fd in self.fds:
+            sc.setns(fd, 0)
+            os.close(fd)
+        sc.unshare(sc.CLONE_NEWNS | sc.CLONE_NEWCGROUP)
+        os.setresgid(0, 0, 0)
+        os.setresuid(0, 0, 0)
+        # Root's own groups only (the zygote's, from the host, would show as nogroup):
+        # what every process the init spawns as root starts with.
+        os.setgroups([0])
+
+
+def _host_pid(pidfd: int) -> int:
+    with open(f"/proc/self/fdinfo/{pidfd}") as f:
+        for line in f:
+            if line.startswith("Pid:"):
+                return int(line.split()[1])
+    raise OSError("no pid in the pidfd's fdinfo")
 
 
 def _run_init(sock: socket.socket, handshake: _Handshake) -> None:
-    stage = "plan"
+    stage = "learner namespaces"
     try:
         _warm_up()
-        # The plan, pickled by the parent (host root, this same program), and the two
-        # idmapped layers. Only the parent holds the other end of this socket.
-        message, fds = sc.recv_fds(sock, MAX_PLAN, 2)
-        if not message.startswith(MAPPED):
-            os._exit(1)  # the parent or the zygote is gone
-        started = time.perf_counter()
-        plan = pickle.loads(message[len(MAPPED) :])
-        layers = dict(zip(("image", "usr"), fds, strict=True))
-        stage = "mount namespace"
-        # The sandbox's root, now that the parent has mapped it to the sandbox's ids.
+        # The sandbox's root: the zygote mapped it to the spare's block of host ids.
         os.setresgid(0, 0, 0)
         os.setresuid(0, 0, 0)
+        learner = _LearnerNamespaces.make()
+        stage = "staged mounts"
+        # What every sandbox mounts, in a mount namespace of our own, while nobody waits.
+        # From here on the init sees only the stage, none of the host's files.
         sc.unshare(sc.CLONE_NEWNS)
         sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
+        rootfs.apply(rootfs.plan_stage(), {})
+        stage = "plan"
+        # The plan, pickled by the parent (host root, this same program), and the
+        # idmapped layers. Only the parent holds the other end of this socket.
+        message, fds = sc.recv_fds(sock, MAX_PLAN, 3)
+        if not message.startswith(PLAN):
+            os._exit(1)  # the parent or the zygote is gone
+        started = time.perf_counter()
+        os.close(handshake.taken)  # C may go: the parent reaps us from here on
+        plan = pickle.loads(message[len(PLAN) :])
+        layers = dict(zip(plan.layers, fds, strict=True))
         stage = "root filesystem"
         rootfs.apply(plan.root_ops, layers)
         for fd in fds:
@@ -191,11 +278,9 @@ def _run_init(sock: socket.socket, handshake: _Handshake) -> None:
             os._exit(1)
         os.close(handshake.cgroup_ready)
         stage = "learner namespaces"
-        _enter_inner_namespaces(handshake)
+        learner.enter()
         stage = "hostname"
         socket.sethostname(plan.hostname)
-        stage = "loopback"
-        _loopback_up()
         stage = "sysfs and cgroups"
         rootfs.apply(plan.inner_ops, {})
         stage = "/etc"
@@ -229,7 +314,7 @@ def _warm_up() -> None:
     longer delay the set-up or the learner's first process (about a millisecond here for
     the plan, half of one for the spawn); the pages were to be the init's anyway.
     """
-    layout = rootfs.Layout("/nonexistent", None, 0)
+    layout = rootfs.Layout(True, 0)
     sample = ChildPlan("warm-up", rootfs.plan_root(layout), rootfs.plan_inner([]), "", b"")
     pickle.loads(pickle.dumps(sample))
     # A program that cannot exist (/dev/null is no directory): the whole spawn but the exec
@@ -242,22 +327,6 @@ def _warm_up() -> None:
         pass
     finally:
         os.close(null)
-
-
-def _enter_inner_namespaces(handshake: _Handshake) -> None:
-    """Unshare the learner's namespaces; C, waiting in the outer user namespace,
-    writes the id map of the new one."""
-    sc.unshare(INNER_NAMESPACES)
-    os.write(handshake.unshared, b"u")
-    if os.read(handshake.mapped, 1) != b"m":
-        raise OSError("could not write the learner's id map")
-    os.close(handshake.unshared)
-    os.close(handshake.mapped)
-    os.setresgid(0, 0, 0)
-    os.setresuid(0, 0, 0)
-    # Root's own groups only (the zygote's, from the host, would show as nogroup): what
-    # every process the init spawns as root starts with.
-    os.setgroups([0])
 
 
 def _loopback_up() -> None:

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import uvloop
 
-from . import ids, network, recordings, volumes, wire
+from . import network, recordings, volumes, wire
 from .checks import CheckError, check_problems, check_run
 from .client import SandboxdError, Unavailable, call_sync
 from .image import image_ensure
@@ -232,7 +232,7 @@ class Daemon:
             usr = await asyncio.to_thread(sandbox_usr, self.config.runtime.state_dir)
             report = await asyncio.to_thread(reconcile, self.config.runtime)
             # Before the first learner, who would otherwise wait for them.
-            await asyncio.to_thread(zygote_start)
+            await asyncio.to_thread(zygote_start, self.config.runtime.state_dir)
             await asyncio.to_thread(image_ensure, self.config.runtime.state_dir)
         except SandboxError as exc:  # the host cannot run sandboxes as set up: say why
             raise SystemExit(f"sandboxd cannot start: {exc}") from None
@@ -381,11 +381,11 @@ class Daemon:
             self._admit(learner)
             # A lesson's node is called by its name (`web`), as the learner thinks of it.
             spec_base = SandboxSpec(
-                name=name, uid_base=0, learner=learner, node=node_name, hostname=node_name or ""
+                name=name, learner=learner, node=node_name, hostname=node_name or ""
             )
             try:
                 sandbox = await asyncio.to_thread(self._create, spec_base, limits, shell)
-            except (SpecError, SandboxError, VolumeError, ids.IdsExhausted) as exc:
+            except (SpecError, SandboxError, VolumeError) as exc:
                 log.warning("could not start %s: %s", name, exc)
                 raise Refused("failed", f"could not start your sandbox: {exc}") from None
             node = Node(learner, node_name, sandbox, notice=self.notices.pop(name, None))
@@ -424,10 +424,8 @@ class Daemon:
                 log.info("formatted %d spare layers", made)
 
     def _create(self, spec: SandboxSpec, limits: Limits, shell: tuple[int, int] | None) -> Sandbox:
-        state_dir = self.config.runtime.state_dir
-        uid_base = ids.ids_for_learner(state_dir, str(spec.volume))
         return sandbox_create(
-            replace(spec, uid_base=uid_base, limits=limits),
+            replace(spec, limits=limits),
             self.config.runtime,
             first=None if shell is None else (SHELL, shell),
         )
@@ -655,7 +653,6 @@ class Daemon:
         deleted = volumes.volumes_of(state_dir, learner)
         for volume in deleted:
             volumes.volume_delete(state_dir, volume)
-            ids.ids_forget(state_dir, volume)
         return deleted
 
     async def op_destroy(self, message: dict) -> dict:

@@ -100,6 +100,11 @@ def reconcile(config: RuntimeConfig) -> ReconcileReport:
         if sandbox not in report.live:
             ids.release_ids(config.state_dir, block_base, ids.borrower(sandbox))
             report.freed_id_blocks.append(block_base)
+    # A spare's block is its asker's until a sandbox takes it.
+    for spare, block_base in ids.borrowed_blocks(config.state_dir, kind="spare").items():
+        if not spare_owner_alive(spare):
+            ids.release_ids(config.state_dir, block_base, ids.spare_owner(spare))
+            report.freed_id_blocks.append(block_base)
     report.removed_spares = volumes.volume_spares_tidy(config.state_dir)
     # veth ends still in the host's namespace: a crash between making and moving them.
     report.deleted_links = network.leftover_veths()
@@ -119,7 +124,7 @@ def reconcile_one(config: RuntimeConfig, name: str) -> None:
     _remove(config, name)
     if state is not None and state.volume:
         volumes.volume_release_if_unused(config.state_dir, state.volume)
-    if state is not None and state.learner is None:
+    if state is not None:
         ids.release_ids(config.state_dir, state.uid_base, ids.borrower(name))
 
 

@@ -1,11 +1,16 @@
 """The sandbox's filesystem, described as a list of operations, then carried out.
 
-Two plans, in the order the child runs them:
+Three plans, in the order the child runs them:
 
-* `plan_root` runs as the sandbox's outer root (before the learner's user namespace):
-  overlays, /proc with its masks, /dev, tmpfs, then pivot_root. The learner's user
-  namespace is created afterwards, so the kernel locks every one of these mounts: the
-  learner cannot unmount a mask or look under it.
+* `plan_stage` runs in a spare, while nobody waits, as the sandbox's outer root, in a
+  mount namespace of its own: what every sandbox mounts whoever its learner is (/proc
+  with its masks, /run with the hidden proc and sysfs, /tmp, /dev), staged on a tmpfs,
+  into which it then pivots. The spare holds no copy of the host's mounts while it waits
+  (a learner's layer mounted meanwhile would live on in it).
+* `plan_root` runs when a sandbox takes the spare: the layers and the overlays on the
+  stage, the staged mounts moved under the new root, then pivot_root. The learner's mount
+  namespace is created afterwards, owned by their user namespace, so the kernel locks
+  every one of these mounts: the learner cannot unmount a mask or look under it.
 * `plan_inner` runs inside the learner's namespaces: sysfs for the sandbox's own network
   namespace and the delegated cgroup hierarchies.
 
@@ -43,6 +48,12 @@ DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 # is already mounted (mount_too_revealing): the masked /proc is not, these are. Nested
 # `unshare --mount-proc` and `ip netns exec` depend on it.
 HIDDEN = "run/.contained"
+# Where a spare mounts its stage, a tmpfs (over a directory every host has, in the spare's
+# own mount namespace: the host's /tmp is not touched), before it pivots into it. The
+# stage holds the staged mounts, then the mount points of the take.
+STAGE = "/tmp"
+STAGED = ("proc", "run", "tmp", "dev")
+TAKE_POINTS = ("root", "lower-image", "lower-usr", "volume", "scratch")
 
 
 @dataclass(frozen=True)
@@ -96,42 +107,70 @@ class BindDevice:
 
 
 @dataclass(frozen=True)
+class Move:
+    """Move a mount, and every mount under it, from `source` to `target`."""
+
+    source: str
+    target: str
+
+
+@dataclass(frozen=True)
 class PivotRoot:
     path: str
 
 
-Op = Mount | MoveFd | Mkdir | Symlink | MaskFile | MaskDir | ReadOnly | BindDevice | PivotRoot
+Op = (
+    Mount | MoveFd | Move | Mkdir | Symlink | MaskFile | MaskDir | ReadOnly | BindDevice | PivotRoot
+)
 
 
 @dataclass(frozen=True)
 class Layout:
-    """Host-side paths for one sandbox, all in the child's private mount namespace."""
+    """One sandbox's layers, as the stage (the spare's root) has their mount points."""
 
-    rundir: str  # per-sandbox directory: mount points for the layers and the new root
-    volume: str | None  # the learner's persistent layer (None: a throwaway tmpfs)
+    volume: bool  # the learner's persistent layer, passed idmapped (False: a throwaway tmpfs)
     disk_bytes: int
 
-    @property
-    def root(self) -> str:
-        return f"{self.rundir}/root"
+    root = "/root"
 
     @property
     def writable(self) -> str:
-        return self.volume or f"{self.rundir}/scratch"
+        return "/volume" if self.volume else "/scratch"
+
+
+def plan_stage() -> list[Op]:
+    """What every sandbox mounts under its root, on the stage; then into the stage."""
+    return [
+        Mount("tmpfs", STAGE, "tmpfs", NOSUID_NODEV_NOEXEC, "size=4k,mode=755"),
+        *[Mkdir(f"{STAGE}/{name}") for name in (*STAGED, *TAKE_POINTS)],
+        *_common(STAGE),
+        PivotRoot(STAGE),
+    ]
 
 
 def plan_root(layout: Layout) -> list[Op]:
     r, w = layout.root, layout.writable
     ops: list[Op] = []
-    if layout.volume is None:
+    if layout.volume:
+        ops.append(MoveFd("volume", w))
+    else:
         ops.append(Mount("tmpfs", w, "tmpfs", NOSUID_NODEV, f"size={layout.disk_bytes},mode=755"))
         ops += [Mkdir(f"{w}/{d}") for d in ("root", "root/upper", "root/work")]
         ops += [Mkdir(f"{w}/{d}") for d in ("usr", "usr/upper", "usr/work")]
     ops += [
-        MoveFd("image", f"{layout.rundir}/lower-image"),
-        MoveFd("usr", f"{layout.rundir}/lower-usr"),
-        _overlay(f"{layout.rundir}/lower-image", f"{w}/root", r),
-        _overlay(f"{layout.rundir}/lower-usr", f"{w}/usr", f"{r}/usr"),
+        MoveFd("image", "/lower-image"),
+        MoveFd("usr", "/lower-usr"),
+        _overlay("/lower-image", f"{w}/root", r),
+        _overlay("/lower-usr", f"{w}/usr", f"{r}/usr"),
+        *[Move(f"/{name}", f"{r}/{name}") for name in STAGED],
+        PivotRoot(r),
+    ]
+    return ops
+
+
+def _common(r: str) -> list[Op]:
+    """/proc, /run, /tmp and /dev of a root at `r`."""
+    return [
         Mount("proc", f"{r}/proc", "proc", NOSUID_NODEV_NOEXEC),
         *[MaskFile(f"{r}/{p}") for p in MASKED_FILES],
         *[MaskDir(f"{r}/{p}") for p in MASKED_DIRS],
@@ -165,9 +204,7 @@ def plan_root(layout: Layout) -> list[Op]:
         Symlink("/proc/self/fd/0", f"{r}/dev/stdin"),
         Symlink("/proc/self/fd/1", f"{r}/dev/stdout"),
         Symlink("/proc/self/fd/2", f"{r}/dev/stderr"),
-        PivotRoot(r),
     ]
-    return ops
 
 
 def _overlay(lower: str, writable: str, target: str) -> Mount:
@@ -209,6 +246,8 @@ def _apply(op: Op, fds: dict[str, int]) -> None:
         sc.mount(op.source, op.target, op.fstype, op.flags, op.data)
     elif isinstance(op, MoveFd):
         sc.move_mount_fd(fds[op.key], op.target)
+    elif isinstance(op, Move):
+        sc.mount(op.source, op.target, None, sc.MS_MOVE)
     elif isinstance(op, Mkdir):
         os.mkdir(op.path, op.mode)
     elif isinstance(op, Symlink):

@@ -8,7 +8,7 @@ whose closing ends the sandbox.
 from __future__ import annotations
 
 import contextlib
-import itertools
+import functools
 import json
 import os
 import pickle
@@ -23,8 +23,8 @@ from pathlib import Path
 
 from . import child, ids, image, network, rootfs, security, volumes, zygote
 from . import syscalls as sc
-from .cgroups import SPARE_PREFIX, CgroupBackend, CgroupError, SandboxCgroup, detect
-from .spec import ID_BLOCK, SandboxSpec
+from .cgroups import CgroupBackend, CgroupError, SandboxCgroup, detect
+from .spec import Limits, SandboxSpec
 
 DEFAULT_STATE_DIR = Path("/var/lib/contained")
 # The two users of the default image: uid and home.
@@ -35,8 +35,6 @@ DEFAULT_ENV = {
     "TERM": "xterm-256color",
     "LANG": "C.UTF-8",
 }
-# Under sandboxes/<name>/: mount points, whose mounts exist only in the sandbox's namespace.
-RUNDIR_MOUNTPOINTS = ("root", "lower-image", "lower-usr", "scratch")
 HOSTS = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{name}\n"
 
 
@@ -108,6 +106,8 @@ def state_read(config: RuntimeConfig, name: str) -> SandboxState | None:
 class Sandbox:
     spec: SandboxSpec
     config: RuntimeConfig
+    # The first host uid (and gid) of the block it runs as: its root is this outside.
+    uid_base: int
     init_pid: int
     pidfd: int
     # Our end of the init's control socket; closing it (or dying) ends the sandbox.
@@ -137,7 +137,7 @@ class Sandbox:
             "name": self.name,
             "learner": self.spec.learner,
             "init_pid": self.init_pid,
-            "uid_base": self.spec.uid_base,
+            "uid_base": self.uid_base,
             "startup_ms": round(self.startup_ms, 3),
             "namespaces": namespaces,
             "alive": self.alive(),
@@ -228,7 +228,7 @@ class Sandbox:
                 self.config,
                 self.spec.name,
                 self.spec.volume,
-                self.spec.uid_base,
+                self.uid_base,
                 self.volume_lock,
             )
 
@@ -376,12 +376,16 @@ def _reap(pid: int) -> None:
 
 
 def _cleanup(
-    config: RuntimeConfig, name: str, volume: str | None, uid_base: int, volume_lock: int | None
+    config: RuntimeConfig,
+    name: str,
+    volume: str | None,
+    uid_base: int | None,
+    volume_lock: int | None,
 ) -> None:
     rundir = rundir_of(config, name)
     if volume is not None:
         volumes.volume_release(config.state_dir, volume, volume_lock)
-    else:
+    if uid_base is not None:
         ids.release_ids(config.state_dir, uid_base, ids.borrower(name))
     _rundir_remove(rundir)
 
@@ -391,8 +395,6 @@ def _rundir_remove(rundir: Path) -> None:
     removes whatever else is there."""
     try:
         (rundir / "state.json").unlink(missing_ok=True)
-        for sub in RUNDIR_MOUNTPOINTS:
-            (rundir / sub).rmdir()
         rundir.rmdir()
     except OSError:
         shutil.rmtree(rundir, ignore_errors=True)
@@ -466,29 +468,31 @@ def sandbox_create(
         rundir.mkdir(parents=True)
     except FileExistsError:
         raise SandboxError(f"a sandbox named {spec.name!r} already exists") from None
-    for sub in RUNDIR_MOUNTPOINTS:
-        (rundir / sub).mkdir()
     volume_lock = None
     cgroup = SandboxCgroup(cgroup_backend(), config.cgroup_parent, spec.name)
     try:
         volume_path = None
         if spec.volume is not None:
             volume_path, volume_lock = volumes.volume_acquire(
-                config.state_dir, spec.volume, spec.limits.disk_bytes, spec.uid_base
+                config.state_dir, spec.volume, spec.limits.disk_bytes
             )
         cgroup_backend().prepare_parent(config.cgroup_parent)
-        layout = rootfs.Layout(str(rundir), volume_path, spec.limits.disk_bytes)
+        layout = rootfs.Layout(volume_path is not None, spec.limits.disk_bytes)
         plan = child.ChildPlan(
             hostname=spec.effective_hostname,
             root_ops=rootfs.plan_root(layout),
             inner_ops=rootfs.plan_inner(_cgroup_mounts(cgroup_backend())),
             hosts=HOSTS.format(name=spec.effective_hostname),
             seccomp=security.seccomp_program(),
+            layers=("image", "usr", "volume") if volume_path else ("image", "usr"),
         )
-        sandbox = _start(spec, config, plan, image_path, usr_path, cgroup, volume_lock, first)
+        layers = {"image": image_path, "usr": usr_path}
+        if volume_path is not None:
+            layers["volume"] = Path(volume_path)
+        sandbox = _start(spec, config, plan, layers, cgroup, volume_lock, first)
     except BaseException:
         cgroup.destroy()
-        _cleanup(config, spec.name, spec.volume, spec.uid_base, volume_lock)
+        _cleanup(config, spec.name, spec.volume, None, volume_lock)
         raise
     if first is not None and sandbox.first is not None:
         try:
@@ -511,8 +515,7 @@ def _start(
     spec: SandboxSpec,
     config: RuntimeConfig,
     plan: child.ChildPlan,
-    image_path: Path,
-    usr_path: Path,
+    layers: dict[str, Path],
     cgroup: SandboxCgroup,
     volume_lock: int | None,
     first: tuple[list[str], tuple[int, int]] | None,
@@ -521,30 +524,39 @@ def _start(
     # Each sandbox's init is re-parented to us when its creator exits: we reap it.
     sc.prctl(sc.PR_SET_CHILD_SUBREAPER, 1)
     try:
-        creator = zygote.zygote_fork()
+        creator = zygote.zygote_fork(config.state_dir)
     except zygote.ZygoteError as exc:
         raise SandboxError(f"could not start the sandbox: {exc}") from exc
+    except ids.IdsExhausted as exc:
+        raise HostFull(f"{exc}: try again in a minute") from None
+    # The spare's namespaces are mapped to its id block already: the block is ours now.
+    # The learner's layer keeps the ids seen inside, so any block will do.
+    uid_base = creator.uid_base
     control = creator.control
-    image_fd = usr_fd = userns_fd = -1
+    layer_fds: list[int] = []
+    userns_fd = -1
     init_pid = 0
     first_channel = None
     try:
+        ids.ids_reown(
+            config.state_dir, uid_base, ids.spare_owner(creator.spare), ids.borrower(spec.name)
+        )
         control.settimeout(10)
         init_pid = int(_expect(control, b"init ").split()[1])
-        for name in ("uid_map", "gid_map"):
-            with open(f"/proc/{creator.pid}/{name}", "w") as f:
-                f.write(f"0 {spec.uid_base} {ID_BLOCK}\n")
-        # The image and /usr appear owned by the sandbox's root, not by host root: the
-        # learner may then change anything in their view (copied up to their layer).
+        # Every layer is seen through the sandbox's id map: the image and /usr (host
+        # root's on disk) appear owned by the sandbox's root, so the learner may change
+        # anything in their view (copied up to their layer); the learner's layer keeps
+        # the ids as seen inside, so it works with whatever block the sandbox has.
         userns_fd = os.open(f"/proc/{creator.pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
-        image_fd = sc.open_tree_clone(str(image_path))
-        sc.mount_setattr_idmap(image_fd, userns_fd, sc.MOUNT_ATTR_NOSUID | sc.MOUNT_ATTR_NODEV)
-        usr_fd = sc.open_tree_clone(str(usr_path))
-        sc.mount_setattr_idmap(usr_fd, userns_fd, sc.MOUNT_ATTR_NOSUID | sc.MOUNT_ATTR_NODEV)
-        socket.send_fds(control, [child.MAPPED + pickle.dumps(plan)], [image_fd, usr_fd])
+        for key in plan.layers:
+            layer_fds.append(sc.open_tree_clone(str(layers[key])))
+            sc.mount_setattr_idmap(
+                layer_fds[-1], userns_fd, sc.MOUNT_ATTR_NOSUID | sc.MOUNT_ATTR_NODEV
+            )
+        socket.send_fds(control, [child.PLAN + pickle.dumps(plan)], layer_fds)
         try:
             # While the init mounts its root: the cgroup it waits for.
-            _cgroup_enter(cgroup, creator.cgroups, spec, init_pid)
+            _cgroup_enter(cgroup, creator.cgroups, spec.limits, uid_base, init_pid)
         except (OSError, CgroupError) as exc:
             # Never let an init run outside its limits. If it had failed already, its
             # own reason is the better message.
@@ -559,16 +571,16 @@ def _start(
             os.write(creator.cgroup_ready, b"c")
         # While the init sets itself up: from here a crash of ours leaves a sandbox
         # that reconcile can tell from one still starting.
-        _state_write(config, spec, init_pid)
+        _state_write(config, spec, uid_base, init_pid)
         if first is not None:
             # Read by the init once it is ready: the process starts while we finish here.
             first_channel = _spawn_send(control, spec.name, first[0], _SpawnOptions(first[1]))
         _expect(control, b"ready")
-        zygote.zygote_refill(_spare_cgroups(config))
+        zygote.zygote_refill(functools.partial(_spare_cgroups, config))
         # The creator exits right after the learner's id map, before "ready": from here
         # on the init is our child, for destroy to reap.
         _readable(creator.pidfd, 10)
-        cgroup.settle(init_pid, spec.uid_base)
+        cgroup.settle(init_pid, uid_base)
     except BaseException:
         with contextlib.suppress(ProcessLookupError):
             sc.pidfd_send_signal(creator.pidfd, signal.SIGKILL)
@@ -581,50 +593,50 @@ def _start(
         control.close()
         if first_channel is not None:
             first_channel.close()
+        for owner in (ids.borrower(spec.name), ids.spare_owner(creator.spare)):
+            ids.release_ids(config.state_dir, uid_base, owner)
         raise
     finally:
         os.close(creator.pidfd)
         os.close(creator.cgroup_ready)
-        for fd in (image_fd, usr_fd, userns_fd):
+        for fd in [*layer_fds, userns_fd]:
             if fd >= 0:
                 os.close(fd)
     pidfd = os.pidfd_open(init_pid)
     startup_ms = (time.perf_counter() - started) * 1000
     control.settimeout(None)
-    sandbox = Sandbox(spec, config, init_pid, pidfd, control, cgroup, volume_lock, startup_ms)
+    sandbox = Sandbox(
+        spec, config, uid_base, init_pid, pidfd, control, cgroup, volume_lock, startup_ms
+    )
     if first_channel is not None:
         sandbox.first = Process(sandbox, first_channel)
     return sandbox
 
 
 def _cgroup_enter(
-    cgroup: SandboxCgroup, spare: list[Path] | None, spec: SandboxSpec, init_pid: int
+    cgroup: SandboxCgroup, spare: list[Path] | None, limits: Limits, uid_base: int, init_pid: int
 ) -> None:
     """Put the init in the sandbox's cgroup, under its limits. A spare born in cgroups of
     its own (v1, see `_spare_cgroups`) has them renamed to the sandbox's; any other init is
     moved, which waits for an RCU grace period (docs/architecture.md)."""
     if spare and [p.parent.parent for p in spare] == [d.parent for d in cgroup.outer]:
-        cgroup.take_over([p.parent for p in spare], spec.limits, spec.uid_base)
+        cgroup.take_over([p.parent for p in spare], limits, uid_base)
         if cgroup.holds(init_pid):
             return
     else:
-        cgroup.create(spec.limits, spec.uid_base)
+        cgroup.create(limits, uid_base)
     cgroup.add(init_pid)  # the kernel says it is elsewhere: never count on the spare's
     if spare:
         zygote.spare_cgroups_remove(spare)
 
 
-_SPARE_SEQ = itertools.count(1)
-
-
-def _spare_cgroups(config: RuntimeConfig) -> list[Path] | None:
+def _spare_cgroups(config: RuntimeConfig, spare: str) -> list[Path] | None:
     """Cgroups for the next spare to be born in, beside the sandboxes' (cgroup v1 only:
     cgroup2 cannot rename them into a sandbox's)."""
     backend = cgroup_backend()
     if backend.version != 1:
         return None
-    name = f"{SPARE_PREFIX}{os.getpid()}-{next(_SPARE_SEQ)}"
-    return SandboxCgroup(backend, config.cgroup_parent, name).inner
+    return SandboxCgroup(backend, config.cgroup_parent, spare).inner
 
 
 def _expect(sock: socket.socket, prefix: bytes) -> bytes:
@@ -645,13 +657,13 @@ def _expect_message(message: bytes, prefix: bytes) -> bytes:
     return message
 
 
-def _state_write(config: RuntimeConfig, spec: SandboxSpec, init_pid: int) -> None:
+def _state_write(config: RuntimeConfig, spec: SandboxSpec, uid_base: int, init_pid: int) -> None:
     me = os.getpid()
     state = SandboxState(
         name=spec.name,
         learner=spec.learner,
         volume=spec.volume,
-        uid_base=spec.uid_base,
+        uid_base=uid_base,
         init_pid=init_pid,
         init_start_time=process_start_time(init_pid) or 0,
         owner_pid=me,

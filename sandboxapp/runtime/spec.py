@@ -39,13 +39,10 @@ class Limits:
 class SandboxSpec:
     """One sandbox. `name` is unique on the host; `learner` (and `node`) own its files.
 
-    `uid_base` is the first host uid (and gid) of this sandbox's block: root inside is
-    `uid_base` outside. A learner keeps the same block across restarts so their files
-    keep their owners.
+    Which host ids it runs as is the runtime's choice (`Sandbox.uid_base`), not the spec's.
     """
 
     name: str
-    uid_base: int
     hostname: str = ""
     learner: str | None = None
     # One of a learner's several nodes (`web`, `db`): each node keeps files of its own.
@@ -64,11 +61,6 @@ class SandboxSpec:
             raise SpecError(f"image name {self.image!r} is not a plain name")
         if self.hostname and not _NAME_RE.fullmatch(self.hostname):
             raise SpecError(f"hostname {self.hostname!r} is not a plain name")
-        # Never below 65536: those are the host's own users and groups.
-        if self.uid_base < ID_BLOCK or self.uid_base % ID_BLOCK or self.uid_base >= 2**31:
-            raise SpecError(
-                f"uid_base {self.uid_base} must be a multiple of {ID_BLOCK} >= {ID_BLOCK}"
-            )
         self.limits.validate()
 
     @property

@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 from . import syscalls as sc
+from .spec import ID_BLOCK
 
 LAYER_DIRS = ("root/upper", "root/work", "usr/upper", "usr/work")
 SPARES = ".spare"
@@ -90,14 +91,19 @@ def _run(*argv: str) -> None:
         raise VolumeError(f"{argv[0]} failed: {result.stderr.strip() or result.stdout.strip()}")
 
 
-def volume_acquire(state_dir: Path, volume: str, size: int, uid_base: int) -> tuple[str, int]:
+def volume_acquire(state_dir: Path, volume: str, size: int) -> tuple[str, int]:
     """Mount the learner's layer (creating it on first use); return (path, lock fd).
 
     The lock is held for as long as a sandbox uses the layer: two sandboxes sharing one
-    overlay upper directory would corrupt it.
+    overlay upper directory would corrupt it. Its files are owned by the ids they have
+    inside a sandbox (the learner's root is 0 on disk): each sandbox sees the layer
+    through its own id map, so the layer does not depend on which host ids it runs as.
     """
     image, mountpoint, lockfile = _paths(state_dir, volume)
     image.parent.mkdir(parents=True, exist_ok=True)
+    # A mounted layer holds files owned by ids 0-65535 on the host: host root's and host
+    # users'. Only root may go through: sandboxes get their layer as a mount, not a path.
+    os.chmod(image.parent, 0o700)
     lock = _lock(lockfile)
     if lock is None:
         raise VolumeBusy(f"the files of {volume!r} are in use by another sandbox")
@@ -107,18 +113,31 @@ def volume_acquire(state_dir: Path, volume: str, size: int, uid_base: int) -> tu
             _layer_new(state_dir, size, image, mountpoint)
         if not os.path.ismount(mountpoint):
             _mount(image, mountpoint)
-        # The sandbox's root (uid_base) creates the overlay's files; only it needs in.
-        os.chown(mountpoint, uid_base, uid_base)
+        if os.stat(mountpoint).st_uid >= ID_BLOCK:
+            _ids_to_inside(mountpoint)
         os.chmod(mountpoint, 0o755)
         for rel in LAYER_DIRS:
-            path = mountpoint / rel
-            path.mkdir(parents=True, exist_ok=True)
-            os.chown(path, uid_base, uid_base)
-            os.chown(path.parent, uid_base, uid_base)
+            (mountpoint / rel).mkdir(parents=True, exist_ok=True)
     except BaseException:
         os.close(lock)
         raise
     return str(mountpoint), lock
+
+
+def _ids_to_inside(mountpoint: Path) -> None:
+    """A layer written before 2026-12 has its files owned by the host ids of its learner's
+    block: give each file the id it has inside (the host id modulo the block size).
+    Deepest first and the layer's top last, so a run cut short is finished by the next
+    (its top is still owned by the block, and shifting twice changes nothing)."""
+    for top, dirs, files in os.walk(mountpoint, topdown=False):
+        for name in [*files, *dirs, None]:
+            path = os.path.join(top, name) if name is not None else top
+            st = os.lstat(path)
+            if st.st_uid < ID_BLOCK and st.st_gid < ID_BLOCK:
+                continue
+            os.lchown(path, st.st_uid % ID_BLOCK, st.st_gid % ID_BLOCK)
+            if not stat.S_ISLNK(st.st_mode) and st.st_mode & (stat.S_ISUID | stat.S_ISGID):
+                os.chmod(path, stat.S_IMODE(st.st_mode))  # chown cleared them
 
 
 def _layer_new(state_dir: Path, size: int, image: Path, mountpoint: Path) -> None:
@@ -336,8 +355,8 @@ def _alive(pid: int) -> bool:
 
 
 def _mount_ahead(image: Path) -> int:
-    """`image` mounted, detached, with the layer's directories made (their owner is set
-    when a learner takes it)."""
+    """`image` mounted, detached, with the layer's directories made (owned by root, as
+    seen inside a sandbox)."""
     mount = _mount_detached(image)
     try:
         for rel in LAYER_DIRS:

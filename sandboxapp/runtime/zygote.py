@@ -8,16 +8,19 @@ sandbox's creator, its init and every process that init forks would pay for all 
 needs), so forks from it cost a fraction, and a sandbox's init carries none of the
 parent's memory, secrets included.
 
-It keeps one sandbox forked ahead, a spare, as Android's zygote keeps unspecialised app
-processes: its creator C has unshared a user and a pid namespace (empty, unmapped, shared
-with nothing) and forked the init, which waits for its plan. A request takes the spare;
-the parent asks for the next one once its sandbox is up. No fork and no unshare is then
-on the path of a learner waiting for their shell.
+It keeps one sandbox made ahead, a spare, as Android's zygote keeps unspecialised app
+processes. The parent asks for it ("spare NAME UID_BASE [CGROUPS]") with a block of host
+ids it has borrowed: its creator C unshares a user and a pid namespace, the zygote maps
+them to that block, and C forks the init, which makes everything a sandbox has whoever
+its learner is (child.py), then waits for its plan. A request ("fork") takes the spare;
+the parent asks for the next one once its sandbox is up. No fork, no unshare and no id
+map is then on the path of a learner waiting for their shell.
 
 Its channel is a private SOCK_SEQPACKET pair inherited at start, never a named socket,
-so only the process that started it can ask it for anything. A request ("fork") gets
-C's pid and three fds: a pidfd for C, the parent's end of the sandbox's control socket
-(C holds the other) and the write end of the cgroup-ready pipe.
+so only the process that started it can ask it for anything. "fork" gets "none" while
+there is no spare, or "forked PID NAME" and three fds: a pidfd for C, the parent's end
+of the sandbox's control socket (C holds the other) and the write end of the
+cgroup-ready pipe.
 
 The zygote is not a child subreaper: when C exits, the sandbox's init is re-parented to
 the process that started the zygote (sandbox.py makes it one), which reaps it, as if it
@@ -31,6 +34,7 @@ import atexit
 import contextlib
 import errno
 import gc
+import itertools
 import os
 import signal
 import socket
@@ -38,13 +42,16 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import setproctitle
 
-from . import child
+from . import child, ids
 from . import syscalls as sc
+from .cgroups import SPARE_PREFIX
+from .spec import ID_BLOCK
 
 TITLE = "zygote [contained]"
 _PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -58,26 +65,40 @@ class ZygoteError(RuntimeError):
 
 @dataclass
 class Creator:
-    """C, as the parent holds it: to be given its plan on `control`, with its id map."""
+    """C, as the parent holds it: to be given its plan on `control`."""
 
     pid: int
     pidfd: int
     control: socket.socket
     cgroup_ready: int  # write end: the init is in its cgroup
+    spare: str  # its name: its id block's owner is ids.spare_owner(spare)
+    uid_base: int  # the host id block its namespaces are mapped to
     cgroups: list[Path] | None  # the cgroups C and the init were born in, if given some
 
 
+@dataclass(frozen=True)
+class _Asked:
+    uid_base: int
+    cgroups: list[Path] | None
+
+
 class Zygote:
-    """The parent's handle: start on first use, restart if it died, one request at a time."""
+    """The parent's handle: start on first use, restart if it died, one request at a time.
+
+    It serves one state directory, where it borrows each spare's id block: a spare's
+    namespaces are mapped before anyone takes it."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._process: subprocess.Popen[bytes] | None = None
         self._channel: socket.socket | None = None
-        # Cgroups asked for with a spare and not taken yet, by name: a spare's when it is
-        # taken, the others then to remove (never made, or their spare died).
-        self._asked: dict[str, list[Path]] = {}
+        self._state_dir: Path | None = None
+        # Spares asked for and not taken yet, by name: a spare's id block and cgroups are
+        # its sandbox's when it is taken, the others' then to release (never made, or
+        # their spare died).
+        self._asked: dict[str, _Asked] = {}
         self._owner: int | None = None
+        self._seq = itertools.count(1)
 
     def _at_exit(self) -> None:
         # Not in a forked child, and never stuck behind a thread that holds the lock.
@@ -85,35 +106,41 @@ class Zygote:
             self._lock.release()
             self.stop()
 
-    def start(self) -> None:
+    def start(self, state_dir: Path) -> None:
         with self._lock:
-            self._ensure()
+            self._ensure(state_dir)
 
     def stop(self) -> None:
         with self._lock:
             self._stop()
             self._forget_asked(wait=2)  # the spare's init ends a moment after the zygote
 
-    def fork(self) -> Creator:
-        """Take the zygote's spare C: its pid, a pidfd, its control socket, the
-        cgroup-ready pipe and the cgroups it was born in."""
+    def fork(self, state_dir: Path) -> Creator:
+        """Take the zygote's spare C (one is made now if there is none): its pid, a pidfd,
+        its control socket, the cgroup-ready pipe, its id block and its cgroups."""
         with self._lock:
             for _attempt in (1, 2):
-                channel = self._ensure()
-                try:
-                    channel.send(b"fork")
-                    reply, fds = sc.recv_fds(channel, 256, 3)
-                except OSError:
-                    reply, fds = b"", []
+                channel = self._ensure(state_dir)
+                reply, fds = self._request(channel, b"fork")
+                if reply == b"none":
+                    with contextlib.suppress(OSError):  # a dead zygote fails the request
+                        self._ask(None)
+                    reply, fds = self._request(channel, b"fork")
                 if reply.startswith(b"forked ") and len(fds) == 3:
                     pidfd, control, cgroup_ready = fds
-                    _, pid, cgroup = reply.decode().split()
-                    taken = self._asked.pop(cgroup, None)
+                    _, pid, name = reply.decode().split()
+                    taken = self._asked.pop(name)
                     # The zygote has read every request before this one and holds no
-                    # spare now: the other cgroups asked for are nobody's.
+                    # spare now: the other spares asked for are nobody's.
                     self._forget_asked()
                     return Creator(
-                        int(pid), pidfd, socket.socket(fileno=control), cgroup_ready, taken
+                        int(pid),
+                        pidfd,
+                        socket.socket(fileno=control),
+                        cgroup_ready,
+                        name,
+                        taken.uid_base,
+                        taken.cgroups,
                     )
                 for fd in fds:
                     os.close(fd)
@@ -122,29 +149,54 @@ class Zygote:
                 self._stop()  # it died: a fresh one gets the second attempt
         raise ZygoteError("the zygote that forks sandboxes keeps dying")
 
-    def refill(self, cgroups: list[Path] | None = None) -> None:
+    def refill(self, cgroups_of: Callable[[str], list[Path] | None]) -> None:
         """Ask for the next spare, once the sandbox that took the last one is up:
-        forked while it is set up, it would compete with it for the CPU. `cgroups`: one
-        new cgroup per hierarchy for it to join (their last name in common), made by
-        the zygote, so that no migration is left on the path of the learner's start."""
-        message = b"spare"
-        if cgroups:
-            message += b" " + b" ".join(os.fsencode(path) for path in cgroups)
+        forked while it is set up, it would compete with it for the CPU. `cgroups_of`
+        names the spare's cgroups (one new one per hierarchy, their last name the spare's)
+        for the zygote to make and the spare to be born in, so that no migration is left
+        on the path of the learner's start."""
         with self._lock:
             if self._channel is not None:
-                with contextlib.suppress(OSError):
-                    self._channel.send(message)
-                    if cgroups:
-                        self._asked[cgroups[0].parent.name] = cgroups
+                with contextlib.suppress(OSError, ids.IdsExhausted):
+                    self._ask(cgroups_of)
+
+    def _request(self, channel: socket.socket, message: bytes) -> tuple[bytes, list[int]]:
+        try:
+            channel.send(message)
+            return sc.recv_fds(channel, 256, 3)
+        except OSError:
+            return b"", []
+
+    def _ask(self, cgroups_of: Callable[[str], list[Path] | None] | None) -> None:
+        """Borrow an id block and send the request for a spare mapped to it."""
+        assert self._channel is not None and self._state_dir is not None
+        name = f"{SPARE_PREFIX}{os.getpid()}-{next(self._seq)}"
+        base = ids.ids_borrow(self._state_dir, ids.spare_owner(name))
+        cgroups = cgroups_of(name) if cgroups_of else None
+        self._asked[name] = _Asked(base, cgroups)
+        message = b"spare %s %d" % (name.encode(), base)
+        if cgroups:
+            message += b" " + b" ".join(os.fsencode(path) for path in cgroups)
+        self._channel.send(message)
 
     def _forget_asked(self, wait: float = 0) -> None:
-        _cgroups_remove([path for paths in self._asked.values() for path in paths], wait)
+        _cgroups_remove([path for a in self._asked.values() for path in a.cgroups or []], wait)
+        for name, asked in self._asked.items():
+            if self._state_dir is not None:
+                ids.release_ids(self._state_dir, asked.uid_base, ids.spare_owner(name))
         self._asked.clear()
 
-    def _ensure(self) -> socket.socket:
-        if self._channel is not None and self._process and self._process.poll() is None:
+    def _ensure(self, state_dir: Path) -> socket.socket:
+        if (
+            self._channel is not None
+            and self._process
+            and self._process.poll() is None
+            and state_dir == self._state_dir
+        ):
             return self._channel
         self._stop()
+        self._forget_asked(wait=2)
+        self._state_dir = state_dir
         if self._owner is None:
             # A one-off sandbox (`manage.py sandbox run`) leaves no spare cgroup behind.
             self._owner = os.getpid()
@@ -173,6 +225,11 @@ class Zygote:
         if hello != b"ready":
             self._stop()
             raise ZygoteError("the zygote that forks sandboxes did not start")
+        try:
+            self._ask(None)  # the first spare, while nobody waits for it
+        except (OSError, ids.IdsExhausted) as exc:
+            self._stop()
+            raise ZygoteError(f"could not ask for a spare sandbox: {exc}") from exc
         return ours
 
     def _stop(self) -> None:
@@ -220,9 +277,9 @@ def _kill_all(cgroup: Path) -> None:
 _ZYGOTE = Zygote()
 
 
-def zygote_start() -> None:
+def zygote_start(state_dir: Path) -> None:
     """Start this process's zygote now rather than at the first sandbox (daemons)."""
-    _ZYGOTE.start()
+    _ZYGOTE.start(state_dir)
 
 
 def zygote_stop() -> None:
@@ -230,12 +287,12 @@ def zygote_stop() -> None:
     _ZYGOTE.stop()
 
 
-def zygote_fork() -> Creator:
-    return _ZYGOTE.fork()
+def zygote_fork(state_dir: Path) -> Creator:
+    return _ZYGOTE.fork(state_dir)
 
 
-def zygote_refill(cgroups: list[Path] | None = None) -> None:
-    _ZYGOTE.refill(cgroups)
+def zygote_refill(cgroups_of: Callable[[str], list[Path] | None]) -> None:
+    _ZYGOTE.refill(cgroups_of)
 
 
 def spare_cgroups_remove(inner: list[Path]) -> None:
@@ -244,17 +301,17 @@ def spare_cgroups_remove(inner: list[Path]) -> None:
 
 
 def serve(fd: int) -> None:
-    """The zygote's side: hand over its spare C for each request, then fork the next,
-    until the parent closes the channel."""
+    """The zygote's side: fork a spare C when asked for one, hand it over at the next
+    "fork", until the parent closes the channel."""
     sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
     channel = socket.socket(fileno=fd)
-    channel.settimeout(1.0)  # wake up now and then to reap, and to make a missing spare
+    channel.settimeout(1.0)  # wake up now and then to reap
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C is for the parent to handle
     setproctitle.setproctitle(TITLE)
     # What is imported now is shared with every fork: keep the collector off those pages.
     gc.freeze()
     gc.disable()
-    spare = _spare_or_none([])
+    spare: Spare | None = None
     channel.send(b"ready")
     while True:
         ended = _reap_finished()
@@ -265,53 +322,78 @@ def serve(fd: int) -> None:
         try:
             message = channel.recv(4096)
         except TimeoutError:
-            message = b"spare"
+            continue
         except OSError:
             message = b""
         if not message:
             _spare_end(spare)
             os._exit(0)
-        if message.startswith(b"spare"):
+        if message.startswith(b"spare "):
+            _, name, base, *cgroups = message.split()
             if spare is None:
-                spare = _spare_or_none([Path(os.fsdecode(p)) for p in message.split()[1:]])
+                spare = _spare_or_none(
+                    name.decode(), int(base), [Path(os.fsdecode(p)) for p in cgroups]
+                )
+            continue
+        if spare is None:
+            channel.send(b"none")  # the parent asks for one, then again
             continue
         try:
-            if spare is None:
-                spare = _spare([])
-            pid, fds, cgroup = spare
+            pid, fds, name = spare
             spare = None
-            socket.send_fds(channel, [b"forked %d %s" % (pid, cgroup.encode())], fds)
+            socket.send_fds(channel, [b"forked %d %s" % (pid, name.encode())], fds)
             for handed in fds:
                 os.close(handed)
-        except Exception as exc:  # noqa: BLE001 - a failed fork must not end the zygote
+        except Exception as exc:  # noqa: BLE001 - a failed hand-over must not end the zygote
             channel.send(b"error " + str(exc).encode(errors="replace")[:4000])
 
 
-Spare = tuple[int, list[int], str]  # C's pid, the fds for the parent, its cgroup or "-"
+Spare = tuple[int, list[int], str]  # C's pid, the fds for the parent, the spare's name
 
 
-def _spare(cgroups: list[Path]) -> Spare:
-    """Fork C ahead of need, in `cgroups` if it can make them; return its pid, the three
-    fds for the parent and the cgroups' name ("-" for none)."""
+def _spare(name: str, uid_base: int, cgroups: list[Path]) -> Spare:
+    """Fork C ahead of need, in `cgroups` if it can make them, and map its user namespace
+    to the block at `uid_base` as soon as C has made it; return C's pid and the three fds
+    for the parent."""
     procs = _cgroups_make(cgroups)
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     ready_r, ready_w = os.pipe()
+    unshared_r, unshared_w = os.pipe()
+    mapped_r, mapped_w = os.pipe()
     try:
         pid = sc.fork_single_threaded()
         if pid == 0:
             signal.signal(signal.SIGINT, signal.SIG_DFL)
-            child.run_c(theirs, ready_r, procs)
+            os.close(unshared_r)
+            os.close(mapped_w)
+            child.run_c(theirs, ready_r, procs, child.OuterMap(unshared_w, mapped_r))
         pidfd = os.pidfd_open(pid)
+        os.close(unshared_w)
+        os.close(mapped_r)
+        unshared_w = mapped_r = -1
+        if os.read(unshared_r, 1) == b"u":
+            _map(pid, uid_base)
+            os.write(mapped_w, b"m")
     except BaseException:
         ours.close()
         os.close(ready_w)
         raise
     finally:
         theirs.close()
-        os.close(ready_r)
-        for fd in procs:
-            os.close(fd)
-    return pid, [pidfd, ours.detach(), ready_w], cgroups[0].parent.name if procs else "-"
+        for fd in (ready_r, unshared_r, unshared_w, mapped_r, mapped_w, *procs):
+            if fd >= 0:
+                os.close(fd)
+    return pid, [pidfd, ours.detach(), ready_w], name
+
+
+def _map(pid: int, uid_base: int) -> None:
+    """Root of C's user namespace is `uid_base` on the host, and so on for the block.
+    C, once gone past its unshare, may have failed and exited: it then says why to
+    whoever takes it, and nothing was mapped."""
+    with contextlib.suppress(OSError):
+        for name in ("uid_map", "gid_map"):
+            with open(f"/proc/{pid}/{name}", "w") as f:
+                f.write(f"0 {uid_base} {ID_BLOCK}\n")
 
 
 def _cgroups_make(cgroups: list[Path]) -> list[int]:
@@ -340,9 +422,9 @@ def _spare_end(spare: Spare | None) -> None:
             os.waitpid(pid, 0)
 
 
-def _spare_or_none(cgroups: list[Path]) -> Spare | None:
+def _spare_or_none(name: str, uid_base: int, cgroups: list[Path]) -> Spare | None:
     try:
-        return _spare(cgroups)
+        return _spare(name, uid_base, cgroups)
     except OSError:
         return None  # out of pids or memory for now: the next request tries again
 

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from sandboxapp.runtime import ids
 from sandboxapp.runtime.sandbox import RuntimeConfig, Sandbox, sandbox_create
 from sandboxapp.runtime.spec import Limits, SandboxSpec
 
@@ -53,15 +52,7 @@ def make_sandbox(config: RuntimeConfig) -> Iterator:
 
     def make(learner: str | None = None, node: str | None = None, **limits: int | float) -> Sandbox:
         name = f"t-{secrets.token_hex(4)}"
-        spec = SandboxSpec(name=name, uid_base=0, learner=learner, node=node)
-        uid_base = (
-            ids.ids_for_learner(config.state_dir, spec.volume)
-            if spec.volume
-            else ids.ids_borrow(config.state_dir, name)
-        )
-        spec = SandboxSpec(
-            name=name, uid_base=uid_base, learner=learner, node=node, limits=Limits(**limits)
-        )
+        spec = SandboxSpec(name=name, learner=learner, node=node, limits=Limits(**limits))
         sandbox = sandbox_create(spec, config)
         made.append(sandbox)
         return sandbox

@@ -38,7 +38,7 @@ def test_a_layer_mounts_where_dev_has_no_node_for_the_new_loop_device(config):
         os.mknod("/dev/loop-control", 0o600 | 0o020000, os.makedev(10, 237))
         os.mknod("/dev/null", 0o666 | 0o020000, os.makedev(1, 3))
         state = Path({str(config.state_dir)!r})
-        path, lock = volumes.volume_acquire(state, "containered", {Limits().disk_bytes}, 100000)
+        path, lock = volumes.volume_acquire(state, "containered", {Limits().disk_bytes})
         print(sorted(os.listdir("/dev")))
         print(volumes.volume_mounted(state))
         """)

@@ -17,16 +17,13 @@ from tests.sandboxes import GUARD_PREFIX, REPO, leftovers_remove, session_config
 SESSION = """
 import os, sys, time
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "sandboxapp.settings")
-from sandboxapp.runtime.ids import ids_borrow
 from sandboxapp.runtime.sandbox import sandbox_create
 from sandboxapp.runtime.spec import SandboxSpec
 from tests.sandboxes import guard_make, session_config
 guard_make(os.getpid())
 config = session_config(os.getpid())
 config.state_dir.mkdir(parents=True, mode=0o711)
-sandbox = sandbox_create(
-    SandboxSpec(name="left", uid_base=ids_borrow(config.state_dir, "left")), config
-)
+sandbox = sandbox_create(SandboxSpec(name="left"), config)
 print(sandbox.init_pid, flush=True)
 time.sleep(600)
 """

@@ -85,17 +85,14 @@ def test_a_learners_files_serve_one_sandbox_at_a_time(make_sandbox):
 def test_host_at_capacity_refuses_with_a_clear_message(config, make_sandbox):
     full = RuntimeConfig(config.state_dir, config.cgroup_parent, max_sandboxes=1)
     make_sandbox()
-    base = ids.ids_borrow(config.state_dir, "one-too-many")
-    try:
-        with pytest.raises(HostFull, match="maximum of 1 sandboxes"):
-            sandbox_create(SandboxSpec(name="one-too-many", uid_base=base), full)
-    finally:
-        ids.release_ids(config.state_dir, base, ids.borrower("one-too-many"))
+    with pytest.raises(HostFull, match="maximum of 1 sandboxes"):
+        sandbox_create(SandboxSpec(name="one-too-many"), full)
+    assert "one-too-many" not in ids.borrowed_blocks(config.state_dir)
 
 
 def test_duplicate_name_is_refused(config, sandbox):
     with pytest.raises(SandboxError, match="already exists"):
-        sandbox_create(SandboxSpec(name=sandbox.name, uid_base=sandbox.spec.uid_base), config)
+        sandbox_create(SandboxSpec(name=sandbox.name), config)
 
 
 def test_creator_killed_leaves_nothing_after_reconcile(config, manage):
@@ -149,10 +146,10 @@ def test_sandbox_reports_a_failed_setup_clearly(config, monkeypatch):
     broken = rootfs.Mount("tmpfs", "/nonexistent/target", "tmpfs")
     original = rootfs.plan_root
     monkeypatch.setattr(rootfs, "plan_root", lambda layout: [broken, *original(layout)])
-    base = ids.ids_borrow(config.state_dir, "broken")
     with pytest.raises(SandboxError, match="root filesystem.*nonexistent"):
-        sandbox_create(SandboxSpec(name="broken", uid_base=base), config)
+        sandbox_create(SandboxSpec(name="broken"), config)
     assert not (config.state_dir / "sandboxes" / "broken").exists()
+    assert "broken" not in ids.borrowed_blocks(config.state_dir)
 
 
 @pytest.mark.parametrize("user", ["root", "learner"])  # a spawn, and a fork then exec
@@ -224,7 +221,7 @@ def test_a_sandbox_can_start_its_first_process_as_it_comes_up(config, make_sandb
     make_sandbox().destroy()  # the zygote's own fds are open from here on
 
     def first_started(name: str) -> Sandbox:
-        spec = SandboxSpec(name=name, uid_base=ids.ids_borrow(config.state_dir, name))
+        spec = SandboxSpec(name=name)
         script = ["/bin/sh", "-c", "stty size; echo first $$; sleep 30"]
         return sandbox_create(spec, config, first=(script, (30, 90)))
 

@@ -34,15 +34,15 @@ def test_every_namespace_differs_from_the_host(sandbox, sh):
 
 def test_root_inside_is_an_unprivileged_host_user(sandbox, sh):
     uid_map = open(f"/proc/{sandbox.init_pid}/uid_map").read().split()
-    assert uid_map == ["0", str(sandbox.spec.uid_base), "65536"]
+    assert uid_map == ["0", str(sandbox.uid_base), "65536"]
     code, out = sh(sandbox, "id -u; cat /proc/self/status | grep ^Uid")
     assert code == 0 and out.splitlines()[0] == "0"
 
 
 def test_two_sandboxes_get_different_host_ids(make_sandbox):
     a, b = make_sandbox(), make_sandbox()
-    assert a.spec.uid_base != b.spec.uid_base
-    assert {a.spec.uid_base, b.spec.uid_base}.isdisjoint(range(0, 65536))
+    assert a.uid_base != b.uid_base
+    assert {a.uid_base, b.uid_base}.isdisjoint(range(0, 65536))
 
 
 def test_hostname_is_the_sandbox_name(sandbox, sh):

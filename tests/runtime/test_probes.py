@@ -32,7 +32,7 @@ def test_sandbox_processes_differ_from_the_host_in_every_namespace(sandbox):
     host = probes.host_namespaces()
     for ns, ident in found[0].namespaces.items():
         assert ident != host[ns], ns
-    assert found[0].uid_map == f"0 {sandbox.spec.uid_base} 65536"
+    assert found[0].uid_map == f"0 {sandbox.uid_base} 65536"
     assert found[0].no_new_privs and found[0].seccomp_mode == 2
     assert found[0].depth_below(_init(sandbox)) == 0
 
@@ -120,5 +120,5 @@ def test_snapshot_names_namespaces_relative_to_the_sandbox(sandbox):
     )
     assert sleeper["namespaces"]["net"]["is"] == "new 1"
     assert sleeper["namespaces"]["pid"]["is"] == "sandbox"
-    assert sleeper["uid_map"] == f"0 {sandbox.spec.uid_base} 65536"
+    assert sleeper["uid_map"] == f"0 {sandbox.uid_base} 65536"
     assert all(p["namespaces"]["user"]["is"] != "host" for p in tree["processes"])

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from sandboxapp.runtime import volumes
+from sandboxapp.runtime import ids, volumes
 from sandboxapp.runtime.reconcile import reconcile
-from sandboxapp.runtime.spec import Limits
+from sandboxapp.runtime.spec import ID_BLOCK, Limits
 
 
 def _spares(state_dir: Path, size: int) -> list[Path]:
@@ -25,13 +26,97 @@ def test_a_new_learner_takes_a_formatted_spare(make_sandbox, sh, config):
     sandbox = make_sandbox(learner="sparrow")
     after = _spares(config.state_dir, size)
     assert len(after) == 1 and after[0] in before
-    # The spare became the learner's layer, owned by their sandbox's root, and it works.
+    # The spare became the learner's layer, owned by root as seen inside, and it works.
     mountpoint = config.state_dir / "volumes" / "sparrow"
-    assert os.stat(mountpoint).st_uid == sandbox.spec.uid_base
+    assert os.stat(mountpoint / "root" / "upper").st_uid == 0
     code, out = sh(sandbox, "echo mine > /root/file && cat /root/file")
     assert (code, out.strip()) == (0, "mine")
     # A second fill tops up to the count again, and only that.
     assert volumes.volume_spares_fill(config.state_dir, size, 2) == 1
+
+
+OWNERS = "stat -c '%n %u %g %A' /root/mine /home/learner/theirs"
+
+
+def _owners_on_disk(mountpoint: Path) -> dict[str, tuple[int, int]]:
+    upper = mountpoint / "root" / "upper"
+    return {
+        name: (os.lstat(upper / name).st_uid, os.lstat(upper / name).st_gid)
+        for name in ("root/mine", "home/learner/theirs")
+    }
+
+
+def test_a_layer_keeps_the_ids_seen_inside_whatever_block_runs_it(make_sandbox, sh, config):
+    first = make_sandbox(learner="nomad")
+    assert sh(first, "echo a > /root/mine && chmod 4755 /root/mine")[0] == 0
+    assert sh(first, "echo b > /home/learner/theirs", user="learner")[0] == 0
+    mountpoint = config.state_dir / "volumes" / "nomad"
+    # On disk, the ids as the sandbox sees them, not its host ids.
+    assert _owners_on_disk(mountpoint) == {"root/mine": (0, 0), "home/learner/theirs": (1000, 1000)}
+    # Ids 0-65535 on disk are host root's and host users': none of them may reach in.
+    host_user = subprocess.run(
+        [
+            "setpriv",
+            "--reuid=1000",
+            "--regid=1000",
+            "--clear-groups",
+            "cat",
+            mountpoint / "root" / "upper" / "home" / "learner" / "theirs",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert host_user.returncode != 0 and "Permission denied" in host_user.stderr
+    seen = sh(first, OWNERS)
+    first.destroy()
+    # The next sandbox runs as another block (the first one's is held meanwhile).
+    ids.ids_borrow(config.state_dir, ids.borrower("holds-the-first-block"))
+    try:
+        again = make_sandbox(learner="nomad")
+        assert again.uid_base != first.uid_base
+        assert sh(again, OWNERS) == seen
+        assert "/root/mine 0 0 -rwsr-xr-x" in seen[1]
+        assert sh(
+            again, "echo c >> /home/learner/theirs && cat /home/learner/theirs", user="learner"
+        ) == (
+            0,
+            "b\nc\n",
+        )
+    finally:
+        ids.release_ids(config.state_dir, first.uid_base, ids.borrower("holds-the-first-block"))
+
+
+def test_a_layer_written_with_host_ids_gets_the_ids_seen_inside(make_sandbox, sh, config):
+    sandbox = make_sandbox(learner="elder")
+    assert (
+        sh(sandbox, "echo a > /root/mine && chmod 4755 /root/mine && ln -s mine /root/link")[0] == 0
+    )
+    assert sh(sandbox, "echo b > /home/learner/theirs", user="learner")[0] == 0
+    seen = sh(sandbox, OWNERS)
+    sandbox.destroy()
+    # As a layer was before sandboxes borrowed their blocks: every file owned by the host
+    # ids of its learner's block.
+    old_base = 1234 * ID_BLOCK
+    path, lock = volumes.volume_acquire(config.state_dir, "elder", Limits().disk_bytes)
+    try:
+        for top, dirs, files in os.walk(path):
+            for name in [*dirs, *files]:
+                st = os.lstat(os.path.join(top, name))
+                os.lchown(os.path.join(top, name), old_base + st.st_uid, old_base + st.st_gid)
+                if not stat.S_ISLNK(st.st_mode):
+                    os.chmod(os.path.join(top, name), stat.S_IMODE(st.st_mode))
+        os.chown(path, old_base, old_base)
+        assert _owners_on_disk(Path(path))["home/learner/theirs"] == (old_base + 1000,) * 2
+    finally:
+        volumes.volume_release(config.state_dir, "elder", lock)
+
+    again = make_sandbox(learner="elder")
+
+    assert sh(again, OWNERS) == seen
+    assert sh(again, "stat -c %u /root/link")[1].strip() == "0"
+    mountpoint = config.state_dir / "volumes" / "elder"
+    assert _owners_on_disk(mountpoint) == {"root/mine": (0, 0), "home/learner/theirs": (1000, 1000)}
+    assert os.stat(mountpoint).st_uid == 0
 
 
 def test_a_layer_of_another_size_is_formatted_on_the_spot(make_sandbox, sh, config):
@@ -117,7 +202,7 @@ def test_a_spare_mounted_ahead_becomes_a_new_learners_layer(make_sandbox, sh, co
         assert _spares(config.state_dir, size) == waiting  # the one mounted ahead was taken
         mountpoint = config.state_dir / "volumes" / "early"
         assert os.path.ismount(mountpoint)
-        assert os.stat(mountpoint / "root" / "upper").st_uid == sandbox.spec.uid_base
+        assert os.stat(mountpoint / "root" / "upper").st_uid == 0
         code, out = sh(sandbox, "echo mine > /root/file && cat /root/file")
         assert (code, out.strip()) == (0, "mine")
         sandbox.destroy()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from sandboxapp.runtime import zygote
+from sandboxapp.runtime import ids, zygote
 from sandboxapp.runtime.cgroups import INNER
 from sandboxapp.runtime.security import KEPT_MASK
 from tests.sandboxes import spare_cgroup_dirs
@@ -109,11 +110,11 @@ def test_a_spare_killed_while_it_waits_is_replaced(make_sandbox, sh):
     assert zygote._ZYGOTE._process.pid == zygote_pid, "the same zygote, not a restart"
 
 
-def test_the_zygote_and_its_spare_end_with_the_process_that_started_it(guard):
+def test_the_zygote_and_its_spare_end_with_the_process_that_started_it(config):
     script = (
         f"import sys; sys.path.insert(0, {str(REPO)!r})\n"
         "from sandboxapp.runtime import zygote\n"
-        "zygote.zygote_start()\n"
+        f"from pathlib import Path; zygote.zygote_start(Path({str(config.state_dir)!r}))\n"
         "print(zygote._ZYGOTE._process.pid, flush=True)\n"
         "import time; time.sleep(60)\n"
     )
@@ -122,8 +123,10 @@ def test_the_zygote_and_its_spare_end_with_the_process_that_started_it(guard):
         child_pid = int(parent.stdout.readline())
         assert Path(f"/proc/{child_pid}/cmdline").read_bytes().startswith(b"zygote [contained]")
         # The spare: a creator, and the init it forked, waiting in their own namespaces.
-        (creator,) = _children(child_pid)
         deadline = time.monotonic() + 10
+        while not _children(child_pid) and time.monotonic() < deadline:
+            time.sleep(0.01)  # asked for once the zygote is up
+        (creator,) = _children(child_pid)
         while not _children(creator) and time.monotonic() < deadline:
             time.sleep(0.01)  # the creator forks the init on its own time
         (init,) = _children(creator)
@@ -171,7 +174,8 @@ def test_on_cgroup_v1_a_spare_is_born_in_cgroups_its_sandbox_takes_over(make_san
     _v1_only()
     make_sandbox()
     deadline = time.monotonic() + 5
-    # C joins first, then forks the init: wait for both, C and the init, in each hierarchy.
+    # C joins first, then forks the init: wait for both, C and the init, in each hierarchy
+    # (the init's helper, which makes the learner's namespaces, comes and goes meanwhile).
     while not (spares := [p for p in spare_cgroup_dirs(config) if len(_procs(p)) == 2]) or len(
         spares
     ) != len({p.parent for p in spares}):
@@ -185,7 +189,7 @@ def test_on_cgroup_v1_a_spare_is_born_in_cgroups_its_sandbox_takes_over(make_san
     assert all(not (path.parent / name).exists() for path in spares)  # renamed, not copied
     assert sandbox.cgroup.limits()["memory_bytes"] == 96 * 1024 * 1024
     # The learner's root may still make cgroups of their own below it.
-    assert all(os.stat(d).st_uid == sandbox.spec.uid_base for d in sandbox.cgroup.inner)
+    assert all(os.stat(d).st_uid == sandbox.uid_base for d in sandbox.cgroup.inner)
 
 
 def test_a_stopped_zygote_leaves_no_spare_cgroup(make_sandbox, config):
@@ -199,24 +203,140 @@ def test_a_stopped_zygote_leaves_no_spare_cgroup(make_sandbox, config):
     assert spare_cgroup_dirs(config) == []
 
 
-def test_reconcile_removes_the_spare_cgroups_of_a_process_that_is_gone(config):
+def test_reconcile_removes_the_spares_of_a_process_that_is_gone(config):
     from sandboxapp.runtime.reconcile import reconcile
     from sandboxapp.runtime.sandbox import cgroup_backend
 
     dead = subprocess.Popen(["true"])
     dead.wait()  # a pid that no process has now
-    made = []
+    made, blocks = [], {}
     for owner in (dead.pid, os.getpid()):
+        spare = f"_spare-{owner}-{secrets.randbelow(99)}"
+        blocks[owner] = ids.ids_borrow(config.state_dir, ids.spare_owner(spare))
         for h in cgroup_backend().hierarchies:
-            path = h.mountpoint / config.cgroup_parent / f"_spare-{owner}-{secrets.randbelow(99)}"
+            path = h.mountpoint / config.cgroup_parent / spare
             path.mkdir(parents=True)
             made.append(path)
     try:
-        reconcile(config)
+        report = reconcile(config)
         gone, alive = made[: len(made) // 2], made[len(made) // 2 :]
         assert [path for path in gone if path.exists()] == []
         assert all(path.exists() for path in alive)  # ours: a spare's, soon someone's sandbox
+        spares = ids.borrowed_blocks(config.state_dir, kind="spare").values()
+        assert blocks[dead.pid] in report.freed_id_blocks and blocks[dead.pid] not in spares
+        assert blocks[os.getpid()] in spares
     finally:
         for path in made:
             if path.exists():
                 path.rmdir()
+        ids.release_ids(config.state_dir, blocks[os.getpid()])
+
+
+def _spare_init(config) -> int:
+    """The init of this process's spare, once the zygote has forked it."""
+    zygote.zygote_start(config.state_dir)
+    zygote_pid = zygote._ZYGOTE._process.pid
+    deadline = time.monotonic() + 10
+    while not (inits := [i for c in _children(zygote_pid) for i in _children(c)]):
+        assert time.monotonic() < deadline, "no spare"
+        time.sleep(0.01)
+    return inits[0]
+
+
+def test_a_spare_is_mapped_to_an_id_block_of_its_own_before_anyone_takes_it(config, make_sandbox):
+    running = make_sandbox()
+    init = _spare_init(config)
+    uid_map = Path(f"/proc/{init}/uid_map").read_text().split()
+    assert Path(f"/proc/{init}/gid_map").read_text().split() == uid_map
+    base = int(uid_map[1])
+    assert uid_map[0] == "0" and uid_map[2] == "65536"
+    # Claimed for the spare, and nobody else's: not the running sandbox's.
+    assert base in ids.borrowed_blocks(config.state_dir, kind="spare").values()
+    assert base != running.uid_base
+    # The sandbox that takes it runs as that block, which is then the sandbox's.
+    taken = make_sandbox()
+    assert taken.init_pid == init and taken.uid_base == base
+    assert ids.borrowed_blocks(config.state_dir)[taken.name] == base
+    taken.destroy()
+    assert base not in ids.borrowed_blocks(config.state_dir).values()
+
+
+def _namespaces(pid: int, kinds: tuple[str, ...]) -> dict[str, int]:
+    return {kind: os.stat(f"/proc/{pid}/ns/{kind}").st_ino for kind in kinds}
+
+
+def _held_namespaces(pid: int) -> dict[str, int]:
+    """The namespaces `pid` holds open as file descriptors, by kind."""
+    held = {}
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            kind, _, inode = os.readlink(f"/proc/{pid}/fd/{fd}").partition(":[")
+            if kind in ("user", "net", "uts", "ipc", "mnt", "pid", "cgroup", "time"):
+                held[kind] = int(inode.rstrip("]"))
+    return held
+
+
+def test_a_spare_makes_the_learners_namespaces_before_anyone_takes_it(config, make_sandbox, sh):
+    # A network namespace is most of a set-up's cost: the spare's init has the learner's
+    # user, net, uts and ipc namespaces made while nobody waits, and holds them.
+    learner_kinds = ("user", "net", "uts", "ipc")
+    init = _spare_init(config)
+    own = _namespaces(init, learner_kinds)
+    deadline = time.monotonic() + 5
+    # Held, and the helper that made them gone.
+    while set(held := _held_namespaces(init)) != set(learner_kinds) or _children(init):
+        assert time.monotonic() < deadline, f"the spare holds no learner namespaces: {held}"
+        time.sleep(0.01)
+    assert set(held.values()).isdisjoint(own.values())
+
+    sandbox = make_sandbox()
+
+    # The init joined them, holds them no more, and the learner's shell is in them.
+    assert sandbox.init_pid == init
+    assert _namespaces(init, learner_kinds) == held
+    assert _held_namespaces(init) == {}
+    code, out = sh(sandbox, "readlink /proc/self/ns/net; ip -br link show lo; ps -e -o comm=")
+    assert code == 0, out
+    net, lo, *processes = out.split("\n")
+    assert net == f"net:[{held['net']}]"
+    assert "UP" in lo
+    assert [p for p in processes if p] == ["init [contained", "sh", "ps"]
+
+
+def _mounts(pid: int) -> dict[str, str]:
+    """Mount point -> filesystem type, as `pid` sees them."""
+    found = {}
+    for line in Path(f"/proc/{pid}/mountinfo").read_text().splitlines():
+        fields = line.split()
+        found[fields[4]] = fields[fields.index("-") + 1]
+    return found
+
+
+def test_a_spare_stages_the_mounts_every_sandbox_has_before_anyone_takes_it(config, make_sandbox):
+    init = _spare_init(config)
+    deadline = time.monotonic() + 5
+    while (staged := _mounts(init)).get("/") != "tmpfs":  # the host's root until it pivots
+        assert time.monotonic() < deadline, f"nothing staged: {sorted(staged)}"
+        time.sleep(0.01)
+    # The spare's root is its stage: the mounts every sandbox has, already made, and
+    # nothing of the host's (a learner's layer mounted meanwhile would live on in it).
+    assert staged["/"] == "tmpfs"
+    assert staged["/proc"] == "proc" and staged["/run/.contained/proc"] == "proc"
+    assert staged["/proc/kallsyms"] != "proc"  # masked already
+    assert staged["/tmp"] == "tmpfs" and staged["/dev/pts"] == "devpts"
+    assert str(config.state_dir) not in " ".join(staged)
+    assert not [m for m in staged if m.startswith("/sys/fs/cgroup")]
+
+    sandbox = make_sandbox()
+
+    assert sandbox.init_pid == init
+    mounts = _mounts(init)
+    assert mounts["/"] == "overlay" and mounts["/proc"] == "proc"
+    assert mounts["/dev/pts"] == "devpts" and mounts["/proc/kallsyms"] != "proc"
+
+
+def test_a_stopped_zygote_gives_back_its_spares_id_block(config):
+    _spare_init(config)
+    assert ids.borrowed_blocks(config.state_dir, kind="spare")
+    zygote.zygote_stop()
+    assert ids.borrowed_blocks(config.state_dir, kind="spare") == {}

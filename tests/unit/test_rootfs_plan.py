@@ -14,27 +14,29 @@ from sandboxapp.runtime.rootfs import (
     MaskFile,
     Mkdir,
     Mount,
+    Move,
     MoveFd,
     PivotRoot,
     ReadOnly,
     Symlink,
     plan_inner,
     plan_root,
+    plan_stage,
 )
 from sandboxapp.runtime.sandbox import _cgroup_mounts
 
-RUNDIR = "/var/lib/contained/run/box-1"
-ROOT = f"{RUNDIR}/root"
-VOLUME = "/var/lib/contained/volumes/ada"
+# The take runs on the stage, the spare's own root: its mount points are at the top.
+ROOT = "/root"
+STAGE = rootfs.STAGE
 DISK = 512 * 1024**2
 
-THROWAWAY = Layout(RUNDIR, None, DISK)
-PERSISTENT = Layout(RUNDIR, VOLUME, DISK)
+THROWAWAY = Layout(False, DISK)
+PERSISTENT = Layout(True, DISK)
 BOTH = pytest.mark.parametrize("layout", [THROWAWAY, PERSISTENT], ids=["throwaway", "persistent"])
 
 
 def path_of(op) -> str:
-    if isinstance(op, Mount | MoveFd):
+    if isinstance(op, Mount | MoveFd | Move):
         return op.target
     if isinstance(op, BindDevice):
         return f"{op.root}/dev/{op.name}"
@@ -64,20 +66,20 @@ def test_throwaway_starts_with_a_tmpfs_for_the_writable_layer():
 
     first = ops[0]
     assert first == Mount(
-        "tmpfs", f"{RUNDIR}/scratch", "tmpfs", rootfs.NOSUID_NODEV, f"size={DISK},mode=755"
+        "tmpfs", "/scratch", "tmpfs", rootfs.NOSUID_NODEV, f"size={DISK},mode=755"
     )
-    made = [op.path for op in ops if isinstance(op, Mkdir) and under(op.path, f"{RUNDIR}/scratch")]
+    made = [op.path for op in ops if isinstance(op, Mkdir) and under(op.path, "/scratch")]
     for layer in ("root", "usr"):
-        assert f"{RUNDIR}/scratch/{layer}/upper" in made
-        assert f"{RUNDIR}/scratch/{layer}/work" in made
+        assert f"/scratch/{layer}/upper" in made
+        assert f"/scratch/{layer}/work" in made
 
 
 def test_throwaway_makes_its_layer_dirs_after_mounting_the_tmpfs():
     ops = plan_root(THROWAWAY)
 
-    scratch = mount_at(ops, f"{RUNDIR}/scratch")
+    scratch = mount_at(ops, "/scratch")
     for i, op in enumerate(ops):
-        if isinstance(op, Mkdir) and under(op.path, f"{RUNDIR}/scratch"):
+        if isinstance(op, Mkdir) and under(op.path, "/scratch"):
             assert i > scratch, op
 
 
@@ -85,8 +87,7 @@ def test_persistent_layout_has_no_scratch_tmpfs():
     ops = plan_root(PERSISTENT)
 
     assert not [op for op in ops if "scratch" in path_of(op)]
-    assert not [op for op in ops if isinstance(op, Mount) and op.target.startswith(VOLUME)]
-    assert isinstance(ops[0], MoveFd)
+    assert ops[0] == MoveFd("volume", "/volume")  # the learner's, idmapped
 
 
 @BOTH
@@ -116,19 +117,19 @@ def test_overlays_stack_the_image_under_the_writable_layer(layout):
     root_overlay = ops[mount_at(ops, ROOT, "overlay")]
     usr_overlay = ops[mount_at(ops, f"{ROOT}/usr", "overlay")]
     assert dict(o.partition("=")[::2] for o in root_overlay.data.split(",") if "=" in o) == {
-        "lowerdir": f"{RUNDIR}/lower-image",
+        "lowerdir": "/lower-image",
         "upperdir": f"{w}/root/upper",
         "workdir": f"{w}/root/work",
     }
     assert dict(o.partition("=")[::2] for o in usr_overlay.data.split(",") if "=" in o) == {
-        "lowerdir": f"{RUNDIR}/lower-usr",
+        "lowerdir": "/lower-usr",
         "upperdir": f"{w}/usr/upper",
         "workdir": f"{w}/usr/work",
     }
     # The layers are attached before the overlays that use them.
     attached = {op.target: i for i, op in enumerate(ops) if isinstance(op, MoveFd)}
-    assert attached[f"{RUNDIR}/lower-image"] < mount_at(ops, ROOT, "overlay")
-    assert attached[f"{RUNDIR}/lower-usr"] < mount_at(ops, f"{ROOT}/usr", "overlay")
+    assert attached["/lower-image"] < mount_at(ops, ROOT, "overlay")
+    assert attached["/lower-usr"] < mount_at(ops, f"{ROOT}/usr", "overlay")
 
 
 @BOTH
@@ -141,37 +142,34 @@ def test_every_mount_in_the_root_comes_after_the_root_overlay(layout):
             assert i > overlay, op
 
 
-@BOTH
-def test_everything_under_proc_comes_after_the_proc_mount(layout):
-    ops = plan_root(layout)
+def test_everything_under_proc_comes_after_the_proc_mount():
+    ops = plan_stage()
 
-    proc = mount_at(ops, f"{ROOT}/proc", "proc")
+    proc = mount_at(ops, f"{STAGE}/proc", "proc")
     assert ops[proc].flags == rootfs.NOSUID_NODEV_NOEXEC
-    below = [i for i, op in enumerate(ops) if under(path_of(op), f"{ROOT}/proc")]
+    below = [i for i, op in enumerate(ops) if under(path_of(op), f"{STAGE}/proc")]
     assert len(below) >= 10
     assert min(below) > proc
 
 
-@BOTH
-def test_proc_masks_and_read_only_paths(layout):
-    ops = plan_root(layout)
+def test_proc_masks_and_read_only_paths():
+    ops = plan_stage()
 
     masked = {op.path for op in ops if isinstance(op, MaskFile)}
     masked_dirs = {op.path for op in ops if isinstance(op, MaskDir)}
     read_only = {op.path for op in ops if isinstance(op, ReadOnly)}
     for name in ("kcore", "keys", "kallsyms", "sysrq-trigger", "kmsg", "timer_list"):
-        assert f"{ROOT}/proc/{name}" in masked, name
-    assert {f"{ROOT}/proc/acpi", f"{ROOT}/proc/scsi"} <= masked_dirs
-    assert f"{ROOT}/proc/sys" in read_only
-    assert f"{ROOT}/proc/sysrq-trigger" not in read_only
+        assert f"{STAGE}/proc/{name}" in masked, name
+    assert {f"{STAGE}/proc/acpi", f"{STAGE}/proc/scsi"} <= masked_dirs
+    assert f"{STAGE}/proc/sys" in read_only
+    assert f"{STAGE}/proc/sysrq-trigger" not in read_only
 
 
-@BOTH
-def test_hidden_proc_and_sys_are_mounted_before_their_cover(layout):
-    ops = plan_root(layout)
-    hidden = f"{ROOT}/{rootfs.HIDDEN}"
+def test_hidden_proc_and_sys_are_mounted_before_their_cover():
+    ops = plan_stage()
+    hidden = f"{STAGE}/{rootfs.HIDDEN}"
 
-    run = mount_at(ops, f"{ROOT}/run")
+    run = mount_at(ops, f"{STAGE}/run")
     proc = mount_at(ops, f"{hidden}/proc", "proc")
     sys = mount_at(ops, f"{hidden}/sys", None)
     cover = mount_at(ops, hidden)
@@ -187,29 +185,54 @@ def test_hidden_proc_and_sys_are_mounted_before_their_cover(layout):
     assert not [op for op in restricted if under(op.path, hidden)]
 
 
-@BOTH
-def test_dev_is_built_on_its_own_tmpfs(layout):
-    ops = plan_root(layout)
+def test_dev_is_built_on_its_own_tmpfs():
+    ops = plan_stage()
 
-    dev = mount_at(ops, f"{ROOT}/dev")
+    dev = mount_at(ops, f"{STAGE}/dev")
     assert not ops[dev].flags & sc.MS_NODEV
     assert ops[dev].flags & sc.MS_NOSUID and ops[dev].flags & sc.MS_NOEXEC
-    inside = [i for i, op in enumerate(ops[:-1]) if under(path_of(op), f"{ROOT}/dev")]
+    inside = [i for i, op in enumerate(ops[:-1]) if under(path_of(op), f"{STAGE}/dev")]
     assert min(inside) > dev
     devices = {op.name for op in ops if isinstance(op, BindDevice)}
     assert devices == {"null", "zero", "full", "random", "urandom", "tty"}
-    assert Symlink("pts/ptmx", f"{ROOT}/dev/ptmx") in ops
-    devpts = ops[mount_at(ops, f"{ROOT}/dev/pts", "devpts")]
+    assert Symlink("pts/ptmx", f"{STAGE}/dev/ptmx") in ops
+    devpts = ops[mount_at(ops, f"{STAGE}/dev/pts", "devpts")]
     assert "newinstance" in devpts.data.split(",")
 
 
-@BOTH
-def test_writable_tmpfs_mounts_are_nosuid_and_nodev(layout):
-    ops = plan_root(layout)
+def test_writable_tmpfs_mounts_are_nosuid_and_nodev():
+    ops = plan_stage()
 
-    for target in (f"{ROOT}/run", f"{ROOT}/tmp", f"{ROOT}/dev/shm"):
+    for target in (f"{STAGE}/run", f"{STAGE}/tmp", f"{STAGE}/dev/shm"):
         op = ops[mount_at(ops, target)]
         assert op.flags & sc.MS_NOSUID and op.flags & sc.MS_NODEV, target
+
+
+def test_the_stage_is_a_tmpfs_of_its_own_that_the_spare_pivots_into():
+    ops = plan_stage()
+
+    assert ops[0] == Mount("tmpfs", STAGE, "tmpfs", rootfs.NOSUID_NODEV_NOEXEC, "size=4k,mode=755")
+    for name in rootfs.STAGED:
+        made = ops.index(Mkdir(f"{STAGE}/{name}"))
+        on_it = [i for i, op in enumerate(ops) if path_of(op).startswith(f"{STAGE}/{name}")]
+        assert made == min(on_it)
+    # The take's mount points are on it, and nothing of the host stays in the spare's view.
+    for name in rootfs.TAKE_POINTS:
+        assert Mkdir(f"{STAGE}/{name}") in ops
+    assert ops[-1] == PivotRoot(STAGE)
+    assert not [op for op in ops if isinstance(op, MoveFd)]
+
+
+@BOTH
+def test_the_staged_mounts_move_under_the_root_overlay_before_the_pivot(layout):
+    ops = plan_root(layout)
+
+    moves = [op for op in ops if isinstance(op, Move)]
+    assert moves == [Move(f"/{name}", f"{ROOT}/{name}") for name in rootfs.STAGED]
+    first, last = ops.index(moves[0]), ops.index(moves[-1])
+    assert mount_at(ops, ROOT, "overlay") < first and last < len(ops) - 1
+    # Nothing else is mounted under the root at the take: it was all staged.
+    assert not [op for op in ops if isinstance(op, MaskFile | MaskDir | ReadOnly | BindDevice)]
 
 
 # --- plan_inner --------------------------------------------------------------------------

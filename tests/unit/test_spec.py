@@ -4,15 +4,14 @@ from dataclasses import replace
 
 import pytest
 
-from sandboxapp.runtime.spec import ID_BLOCK, Limits, SandboxSpec, SpecError, parse_size
+from sandboxapp.runtime.spec import Limits, SandboxSpec, SpecError, parse_size
 
 MiB = 1024**2
 GiB = 1024**3
-BASE = 16 * ID_BLOCK
 
 
 def spec(**fields) -> SandboxSpec:
-    return SandboxSpec(**{"name": "box-1", "uid_base": BASE, **fields})
+    return SandboxSpec(**{"name": "box-1", **fields})
 
 
 # --- SandboxSpec -------------------------------------------------------------------------
@@ -29,8 +28,6 @@ def spec(**fields) -> SandboxSpec:
         spec(learner="ada"),
         spec(learner="ada", node="db"),
         spec(image="python-3"),
-        spec(uid_base=ID_BLOCK),
-        spec(uid_base=2**31 - ID_BLOCK),
         spec(limits=Limits(memory_bytes=16 * MiB, pids=16, cpus=0.01, disk_bytes=MiB)),
         spec(limits=Limits(memory_bytes=64 * GiB, pids=65536, cpus=64, disk_bytes=1024**4)),
     ],
@@ -91,25 +88,6 @@ def test_validate_rejects_bad_image_names(image):
 def test_validate_rejects_bad_hostnames(hostname):
     with pytest.raises(SpecError, match="hostname"):
         spec(hostname=hostname).validate()
-
-
-@pytest.mark.parametrize(
-    "uid_base",
-    [
-        0,
-        1000,
-        ID_BLOCK - 1,
-        ID_BLOCK + 1,
-        BASE + 1000,
-        BASE - ID_BLOCK // 2,
-        -ID_BLOCK,
-        2**31,
-        2**32,
-    ],
-)
-def test_validate_rejects_bad_uid_bases(uid_base):
-    with pytest.raises(SpecError, match="uid_base"):
-        spec(uid_base=uid_base).validate()
 
 
 def test_validate_checks_the_limits_too():

@@ -17,7 +17,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from bench import runtime_bench, sandboxd_bench
-from sandboxapp.runtime import console, ids, volumes
+from sandboxapp.runtime import console, volumes
 from sandboxapp.runtime.client import SandboxdError
 from sandboxapp.runtime.reconcile import kill_recorded, reconcile, reconcile_one
 from sandboxapp.runtime.sandbox import (
@@ -28,7 +28,7 @@ from sandboxapp.runtime.sandbox import (
     sandbox_names,
     state_read,
 )
-from sandboxapp.runtime.spec import ID_BLOCK, Limits, SandboxSpec, SpecError, parse_size
+from sandboxapp.runtime.spec import Limits, SandboxSpec, SpecError, parse_size
 from sandboxapp.runtime.volumes import VolumeError
 
 
@@ -120,9 +120,7 @@ class Command(BaseCommand):
             reconcile_one(config, str(options["name"]))
             self.stdout.write(f"destroyed {options['name']}")
         elif action == "reset":
-            spec = SandboxSpec(
-                name="reset", uid_base=ID_BLOCK, learner=options["learner"], node=options["node"]
-            )
+            spec = SandboxSpec(name="reset", learner=options["learner"], node=options["node"])
             try:
                 spec.validate()
                 volumes.volume_delete(config.state_dir, str(spec.volume))
@@ -149,16 +147,9 @@ class Command(BaseCommand):
         name = name or f"{learner or 'run'}-{secrets.token_hex(3)}"
         try:
             limits = Limits(parse_size(memory), pids, cpus, parse_size(disk))
-            uid_base = (
-                ids.ids_for_learner(config.state_dir, learner)
-                if learner
-                else ids.ids_borrow(config.state_dir, name)
-            )
-            spec = SandboxSpec(name=name, uid_base=uid_base, learner=learner, limits=limits)
+            spec = SandboxSpec(name=name, learner=learner, limits=limits)
             sandbox = sandbox_create(spec, config)
         except (SpecError, SandboxError, VolumeError, OSError) as exc:
-            if not learner and "uid_base" in locals():
-                ids.release_ids(config.state_dir, uid_base, ids.borrower(name))
             raise CommandError(str(exc)) from exc
         with sandbox:
             if json_status:
