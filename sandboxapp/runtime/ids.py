@@ -2,8 +2,7 @@
 
 Every sandbox borrows a block for its lifetime: a learner's persistent files keep the ids
 they have inside (volumes.py), so they need no block of their own. A block is claimed by
-creating its file with O_EXCL, so two processes can never hand out the same one. Blocks
-that learners kept for good before 2026-12 ("learner:" claims) are simply never handed out.
+creating its file with O_EXCL, so two processes can never hand out the same one.
 """
 
 from __future__ import annotations
@@ -83,6 +82,26 @@ def borrower(sandbox: str) -> str:
 
 def spare_owner(spare: str) -> str:
     return f"spare:{spare}"
+
+
+def learner_blocks_release(state_dir: Path) -> list[int]:
+    """Free the blocks that learners kept for good in earlier versions ("learner:" claims,
+    and their `learner-<id>` records). Their files no longer hold those ids, or will not
+    by the time a sandbox mounts them (volumes.py), and only root may reach them on the
+    host, so a sandbox may run as those ids again."""
+    directory = _dir(state_dir)
+    freed = []
+    for path in directory.glob("learner-*"):
+        path.unlink(missing_ok=True)
+    for path in directory.glob("block-*"):
+        try:
+            if not path.read_text().startswith("learner:"):
+                continue
+        except FileNotFoundError:
+            continue
+        path.unlink(missing_ok=True)
+        freed.append(int(path.name.removeprefix("block-")) * ID_BLOCK)
+    return freed
 
 
 def borrowed_blocks(state_dir: Path, min_age: float = 0, kind: str = "sandbox") -> dict[str, int]:

@@ -100,6 +100,7 @@ def reconcile(config: RuntimeConfig) -> ReconcileReport:
         if sandbox not in report.live:
             ids.release_ids(config.state_dir, block_base, ids.borrower(sandbox))
             report.freed_id_blocks.append(block_base)
+    report.freed_id_blocks += ids.learner_blocks_release(config.state_dir)
     # A spare's block is its asker's until a sandbox takes it.
     for spare, block_base in ids.borrowed_blocks(config.state_dir, kind="spare").items():
         if not spare_owner_alive(spare):

@@ -577,8 +577,8 @@ def _start(
             first_channel = _spawn_send(control, spec.name, first[0], _SpawnOptions(first[1]))
         _expect(control, b"ready")
         zygote.zygote_refill(functools.partial(_spare_cgroups, config))
-        # The creator exits right after the learner's id map, before "ready": from here
-        # on the init is our child, for destroy to reap.
+        # The creator exits once the init has its plan, before "ready": from here on
+        # the init is our child, for destroy to reap.
         _readable(creator.pidfd, 10)
         cgroup.settle(init_pid, uid_base)
     except BaseException:

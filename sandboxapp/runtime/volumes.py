@@ -125,10 +125,10 @@ def volume_acquire(state_dir: Path, volume: str, size: int) -> tuple[str, int]:
 
 
 def _ids_to_inside(mountpoint: Path) -> None:
-    """A layer written before 2026-12 has its files owned by the host ids of its learner's
-    block: give each file the id it has inside (the host id modulo the block size).
-    Deepest first and the layer's top last, so a run cut short is finished by the next
-    (its top is still owned by the block, and shifting twice changes nothing)."""
+    """A layer written by an earlier version has its files owned by the host ids of its
+    learner's block: give each file the id it has inside (the host id modulo the block
+    size). Deepest first and the layer's top last, so a run cut short is finished by the
+    next (its top is still owned by the block, and shifting twice changes nothing)."""
     for top, dirs, files in os.walk(mountpoint, topdown=False):
         for name in [*files, *dirs, None]:
             path = os.path.join(top, name) if name is not None else top

@@ -217,8 +217,11 @@ def test_reconcile_removes_the_spares_of_a_process_that_is_gone(config):
             path = h.mountpoint / config.cgroup_parent / spare
             path.mkdir(parents=True)
             made.append(path)
+    # And a block a learner kept for good in an earlier version.
+    kept = ids.ids_borrow(config.state_dir, "learner:ada")
     try:
         report = reconcile(config)
+        assert kept in report.freed_id_blocks
         gone, alive = made[: len(made) // 2], made[len(made) // 2 :]
         assert [path for path in gone if path.exists()] == []
         assert all(path.exists() for path in alive)  # ours: a spare's, soon someone's sandbox

@@ -132,3 +132,20 @@ def test_concurrent_borrows_never_share_a_block(tmp_path, monkeypatch):
     bases = [base for batch in race(16, claim) for base in batch]
 
     assert len(bases) == len(set(bases)) == 160
+
+
+def test_the_blocks_learners_once_kept_are_freed_and_nothing_else(tmp_path):
+    # As an earlier version left them: a learner's block and its record.
+    directory = tmp_path / "ids"
+    directory.mkdir()
+    (directory / f"block-{FIRST_BLOCK}").write_text("learner:ada")
+    (directory / "learner-ada").write_text(str(FIRST_BLOCK * ID_BLOCK))
+    sandbox = ids_borrow(tmp_path, borrower("box-a"))
+    spare = ids_borrow(tmp_path, ids.spare_owner("_spare-1-1"))
+
+    assert ids.learner_blocks_release(tmp_path) == [FIRST_BLOCK * ID_BLOCK]
+
+    assert sorted(p.name for p in directory.iterdir()) == sorted(
+        f"block-{base // ID_BLOCK}" for base in (sandbox, spare)
+    )
+    assert ids.learner_blocks_release(tmp_path) == []
