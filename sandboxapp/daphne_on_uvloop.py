@@ -54,8 +54,44 @@ def site_loaded() -> None:
     gc.freeze()
 
 
+def writes_at_once() -> None:
+    """Send what Daphne writes to a client's socket at once, when nothing waits before it.
+
+    Twisted's TCP connections buffer every write and ask the loop to say when the socket
+    can take it, then send at the loop's next turn and stop asking: two epoll_ctl calls
+    and a turn of a busy loop for each websocket frame, a keystroke's echo included.
+    asyncio's transports try the socket first; so does this, and whatever the socket
+    does not take goes Twisted's own way, behind anything already waiting. With 200
+    terminals typing: echo p99 and Daphne's CPU per keystroke about 10 % lower, bulk
+    output 15-20 % higher (bench/README.md). TLS connections are left alone.
+    """
+    from twisted.internet import tcp
+
+    buffered = tcp.Server.write
+
+    def write(self: tcp.Server, data: bytes) -> None:
+        if (
+            data
+            and self.connected
+            and not self.disconnecting
+            and not self._writeDisconnected
+            and not getattr(self, "TLS", False)
+            and not self._tempDataBuffer
+            and self.offset == len(self.dataBuffer)
+        ):
+            sent = self.writeSomeData(data)
+            if isinstance(sent, int) and sent > 0:  # else an error, which doWrite reports
+                data = data[sent:]
+            if not data:
+                return
+        buffered(self, data)
+
+    tcp.Server.write = write  # type: ignore[method-assign]
+
+
 def main() -> None:
     reactor_on_uvloop()
+    writes_at_once()
     site_loaded()
     from daphne.cli import CommandLineInterface
 

@@ -1,7 +1,11 @@
 """Daphne's reactor runs on uvloop when started through sandboxapp.daphne_on_uvloop."""
 
+import contextlib
+import socket
 import subprocess
 import sys
+
+from sandboxapp.daphne_on_uvloop import writes_at_once
 
 # In a fresh interpreter: Daphne makes its reactor's loop once, when its server is imported.
 PROBE = """
@@ -38,3 +42,51 @@ def test_the_site_is_imported_then_frozen_before_daphne_serves():
     # lies out of the collector's way.
     assert views_imported == "True"
     assert int(frozen) > 10 * int(tracked)
+
+
+def _server_connection(reactor):
+    """A Twisted server-side TCP connection on one end of a socket pair; the other end."""
+    from twisted.internet import protocol, tcp
+
+    ours, peer = socket.socketpair()
+    ours.setblocking(False)
+    connection = tcp.Server(ours, protocol.Protocol(), ("127.0.0.1", 1), None, 1, reactor)
+    return connection, peer
+
+
+def _received(peer: socket.socket) -> bytes:
+    peer.setblocking(False)
+    chunks = []
+    with contextlib.suppress(BlockingIOError):
+        while chunk := peer.recv(1 << 20):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_daphne_sends_a_frame_at_once_and_keeps_the_order_when_the_socket_is_full(monkeypatch):
+    from twisted.internet import tcp
+    from twisted.internet.testing import MemoryReactor
+
+    monkeypatch.setattr(tcp.Server, "write", tcp.Server.write)  # put back afterwards
+    writes_at_once()
+    reactor = MemoryReactor()
+    connection, peer = _server_connection(reactor)
+
+    connection.write(b"echo")
+    # On the socket already, and no turn of the loop asked for.
+    assert _received(peer) == b"echo"
+    assert connection not in reactor.getWriters()
+
+    # More than the socket takes: the rest waits for the loop, and what comes after it
+    # waits behind it.
+    big = bytes(range(256)) * 40_000
+    connection.write(big)
+    connection.write(b"after")
+    assert connection in reactor.getWriters()
+    got = _received(peer)
+    assert 0 < len(got) < len(big)
+    while connection in reactor.getWriters():
+        connection.doWrite()
+        got += _received(peer)
+    got += _received(peer)
+    assert got == big + b"after"
