@@ -18,9 +18,9 @@ map is then on the path of a learner waiting for their shell.
 
 Its channel is a private SOCK_SEQPACKET pair inherited at start, never a named socket,
 so only the process that started it can ask it for anything. "fork" gets "none" while
-there is no spare, or "forked PID NAME" and three fds: a pidfd for C, the parent's end
-of the sandbox's control socket (C holds the other) and the write end of the
-cgroup-ready pipe.
+there is no spare ("error REASON" if the last could not be made), or "forked PID NAME"
+and three fds: a pidfd for C, the parent's end of the sandbox's control socket (C holds
+the other) and the write end of the cgroup-ready pipe.
 
 The zygote is not a child subreaper: when C exits, the sandbox's init is re-parented to
 the process that started the zygote (sandbox.py makes it one), which reaps it, as if it
@@ -122,7 +122,8 @@ class Zygote:
             for _attempt in (1, 2):
                 channel = self._ensure(state_dir)
                 reply, fds = self._request(channel, b"fork")
-                if reply == b"none":
+                if reply == b"none" or reply.startswith(b"error "):
+                    # No spare (the last could not be made): one now, for this request.
                     with contextlib.suppress(OSError):  # a dead zygote fails the request
                         self._ask(None)
                     reply, fds = self._request(channel, b"fork")
@@ -312,6 +313,7 @@ def serve(fd: int) -> None:
     gc.freeze()
     gc.disable()
     spare: Spare | None = None
+    failed = b""  # why the last spare could not be made, for the "fork" that meets it
     channel.send(b"ready")
     while True:
         ended = _reap_finished()
@@ -331,12 +333,17 @@ def serve(fd: int) -> None:
         if message.startswith(b"spare "):
             _, name, base, *cgroups = message.split()
             if spare is None:
-                spare = _spare_or_none(
-                    name.decode(), int(base), [Path(os.fsdecode(p)) for p in cgroups]
-                )
+                try:
+                    spare = _spare(
+                        name.decode(), int(base), [Path(os.fsdecode(p)) for p in cgroups]
+                    )
+                except OSError as exc:  # out of pids or memory for now: say so at the fork
+                    failed = b"error " + str(exc).encode(errors="replace")[:4000]
             continue
         if spare is None:
-            channel.send(b"none")  # the parent asks for one, then again
+            # The parent asks for one (then again), or hears why the last one failed.
+            channel.send(failed or b"none")
+            failed = b""
             continue
         try:
             pid, fds, name = spare
@@ -420,13 +427,6 @@ def _spare_end(spare: Spare | None) -> None:
             os.close(fd)
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, 0)
-
-
-def _spare_or_none(name: str, uid_base: int, cgroups: list[Path]) -> Spare | None:
-    try:
-        return _spare(name, uid_base, cgroups)
-    except OSError:
-        return None  # out of pids or memory for now: the next request tries again
 
 
 def _reap_finished() -> set[int]:
