@@ -171,9 +171,16 @@ class Mount:
 
 
 def mountinfo_of(pid: int) -> list[Mount]:
-    """The mounts `pid` sees, read through its pinned /proc directory."""
-    with pinned(pid) as d:
-        text = _read(d, "mountinfo")
+    """The mounts `pid` sees, read through its pinned /proc directory; none once it has
+    ended. Checks read the mounts of processes listed a moment before: a learner's
+    short-lived command may be gone by then, and is no evidence either way."""
+    try:
+        with pinned(pid) as d:
+            text = _read(d, "mountinfo")
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ESRCH, errno.EINVAL):
+            return []
+        raise
     mounts = []
     for line in text.splitlines():
         fields = line.split()

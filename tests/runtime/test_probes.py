@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import subprocess
 import time
 
 from sandboxapp.runtime import probes
@@ -122,3 +123,12 @@ def test_snapshot_names_namespaces_relative_to_the_sandbox(sandbox):
     assert sleeper["namespaces"]["pid"]["is"] == "sandbox"
     assert sleeper["uid_map"] == f"0 {sandbox.uid_base} 65536"
     assert all(p["namespaces"]["user"]["is"] != "host" for p in tree["processes"])
+
+
+def test_the_mounts_of_a_process_that_has_ended_are_none_not_an_error(sandbox):
+    # A check lists the learner's processes, then reads each one's mounts: a short-lived
+    # command may end in between (lesson 10's self-test met one).
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    assert probes.mountinfo_of(ended.pid) == []
+    assert probes.mountinfo_of(sandbox.init_pid)  # a live one's are read as ever
