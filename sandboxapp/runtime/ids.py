@@ -89,19 +89,12 @@ def learner_blocks_release(state_dir: Path) -> list[int]:
     and their `learner-<id>` records). Their files no longer hold those ids, or will not
     by the time a sandbox mounts them (volumes.py), and only root may reach them on the
     host, so a sandbox may run as those ids again."""
-    directory = _dir(state_dir)
-    freed = []
-    for path in directory.glob("learner-*"):
+    for path in _dir(state_dir).glob("learner-*"):
         path.unlink(missing_ok=True)
-    for path in directory.glob("block-*"):
-        try:
-            if not path.read_text().startswith("learner:"):
-                continue
-        except FileNotFoundError:
-            continue
-        path.unlink(missing_ok=True)
-        freed.append(int(path.name.removeprefix("block-")) * ID_BLOCK)
-    return freed
+    kept = borrowed_blocks(state_dir, kind="learner")
+    for learner, base in kept.items():
+        release_ids(state_dir, base, f"learner:{learner}")
+    return list(kept.values())
 
 
 def borrowed_blocks(state_dir: Path, min_age: float = 0, kind: str = "sandbox") -> dict[str, int]:

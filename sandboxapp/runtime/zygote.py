@@ -182,8 +182,8 @@ class Zygote:
 
     def _forget_asked(self, wait: float = 0) -> None:
         _cgroups_remove([path for a in self._asked.values() for path in a.cgroups or []], wait)
-        for name, asked in self._asked.items():
-            if self._state_dir is not None:
+        if self._state_dir is not None:  # set before anything is asked for
+            for name, asked in self._asked.items():
                 ids.release_ids(self._state_dir, asked.uid_base, ids.spare_owner(name))
         self._asked.clear()
 
