@@ -287,7 +287,10 @@ def test_a_sandbox_whose_init_dies_is_cleaned_up(start_sandboxd, config):
     init = daemon.call("ensure", learner=name)["sandbox"]["init_pid"]
     os.kill(init, signal.SIGKILL)
     deadline = time.monotonic() + 10
-    while daemon.call("list")["sandboxes"] and time.monotonic() < deadline:
+    # Off the list first, then destroyed (in a worker thread): wait for both.
+    while (
+        daemon.call("list")["sandboxes"] or _leftovers(config, [name])
+    ) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert daemon.call("list")["sandboxes"] == []
     assert _leftovers(config, [name]) == []
