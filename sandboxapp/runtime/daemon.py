@@ -39,6 +39,7 @@ from . import network, recordings, volumes, wire
 from .checks import CheckError, check_problems, check_run
 from .client import SandboxdError, Unavailable, call_sync
 from .image import image_ensure
+from .pacing import Pacer
 from .probes import PROBES
 from .reconcile import reconcile
 from .sandbox import (
@@ -202,6 +203,8 @@ class Daemon:
         )
         # Sandboxes whose learner will see why their sandbox is new (by sandbox name).
         self.notices: dict[str, str] = {}
+        # One for all terminals: a flood is paced while another learner types.
+        self.pacer = Pacer(config.flow.flood_rate)
         self.started = time.monotonic()
         self.counters = collections.Counter[str]()
         self.stopping = asyncio.Event()
@@ -797,7 +800,9 @@ class Daemon:
             if node.terminal is terminal:
                 node.terminal = None
 
-        terminal = TerminalSession(master, flow=self.config.flow, on_end=ended, recorder=recorder)
+        terminal = TerminalSession(
+            master, flow=self.config.flow, on_end=ended, recorder=recorder, pacer=self.pacer
+        )
         if node.notice:
             terminal.append(NOTICE.format(node.notice).encode())
             node.notice = None

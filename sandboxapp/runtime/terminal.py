@@ -4,8 +4,9 @@ Output is read from the PTY into a ring buffer addressed by absolute byte offset
 client that comes back with the last offset it drew gets exactly what it missed. The PTY
 is read at most `high` bytes ahead of what the writer (the learner) has acknowledged as
 drawn: past that the program blocks on its write, as in a real terminal, and memory stays
-bounded whatever it prints. Viewers (instructors) never hold the learner back: a viewer
-that falls out of the ring is resynced from its tail, one that stalls is dropped.
+bounded whatever it prints. While others type, a flood is also read no faster than the
+daemon's `Pacer` allows (pacing.py). Viewers (instructors) never hold the learner back: a
+viewer that falls out of the ring is resynced from its tail, one that stalls is dropped.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 
 from . import wire
 from .child import set_winsize
+from .pacing import Pacer
 
 log = logging.getLogger("contained.sandboxd")
 
@@ -52,10 +54,14 @@ class FlowLimits:
     ring: int = 1024 * 1024
     high: int = 512 * 1024
     low: int = 128 * 1024
+    # Bytes a second a terminal's output is read at while others type (pacing.py); 0: off.
+    flood_rate: int = 128 * 1024
 
     def validate(self) -> None:
         if not 0 < self.low < self.high <= self.ring:
             raise ValueError("flow limits need 0 < low < high <= ring")
+        if self.flood_rate < 0:
+            raise ValueError("the flood rate cannot be negative")
 
     @property
     def ack_every(self) -> int:
@@ -132,6 +138,7 @@ class TerminalSession:
         flow: FlowLimits,
         on_end: Callable[[TerminalSession], None],
         recorder: Recorder | None = None,
+        pacer: Pacer | None = None,
     ) -> None:
         self.id = secrets.token_hex(8)
         self.master = master
@@ -142,6 +149,10 @@ class TerminalSession:
         self.clients: set[Client] = set()
         self.ended = False
         self.reading = False
+        self._held = False  # past the high watermark, until the writer acks down to low
+        self._pacer = pacer or Pacer(0)
+        self._allowance = self._pacer.allowance(asyncio.get_running_loop().time())
+        self._paced: asyncio.TimerHandle | None = None
         self.input = bytearray()
         self.input_room = asyncio.Event()
         self.input_room.set()
@@ -152,7 +163,7 @@ class TerminalSession:
         self._last_resize = 0.0
         self._resize_pending: asyncio.TimerHandle | None = None
         os.set_blocking(master, False)
-        self._resume()
+        self._sync_reader()
 
     @property
     def start(self) -> int:
@@ -161,15 +172,24 @@ class TerminalSession:
 
     # -- output ------------------------------------------------------------------------
 
-    def _resume(self) -> None:
-        if not self.reading and not self.ended:
+    def _sync_reader(self) -> None:
+        """Read the PTY unless the session ended, is held by flow control or is paced."""
+        want = not self.ended and not self._held and self._paced is None
+        if want and not self.reading:
             self._loop.add_reader(self.master, self._readable)
-            self.reading = True
-
-    def _pause(self) -> None:
-        if self.reading:
+        elif self.reading and not want:
             self._loop.remove_reader(self.master)
-            self.reading = False
+        self.reading = want
+
+    def _pace_over(self) -> None:
+        self._paced = None
+        self._sync_reader()
+
+    def _release(self) -> None:
+        """The writer has drawn enough: read again once below the low watermark."""
+        if self.end - self.acked <= self.flow.low:
+            self._held = False
+            self._sync_reader()
 
     def _readable(self) -> None:
         # A PTY gives at most 4 KiB a read: during a flood, what is already there is taken
@@ -196,8 +216,13 @@ class TerminalSession:
             self.append(bytes(data))
         if ended:
             self.close()
-        elif self.end - self.acked > self.flow.high:
-            self._pause()
+            return
+        self._held = self.end - self.acked > self.flow.high
+        now = self._loop.time()
+        delay = self._pacer.delay(self, self._allowance, len(data), now)
+        if delay > 0:
+            self._paced = self._loop.call_at(now + delay, self._pace_over)
+        self._sync_reader()
 
     def append(self, data: bytes) -> None:
         """Add output (from the PTY, or a notice from the daemon) and wake the clients."""
@@ -232,8 +257,7 @@ class TerminalSession:
     def ack(self, offset: int) -> None:
         """The writer drew everything before `offset`."""
         self.acked = max(self.acked, min(offset, self.end))
-        if self.end - self.acked <= self.flow.low:
-            self._resume()
+        self._release()
 
     def tail_from(self, offset: int) -> int:
         """Where a client that drew up to `offset` resumes: there if the ring still holds
@@ -252,14 +276,15 @@ class TerminalSession:
                 self.detach(other)
             # The new writer resumes where it has drawn: flow control restarts from there.
             self.acked = max(self.start, min(client.sent, self.end))
-            if self.end - self.acked <= self.flow.low:
-                self._resume()
+            self._release()
         self.clients.add(client)
         client.wake.set()
 
     def detach(self, client: Client, *, stalled: bool = False) -> None:
         client.closed = True
         client.wake.set()
+        if client.role == "writer" and client in self.clients:
+            self._pacer.gone(self)
         self.clients.discard(client)
         with contextlib.suppress(Exception):
             if stalled or not client.writer.can_write_eof():
@@ -309,6 +334,10 @@ class TerminalSession:
         """Queue input for the program; the caller waits on `input_room` before more."""
         if self.ended:
             return
+        replying = self._pacer.typed(self, self._allowance, self._loop.time())
+        if replying and self._paced is not None:
+            self._paced.cancel()
+            self._pace_over()
         was_empty = not self.input
         self.input += data
         if was_empty:
@@ -359,7 +388,10 @@ class TerminalSession:
         if self.ended:
             return
         self.ended = True
-        self._pause()
+        self._sync_reader()
+        self._pacer.gone(self)
+        if self._paced is not None:
+            self._paced.cancel()
         with contextlib.suppress(Exception):
             self._loop.remove_writer(self.master)
         if self._resize_pending is not None:

@@ -219,6 +219,50 @@ async def test_a_writer_acking_every_ack_every_bytes_keeps_a_flood_flowing(start
     await s.close()
 
 
+async def test_a_flood_is_paced_while_another_learner_types(start_sandboxd, screen):
+    from sandboxapp.runtime.pacing import BURST
+    from sandboxapp.runtime.terminal import FlowLimits
+
+    rate = 32 * 1024
+    daemon = start_sandboxd(
+        flow=FlowLimits(ring=64 * 1024, high=16 * 1024, low=4 * 1024, flood_rate=rate)
+    )
+    flood = screen(await daemon.client.attach(learner()))
+    typist = screen(await daemon.client.attach(learner()))
+    await flood.expect(b"# ")
+    await typist.expect(b"# ")
+
+    async def keep_typing() -> None:
+        for i in range(1000):
+            await typist.type(f"echo typed-{i}-$(({i}+1))\r")
+            await typist.expect(f"typed-{i}-{i + 1}".encode())
+            await asyncio.sleep(0.3)
+
+    typing = asyncio.create_task(keep_typing())
+    await flood.type("yes\r")
+    await asyncio.sleep(1)  # its burst spent
+    began, seconds = flood.end, 2.0
+    await asyncio.sleep(seconds)
+    paced = flood.end - began
+    # What it earns at the rate, and one read (up to 64 KiB) when the window opens.
+    assert paced <= rate * (seconds + 0.5) + 64 * 1024
+    # Ctrl-C in the flooding terminal is read at once, and so is what it types next.
+    since = flood.end
+    await flood.type(b"\x03")
+    await flood.type("echo stopped-$((6*7))\r")
+    await flood.expect(b"stopped-42", since=since, timeout=10)
+    typing.cancel()
+    await typist.close()
+    # With nobody else typing, the same flood runs at full speed.
+    await flood.type("yes\r")
+    await asyncio.sleep(0.5)
+    began = flood.end
+    await asyncio.sleep(seconds)
+    assert flood.end - began > 2 * max(paced, BURST)
+    await flood.type(b"\x03")
+    await flood.close()
+
+
 async def test_exit_ends_the_session_and_the_next_attach_gets_a_new_shell(start_sandboxd, screen):
     daemon = start_sandboxd()
     name = learner()

@@ -4,18 +4,28 @@ import asyncio
 import json
 import os
 import socket
+import subprocess
 
 import pytest
 
-from sandboxapp.runtime.terminal import Client, FlowLimits, Recorder, TerminalSession
+from sandboxapp.runtime.pacing import Pacer
+from sandboxapp.runtime.terminal import (
+    READ_CHUNK,
+    Client,
+    FlowLimits,
+    Recorder,
+    TerminalSession,
+)
 
 FLOW = FlowLimits(ring=1024, high=512, low=128)
 
 
-async def session_on_pty() -> tuple[TerminalSession, int, list[TerminalSession]]:
+async def session_on_pty(
+    pacer: Pacer | None = None,
+) -> tuple[TerminalSession, int, list[TerminalSession]]:
     master, slave = os.openpty()
     ended: list[TerminalSession] = []
-    return TerminalSession(master, flow=FLOW, on_end=ended.append), slave, ended
+    return TerminalSession(master, flow=FLOW, on_end=ended.append, pacer=pacer), slave, ended
 
 
 def test_flow_limits_must_be_ordered():
@@ -130,5 +140,72 @@ def test_a_flood_waits_for_the_next_frame_and_a_prompt_does_not(monkeypatch):
         theirs.close()
         session.close()
         os.close(slave)
+
+    asyncio.run(go())
+
+
+async def flooded_session(pacer: Pacer) -> tuple[TerminalSession, subprocess.Popen, int]:
+    """A session whose program is `yes`, on a real PTY, with flow control out of the way."""
+    master, slave = os.openpty()
+    flow = FlowLimits(ring=1 << 26, high=1 << 25, low=1 << 20)
+    session = TerminalSession(master, flow=flow, on_end=lambda _: None, pacer=pacer)
+    flood = subprocess.Popen(["yes"], stdout=slave, stderr=subprocess.DEVNULL)
+    return session, flood, slave
+
+
+def test_a_flood_is_paced_while_another_terminal_types_and_not_when_alone():
+    rate, seconds = 64 * 1024, 1.0
+
+    async def read_for(session: TerminalSession) -> int:
+        began = session.end
+        await asyncio.sleep(seconds)
+        return session.end - began
+
+    async def go() -> tuple[int, int, bool]:
+        pacer = Pacer(rate)
+        session, flood, slave = await flooded_session(pacer)
+        typist, typist_slave, _ = await session_on_pty(pacer)
+        try:
+            await asyncio.sleep(0.2)  # its burst spent
+            alone = await read_for(session)
+            typist.write(b"l")
+            await asyncio.sleep(0.2)
+            paced = await read_for(session)
+            # Ctrl-C in the flooding terminal itself: its output is read again at once.
+            waiting = not session.reading
+            session.write(b"\x03")
+            return alone, paced, waiting and session.reading
+        finally:
+            flood.kill()
+            flood.wait()
+            for s in (session, typist):
+                s.close()
+            os.close(slave)
+            os.close(typist_slave)
+
+    alone, paced, resumed = asyncio.run(go())
+    # Paced: what it earns at the rate, and a read of up to one chunk already under way.
+    assert paced <= rate * (seconds + 0.2) + READ_CHUNK
+    assert alone > 4 * paced
+    assert resumed
+
+
+def test_a_typist_whose_writer_leaves_paces_no_one_any_more():
+    async def go() -> None:
+        pacer = Pacer(64 * 1024)
+        flood, flood_slave, _ = await session_on_pty(pacer)
+        typist, typist_slave, _ = await session_on_pty(pacer)
+        ours, theirs = socket.socketpair()
+        _, writer = await asyncio.open_connection(sock=ours)
+        client = Client(writer, "writer", sent=0)
+        typist.attach(client)
+        typist.write(b"l")
+        assert pacer.others_typing(flood, asyncio.get_running_loop().time())
+        typist.detach(client)
+        assert not pacer.others_typing(flood, asyncio.get_running_loop().time())
+        theirs.close()
+        for session, slave in ((flood, flood_slave), (typist, typist_slave)):
+            session.close()
+            os.close(slave)
 
     asyncio.run(go())

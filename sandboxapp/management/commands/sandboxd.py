@@ -47,7 +47,9 @@ def _group(value: str | None) -> int | None:
 def daemon_config() -> DaemonConfig:
     ring = settings.SANDBOXD_RING_BYTES
     try:
-        flow = FlowLimits(ring=ring, high=ring // 2, low=ring // 8)
+        flow = FlowLimits(
+            ring=ring, high=ring // 2, low=ring // 8, flood_rate=settings.SANDBOXD_FLOOD_RATE
+        )
         flow.validate()
         return DaemonConfig(
             socket_path=Path(settings.SANDBOXD_SOCKET),
