@@ -68,6 +68,8 @@ LEARNER_MAX = 40
 NODE_RE = re.compile(r"[a-z][a-z0-9]{0,11}")
 FIRST_FRAME_TIMEOUT = 10.0
 DETACHED_GRACE = 10.0
+# How long a connection's last reply waits for the client to read it before it is closed.
+FINAL_DRAIN_TIMEOUT = 5.0
 EXEC_TIMEOUT_MAX = 300.0
 EXEC_OUTPUT_MAX = 1024 * 1024
 EXEC_ARGS_MAX = 64
@@ -337,8 +339,10 @@ class Daemon:
             log.exception("a request failed")
             writer.write(wire.encode_json(_error("failed", "sandboxd failed; see its log")))
         finally:
-            with contextlib.suppress(ConnectionError):
-                await writer.drain()
+            # Bounded: a client that stopped reading would otherwise hold this task, and a
+            # stopping sandboxd waits for every task it cancels (one hung on SIGTERM so).
+            with contextlib.suppress(ConnectionError, TimeoutError):
+                await asyncio.wait_for(writer.drain(), FINAL_DRAIN_TIMEOUT)
             writer.close()
 
     # -- sandboxes -----------------------------------------------------------------------

@@ -261,6 +261,20 @@ def test_sigterm_stops_every_sandbox(start_sandboxd, config):
     assert not daemon.config.socket_path.exists()
 
 
+def test_sigterm_stops_sandboxd_whose_client_stopped_reading(start_sandboxd):
+    from sandboxapp.runtime.terminal import FlowLimits
+
+    # Output may run 2 MiB ahead of the client: more than the socket between them holds.
+    daemon = start_sandboxd(flow=FlowLimits(ring=4 << 20, high=2 << 20, low=512 << 10))
+    attach = {"op": "attach", "learner": learner(), "role": "writer", "rows": 24, "cols": 80}
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as stuck:
+        stuck.connect(str(daemon.config.socket_path))
+        stuck.sendall(wire.encode_json(attach) + wire.encode(wire.INPUT, b"yes\r"))
+        time.sleep(3)  # never read: sandboxd's writes to it are stuck in its buffer
+        daemon.stop(signal.SIGTERM)  # SIGKILL after 30 s
+        assert daemon.process.returncode == 0
+
+
 def test_reset_keeps_or_deletes_the_learners_files(start_sandboxd):
     daemon = start_sandboxd()
     name = learner()
