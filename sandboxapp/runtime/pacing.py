@@ -11,10 +11,10 @@ priority (`cpu.idle`) did not lower it, reading their terminals at 200 KB/s brou
 So while another terminal's writer has typed within `WINDOW` seconds, each terminal's
 output is read at most `rate` bytes a second past a `BURST`: past that the program blocks on
 its full terminal, as it would behind a slow reader, and spends no CPU meanwhile. Alone on
-the host a flood runs at full speed. A terminal's own input lets its output through at
-once for `REPLY` seconds (charged as usual, its debt forgiven first), so the prompt after
-Ctrl-C comes without waiting; at most once per `WINDOW`, so typing into a flood cannot keep
-it unpaced. A flood never owes more than a `BURST`.
+the host a flood runs at full speed. A terminal's own input forgives its debt and lets a
+reply through at once (up to `REPLY_BYTES` over its allowance, within `REPLY` seconds), so
+the prompt after Ctrl-C comes without waiting; at most once per `WINDOW`, so typing into a
+flood cannot keep it unpaced. A flood never owes more than a `BURST`.
 """
 
 from __future__ import annotations
@@ -25,8 +25,10 @@ from dataclasses import dataclass
 BURST = 128 * 1024
 # How long a keystroke counts as someone typing: a typist's pauses are shorter.
 WINDOW = 2.0
-# How long a terminal's own input lets its output through unpaced (once per WINDOW).
+# How long, and how far past its allowance, a terminal's own input lets its output through
+# (once per WINDOW): the prompt after Ctrl-C, behind what the PTY still held of the flood.
 REPLY = 0.25
+REPLY_BYTES = 32 * 1024
 
 
 @dataclass
@@ -52,7 +54,7 @@ class Pacer:
 
     def typed(self, who: object, allowance: Allowance, now: float) -> bool:
         """`who`'s writer sent input: for `WINDOW` seconds, the others' floods are paced.
-        True if its own output is now let through for `REPLY` seconds."""
+        True if its debt is forgiven and a reply let through (see REPLY)."""
         others = [entry for entry in self._typists if entry[0] is not who]
         self._typists = [(who, now), *others[:1]]
         if now < allowance.replied + WINDOW:
@@ -75,7 +77,8 @@ class Pacer:
             return 0.0
         allowance.tokens = max(-BURST, self._tokens(allowance, now) - read)
         allowance.stamp = now
-        if allowance.tokens >= 0 or now < allowance.replied + REPLY:
+        replying = now < allowance.replied + REPLY and allowance.tokens > -REPLY_BYTES
+        if allowance.tokens >= 0 or replying:
             return 0.0
         return -allowance.tokens / self.rate
 

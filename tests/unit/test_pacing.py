@@ -2,7 +2,7 @@
 
 import pytest
 
-from sandboxapp.runtime.pacing import BURST, REPLY, WINDOW, Pacer
+from sandboxapp.runtime.pacing import BURST, REPLY, REPLY_BYTES, WINDOW, Pacer
 
 RATE = 100_000
 FLOOD, TYPIST = object(), object()
@@ -41,22 +41,26 @@ def test_a_keystroke_counts_as_typing_for_a_window_only():
     assert pacer.delay(FLOOD, flood, 2 * BURST, WINDOW + 0.01) == 0
 
 
-def test_a_floods_own_typing_lets_its_reply_through_once_per_window():
+def test_a_floods_own_typing_lets_a_reply_through_once_per_window():
     pacer = Pacer(RATE)
     flood = pacer.allowance(0.0)
     assert pacer.typed(FLOOD, flood, 0.0)
     assert pacer.delay(FLOOD, flood, 2 * BURST, 0.0) == 0  # its own typing never paces it
     pacer.typed(TYPIST, pacer.allowance(0.0), 0.0)
-    # Within REPLY of its own input: read at once, but charged.
-    assert pacer.delay(FLOOD, flood, 2 * BURST, 0.0) == 0
-    assert pacer.delay(FLOOD, flood, 1000, REPLY) == pytest.approx((BURST + 1000) / RATE - REPLY)
-    # More typing within WINDOW does not open another reply.
+    # Within REPLY of its own input, a reply is read at once, and charged...
+    assert pacer.delay(FLOOD, flood, BURST + REPLY_BYTES // 2, 0.0) == 0
+    # ...but not a flood: past REPLY_BYTES over its allowance, it waits as usual.
+    assert pacer.delay(FLOOD, flood, REPLY_BYTES, 0.1) == pytest.approx(
+        (1.5 * REPLY_BYTES - 0.1 * RATE) / RATE
+    )
+    # More typing within WINDOW lets no other reply through.
     assert not pacer.typed(FLOOD, flood, 1.0)
-    assert pacer.delay(FLOOD, flood, 1000, 1.0) > 0
+    assert pacer.delay(FLOOD, flood, 60_000, 1.0) > 0
     # Ctrl-C later on, the other still typing: its debt is forgiven, the prompt read at once.
     pacer.typed(TYPIST, pacer.allowance(1.5), 1.5)
+    assert pacer.delay(FLOOD, flood, BURST, 1.9) > 0
     assert pacer.typed(FLOOD, flood, WINDOW)
-    assert pacer.delay(FLOOD, flood, 64 * 1024, WINDOW) == 0
+    assert pacer.delay(FLOOD, flood, 4096, WINDOW) == 0
     assert pacer.delay(FLOOD, flood, 64 * 1024, WINDOW + REPLY) > 0
 
 
