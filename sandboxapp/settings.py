@@ -179,7 +179,7 @@ SANDBOXD_SPARE_VOLUMES = int(os.environ.get("SANDBOXD_SPARE_VOLUMES") or 4)
 SANDBOXD_RING_BYTES = int(os.environ.get("SANDBOXD_RING_BYTES") or 1024 * 1024)
 # Bytes a second a flooding terminal is read at while another learner types, past a 128 KiB
 # burst (a flood's cost falls mostly outside its sandbox: docs/architecture.md). 0: off.
-SANDBOXD_FLOOD_RATE = int(os.environ.get("SANDBOXD_FLOOD_RATE") or 128 * 1024)
+SANDBOXD_FLOOD_RATE = int(os.environ.get("SANDBOXD_FLOOD_RATE") or 64 * 1024)
 # Terminal sessions recorded as asciicast v2 files, for instructors to replay.
 SANDBOXD_RECORDINGS_DIR = (
     Path(os.environ["SANDBOXD_RECORDINGS_DIR"])

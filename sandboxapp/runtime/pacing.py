@@ -26,9 +26,10 @@ BURST = 128 * 1024
 # How long a keystroke counts as someone typing: a typist's pauses are shorter.
 WINDOW = 2.0
 # How long, and how far past its allowance, a terminal's own input lets its output through
-# (once per WINDOW): the prompt after Ctrl-C, behind what the PTY still held of the flood.
+# (once per WINDOW): the prompt after Ctrl-C, behind what the PTY still held of the flood
+# (its buffers hold about 68 KiB; at 32 KiB the prompt sometimes waited out the debt).
 REPLY = 0.25
-REPLY_BYTES = 32 * 1024
+REPLY_BYTES = 96 * 1024
 
 
 @dataclass

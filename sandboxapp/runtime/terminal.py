@@ -55,7 +55,7 @@ class FlowLimits:
     high: int = 512 * 1024
     low: int = 128 * 1024
     # Bytes a second a terminal's output is read at while others type (pacing.py); 0: off.
-    flood_rate: int = 128 * 1024
+    flood_rate: int = 64 * 1024
 
     def validate(self) -> None:
         if not 0 < self.low < self.high <= self.ring:

@@ -50,9 +50,8 @@ def test_a_floods_own_typing_lets_a_reply_through_once_per_window():
     # Within REPLY of its own input, a reply is read at once, and charged...
     assert pacer.delay(FLOOD, flood, BURST + REPLY_BYTES // 2, 0.0) == 0
     # ...but not a flood: past REPLY_BYTES over its allowance, it waits as usual.
-    assert pacer.delay(FLOOD, flood, REPLY_BYTES, 0.1) == pytest.approx(
-        (1.5 * REPLY_BYTES - 0.1 * RATE) / RATE
-    )
+    over = REPLY_BYTES // 2 + int(0.1 * RATE) + 1
+    assert pacer.delay(FLOOD, flood, over, 0.1) == pytest.approx((REPLY_BYTES + 1) / RATE)
     # More typing within WINDOW lets no other reply through.
     assert not pacer.typed(FLOOD, flood, 1.0)
     assert pacer.delay(FLOOD, flood, 60_000, 1.0) > 0
