@@ -47,6 +47,11 @@ class ProcessFacts:
         return len(self.nspid) - len(other.nspid)
 
 
+# What a read through /proc/PID fails with once the process has ended. EINVAL: uid_map and
+# gid_map, or mountinfo, of a process that ended after it was pinned (no task behind it).
+GONE = (errno.ENOENT, errno.ESRCH, errno.EINVAL)
+
+
 @contextmanager
 def pinned(pid: int) -> Iterator[int]:
     """A directory fd of /proc/PID: reads through it fail rather than reach a new process."""
@@ -94,9 +99,8 @@ def process_facts(pid: int) -> ProcessFacts | None:
     except OSError as exc:
         # Gone, or going, while being read; the checker reads again anyway. EACCES/EPERM: a
         # namespace link refused for a moment as a process was changing (seen once in many
-        # thousand reads). EINVAL: uid_map and gid_map of a process that ended after it
-        # was pinned (the kernel finds no task behind the directory).
-        if exc.errno in (errno.ENOENT, errno.ESRCH, errno.EACCES, errno.EPERM, errno.EINVAL):
+        # thousand reads).
+        if exc.errno in (*GONE, errno.EACCES, errno.EPERM):
             return None
         raise
 
@@ -178,7 +182,7 @@ def mountinfo_of(pid: int) -> list[Mount]:
         with pinned(pid) as d:
             text = _read(d, "mountinfo")
     except OSError as exc:
-        if exc.errno in (errno.ENOENT, errno.ESRCH, errno.EINVAL):
+        if exc.errno in GONE:
             return []
         raise
     mounts = []

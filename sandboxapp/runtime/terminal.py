@@ -150,15 +150,15 @@ class TerminalSession:
         self.ended = False
         self.reading = False
         self._held = False  # past the high watermark, until the writer acks down to low
+        self._loop = asyncio.get_running_loop()
         self._pacer = pacer or Pacer(0)
-        self._allowance = self._pacer.allowance(asyncio.get_running_loop().time())
+        self._allowance = self._pacer.allowance(self._loop.time())
         self._paced: asyncio.TimerHandle | None = None
         self.input = bytearray()
         self.input_room = asyncio.Event()
         self.input_room.set()
         self.recorder = recorder
         self._on_end = on_end
-        self._loop = asyncio.get_running_loop()
         self._size: tuple[int, int] | None = None
         self._last_resize = 0.0
         self._resize_pending: asyncio.TimerHandle | None = None

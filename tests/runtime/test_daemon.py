@@ -21,6 +21,7 @@ from sandboxapp.runtime.client import Refused, SandboxdError, call_sync
 from sandboxapp.runtime.daemon import PROJECT, Daemon, DaemonConfig, daemon_argv, daemon_spawn
 from sandboxapp.runtime.sandbox import cgroup_backend, state_read
 from sandboxapp.runtime.spec import Limits
+from sandboxapp.runtime.terminal import FlowLimits
 
 
 def learner() -> str:
@@ -262,8 +263,6 @@ def test_sigterm_stops_every_sandbox(start_sandboxd, config):
 
 
 def test_sigterm_stops_sandboxd_whose_client_stopped_reading(start_sandboxd):
-    from sandboxapp.runtime.terminal import FlowLimits
-
     # Output may run 2 MiB ahead of the client: more than the socket between them holds.
     daemon = start_sandboxd(flow=FlowLimits(ring=4 << 20, high=2 << 20, low=512 << 10))
     attach = {"op": "attach", "learner": learner(), "role": "writer", "rows": 24, "cols": 80}

@@ -11,6 +11,8 @@ import signal
 import pytest
 
 from sandboxapp.runtime.client import Refused
+from sandboxapp.runtime.pacing import BURST
+from sandboxapp.runtime.terminal import FlowLimits
 
 pytestmark = pytest.mark.asyncio
 
@@ -220,9 +222,6 @@ async def test_a_writer_acking_every_ack_every_bytes_keeps_a_flood_flowing(start
 
 
 async def test_a_flood_is_paced_while_another_learner_types(start_sandboxd, screen):
-    from sandboxapp.runtime.pacing import BURST
-    from sandboxapp.runtime.terminal import FlowLimits
-
     rate = 32 * 1024
     daemon = start_sandboxd(
         flow=FlowLimits(ring=64 * 1024, high=16 * 1024, low=4 * 1024, flood_rate=rate)
