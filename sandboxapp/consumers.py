@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from urllib.parse import parse_qs
 
 from asgiref.sync import sync_to_async
+from asgiref.typing import ASGIReceiveCallable, ASGISendCallable
 from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
@@ -123,13 +125,28 @@ class TerminalConsumer(AsyncWebsocketConsumer):
     """The learner's own terminal. Subclasses attach someone else to another target."""
 
     # No channel layer: a terminal talks only to sandboxd, so it keeps working while Redis
-    # restarts (a consumer on the layer dies with its connection). An alias that names no
-    # layer is how Channels is told so.
-    channel_layer_alias = "terminals-use-no-channel-layer"
+    # restarts (a consumer on the layer dies with its connection). `__call__` never asks
+    # Channels for one.
+    channel_layer = None
     terminal: Terminal | None = None
     relay: asyncio.Task | None = None
     # Closed with this when `target` finds nobody to attach for.
     no_target_close = CLOSE_NO_LEARNER
+
+    async def __call__(
+        self, scope: dict, receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> None:
+        # Channels reads the client and the channel layer side by side, through a new task
+        # and an `asyncio.wait` for every message. A terminal has no layer, so it reads its
+        # one source in turn (bench/README.md has what that saved). `base_send` is what
+        # Channels' `send` uses.
+        self.scope = scope
+        self.base_send = send
+        try:
+            while True:
+                await self.dispatch(await receive())
+        except StopConsumer:
+            pass
 
     async def dispatch(self, message: dict) -> None:
         # Channels closes stale database connections before every message, by a hop to its

@@ -9,16 +9,37 @@ made are veth pairs between one learner's own nodes.
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass
-
-from pyroute2 import IPRoute
+from typing import TYPE_CHECKING
 
 from .nsexec import in_namespace
 from .syscalls import CLONE_NEWNET
 
+if TYPE_CHECKING:
+    from pyroute2 import IPRoute
+
 # Host-side names of a veth pair while it is being handed to two sandboxes. Reconcile
 # deletes any left in the host's namespace by a crash in between.
 VETH_PREFIX = "cntd"
+
+
+def netlink() -> IPRoute:
+    """A netlink socket (pyroute2's) in the calling process's network namespace.
+
+    pyroute2 is imported by the first call, not with this module: it adds about 10 MiB to
+    every process that imports it and 0.3 s to its start, and each web worker imports the
+    runtime (for the checks' names) but never makes a link. A helper forked into a
+    namespace imports it again unless its parent has: see `netlink_loaded`.
+    """
+    from pyroute2 import IPRoute
+
+    return IPRoute()
+
+
+def netlink_loaded() -> None:
+    """Import pyroute2 here, so that helpers forked from this process find it loaded."""
+    import pyroute2  # noqa: F401
 
 
 def link_nodes(a_pid: int, b_pid: int, a_end: NodeEnd, b_end: NodeEnd) -> None:
@@ -29,7 +50,7 @@ def link_nodes(a_pid: int, b_pid: int, a_end: NodeEnd, b_end: NodeEnd) -> None:
     """
     tag = os.urandom(4).hex()
     host_a, host_b = f"{VETH_PREFIX}{tag}a", f"{VETH_PREFIX}{tag}b"
-    with IPRoute() as ip:
+    with netlink() as ip:
         ip.link("add", ifname=host_a, kind="veth", peer=host_b)
         try:
             for name, pid in ((host_a, a_pid), (host_b, b_pid)):
@@ -55,7 +76,7 @@ class NodeEnd:
 
 
 def _configure(host_name: str, end: NodeEnd) -> None:
-    with IPRoute() as ip:
+    with netlink() as ip:
         (index,) = ip.link_lookup(ifname=host_name)
         ip.link("set", index=index, ifname=end.ifname)
         ip.addr("add", index=index, address=end.address, prefixlen=end.prefixlen)
@@ -63,16 +84,15 @@ def _configure(host_name: str, end: NodeEnd) -> None:
 
 
 def leftover_veths() -> list[str]:
-    with IPRoute() as ip:
-        return [
-            str(link.get("ifname"))
-            for link in ip.get_links()
-            if str(link.get("ifname")).startswith(VETH_PREFIX)
-        ]
+    # The C library's list of this namespace's interfaces: sandboxd reconciles at every
+    # start, and most hosts never make a link, so pyroute2 stays unloaded.
+    return [name for _, name in socket.if_nameindex() if name.startswith(VETH_PREFIX)]
 
 
 def delete_links(names: list[str]) -> None:
-    with IPRoute() as ip:
+    if not names:
+        return
+    with netlink() as ip:
         for name in names:
             for index in ip.link_lookup(ifname=name):
                 ip.link("del", index=index)

@@ -14,8 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
-from pyroute2 import IPRoute
-
+from . import network
 from . import syscalls as sc
 from .nsexec import in_namespace
 from .sandbox import Sandbox
@@ -221,7 +220,7 @@ def hostname_of(pid: int) -> str:
 
 
 def _links_here() -> list[dict[str, object]]:
-    with IPRoute() as ip:
+    with network.netlink() as ip:
         addresses: dict[int, list[str]] = {}
         for addr in ip.get_addr():
             addresses.setdefault(addr["index"], []).append(
@@ -240,6 +239,7 @@ def _links_here() -> list[dict[str, object]]:
 
 def links_of(pid: int) -> list[dict[str, object]]:
     """Links, their kinds, state and addresses, read by netlink in the netns of `pid`."""
+    network.netlink_loaded()
     return list(in_namespace(pid, sc.CLONE_NEWNET, _links_here))  # type: ignore[arg-type]
 
 

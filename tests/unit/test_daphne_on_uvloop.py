@@ -7,6 +7,15 @@ import sys
 
 from sandboxapp.daphne_on_uvloop import writes_at_once
 
+
+def _in_a_fresh_python(probe: str) -> list[str]:
+    """The words `probe` prints, run in a new interpreter."""
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    return result.stdout.split()
+
+
 # In a fresh interpreter: Daphne makes its reactor's loop once, when its server is imported.
 PROBE = """
 from sandboxapp.daphne_on_uvloop import reactor_on_uvloop
@@ -17,10 +26,7 @@ print(type(loop).__module__, reactor._asyncioEventloop is loop)
 
 
 def test_the_reactor_daphne_serves_on_is_a_uvloop_loop():
-    result = subprocess.run(
-        [sys.executable, "-c", PROBE], capture_output=True, text=True, check=True, timeout=60
-    )
-    assert result.stdout.split() == ["uvloop", "True"]
+    assert _in_a_fresh_python(PROBE) == ["uvloop", "True"]
 
 
 # A fresh interpreter again: what the site made at import is frozen, out of the collector's
@@ -34,14 +40,25 @@ print(gc.get_freeze_count(), len(gc.get_objects()), "sandboxapp.views" in sys.mo
 
 
 def test_the_site_is_imported_then_frozen_before_daphne_serves():
-    result = subprocess.run(
-        [sys.executable, "-c", FROZEN_PROBE], capture_output=True, text=True, check=True, timeout=60
-    )
-    frozen, tracked, views_imported = result.stdout.split()
+    frozen, tracked, views_imported = _in_a_fresh_python(FROZEN_PROBE)
     # The views came in through the URL conf, before the freeze: most of what there is now
     # lies out of the collector's way.
     assert views_imported == "True"
     assert int(frozen) > 10 * int(tracked)
+
+
+# pyroute2 is about 10 MiB of a process; a web worker names the checks (the lesson loader
+# validates them) but never makes a link, so it must not load it (network.netlink).
+UNLOADED_PROBE = """
+import sys
+from sandboxapp.daphne_on_uvloop import site_loaded
+site_loaded()
+print("sandboxapp.runtime.checks" in sys.modules, "pyroute2" in sys.modules)
+"""
+
+
+def test_the_site_loads_the_checks_without_pyroute2():
+    assert _in_a_fresh_python(UNLOADED_PROBE) == ["True", "False"]
 
 
 def _server_connection(reactor):
