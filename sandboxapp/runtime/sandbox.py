@@ -538,9 +538,6 @@ def _start(
     init_pid = 0
     first_channel = None
     try:
-        ids.ids_reown(
-            config.state_dir, uid_base, ids.spare_owner(creator.spare), ids.borrower(spec.name)
-        )
         control.settimeout(10)
         init_pid = int(_expect(control, b"init ").split()[1])
         # Every layer is seen through the sandbox's id map: the image and /usr (host
@@ -554,6 +551,10 @@ def _start(
                 layer_fds[-1], userns_fd, sc.MOUNT_ATTR_NOSUID | sc.MOUNT_ATTR_NODEV
             )
         socket.send_fds(control, [child.PLAN + pickle.dumps(plan)], layer_fds)
+        # While the init mounts its root: the block is the sandbox's from here on.
+        ids.ids_reown(
+            config.state_dir, uid_base, ids.spare_owner(creator.spare), ids.borrower(spec.name)
+        )
         try:
             # While the init mounts its root: the cgroup it waits for.
             _cgroup_enter(cgroup, creator.cgroups, spec.limits, uid_base, init_pid)
