@@ -78,7 +78,6 @@ class ChildPlan:
     root_ops: list[rootfs.Op]
     inner_ops: list[rootfs.Op]
     hosts: str
-    seccomp: bytes
     # What the detached mounts sent with the plan are, in order (rootfs.MoveFd keys).
     layers: tuple[str, ...] = ("image", "usr")
 
@@ -257,6 +256,12 @@ def _run_init(sock: socket.socket, handshake: _Handshake) -> None:
         sc.unshare(sc.CLONE_NEWNS)
         sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
         rootfs.apply(rootfs.plan_stage(), {})
+        stage = "seccomp"
+        # The filter now, while nobody waits (the kernel checks and compiles it as it loads,
+        # 0.3 ms here): from here on the init is held to it, and every process it starts
+        # inherits it. It survives the joining of the learner's user namespace, which
+        # resets the bounding set: that is dropped at the take (harden_current_process).
+        sc.seccomp_load_bpf(security.seccomp_program())
         stage = "plan"
         # The plan, pickled by the parent (host root, this same program), and the
         # idmapped layers. Only the parent holds the other end of this socket.
@@ -296,8 +301,9 @@ def _run_init(sock: socket.socket, handshake: _Handshake) -> None:
         setproctitle.setproctitle(INIT_TITLE)
         stage = "hardening"
         # Once, here, rather than in each process: everything the init forks inherits the
-        # bounding set, no_new_privs and the seccomp filter, and the init is held to them too.
-        security.harden_current_process(plan.seccomp)
+        # bounding set and no_new_privs (and the seccomp filter, above), and the init is
+        # held to them too.
+        security.harden_current_process()
         sock.send(b"ready %.3f" % ((time.perf_counter() - started) * 1000))
     except BaseException as exc:  # noqa: BLE001
         _fail(sock, stage, exc)
@@ -315,7 +321,7 @@ def _warm_up() -> None:
     the plan, half of one for the spawn); the pages were to be the init's anyway.
     """
     layout = rootfs.Layout(True, 0)
-    sample = ChildPlan("warm-up", rootfs.plan_root(layout), rootfs.plan_inner([]), "", b"")
+    sample = ChildPlan("warm-up", rootfs.plan_root(layout), rootfs.plan_inner([]), "")
     pickle.loads(pickle.dumps(sample))
     # A program that cannot exist (/dev/null is no directory): the whole spawn but the exec
     # itself, and nothing runs.

@@ -21,7 +21,7 @@ import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from . import child, ids, image, network, rootfs, security, volumes, zygote
+from . import child, ids, image, network, rootfs, volumes, zygote
 from . import syscalls as sc
 from .cgroups import CgroupBackend, CgroupError, SandboxCgroup, detect
 from .spec import Limits, SandboxSpec
@@ -483,7 +483,6 @@ def sandbox_create(
             root_ops=rootfs.plan_root(layout),
             inner_ops=rootfs.plan_inner(_cgroup_mounts(cgroup_backend())),
             hosts=HOSTS.format(name=spec.effective_hostname),
-            seccomp=security.seccomp_program(),
             layers=("image", "usr", "volume") if volume_path else ("image", "usr"),
         )
         layers = {"image": image_path, "usr": usr_path}

@@ -82,7 +82,8 @@ TIOCLINUX = 0x541C
 
 @functools.cache
 def seccomp_program() -> bytes:
-    """The seccomp filter compiled once to classic BPF, so each exec only loads bytes."""
+    """The seccomp filter compiled once to classic BPF, in the zygote before it forks any
+    spare, so that each spare's init only loads bytes."""
     import pyseccomp
 
     allow_errno = pyseccomp.ERRNO(errno.EPERM)
@@ -102,8 +103,10 @@ def seccomp_program() -> bytes:
         return fh.read()
 
 
-def harden_current_process(program: bytes) -> None:
-    """Child side, just before exec: bounding set, ambient set, NNP, then seccomp."""
+def harden_current_process() -> None:
+    """The init's side, once it has joined the learner's user namespace (which gave it a
+    full bounding set): bounding set, ambient set, capabilities, no_new_privs. The seccomp
+    filter is loaded earlier (child.py)."""
     for cap in range(LAST_CAP + 1):
         if cap not in KEPT_CAPABILITIES:
             try:
@@ -114,4 +117,3 @@ def harden_current_process(program: bytes) -> None:
     syscalls.prctl(syscalls.PR_CAP_AMBIENT, syscalls.PR_CAP_AMBIENT_CLEAR_ALL)
     syscalls.capset(KEPT_MASK, KEPT_MASK, 0)
     syscalls.prctl(syscalls.PR_SET_NO_NEW_PRIVS, 1)
-    syscalls.seccomp_load_bpf(program)

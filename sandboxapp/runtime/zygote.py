@@ -49,7 +49,7 @@ from pathlib import Path
 
 import setproctitle
 
-from . import child, ids
+from . import child, ids, security
 from . import syscalls as sc
 from .cgroups import SPARE_PREFIX
 from .spec import ID_BLOCK
@@ -319,6 +319,7 @@ def serve(fd: int) -> None:
     channel.settimeout(1.0)  # wake up now and then to reap
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C is for the parent to handle
     setproctitle.setproctitle(TITLE)
+    security.seccomp_program()  # compiled once, here, for every spare
     # What is imported now is shared with every fork: keep the collector off those pages.
     gc.freeze()
     gc.disable()

@@ -97,6 +97,23 @@ def test_the_next_spare_is_forked_once_a_sandbox_is_up(make_sandbox):
         time.sleep(0.01)
 
 
+def test_a_spare_init_is_held_to_the_seccomp_filter_while_it_waits(make_sandbox):
+    # Loaded while nobody waits rather than at the take: the init never runs unfiltered
+    # once it has made the learner's namespaces.
+    make_sandbox()
+    zygote_pid = zygote._ZYGOTE._process.pid
+    deadline = time.monotonic() + 5
+    while not (inits := [i for c in _children(zygote_pid) for i in _children(c)]):
+        assert time.monotonic() < deadline, "no spare init"
+        time.sleep(0.01)
+    status = Path(f"/proc/{inits[0]}/status").read_text()
+    deadline = time.monotonic() + 5
+    while "Seccomp:\t2" not in status:  # it may still be making the learner's namespaces
+        assert time.monotonic() < deadline, status
+        time.sleep(0.01)
+        status = Path(f"/proc/{inits[0]}/status").read_text()
+
+
 def test_a_sandbox_is_returned_before_the_next_spare_is_asked_for(make_sandbox, monkeypatch):
     # Asking borrows an id block and names the spare's cgroups, 1.5 ms here: a thread of
     # the zygote's handle does it, off the path of the learner's first command.
