@@ -54,6 +54,9 @@ HIDDEN = "run/.contained"
 STAGE = "/tmp"
 STAGED = ("proc", "run", "tmp", "dev")
 TAKE_POINTS = ("root", "lower-image", "lower-usr", "volume", "scratch")
+# An overlay's upper and work directories on a writable layer, for `/` and for `/usr`,
+# parents first.
+LAYER_DIRS = ("root", "root/upper", "root/work", "usr", "usr/upper", "usr/work")
 
 
 @dataclass(frozen=True)
@@ -155,8 +158,7 @@ def plan_root(layout: Layout) -> list[Op]:
         ops.append(MoveFd("volume", w))
     else:
         ops.append(Mount("tmpfs", w, "tmpfs", NOSUID_NODEV, f"size={layout.disk_bytes},mode=755"))
-        ops += [Mkdir(f"{w}/{d}") for d in ("root", "root/upper", "root/work")]
-        ops += [Mkdir(f"{w}/{d}") for d in ("usr", "usr/upper", "usr/work")]
+        ops += [Mkdir(f"{w}/{d}") for d in LAYER_DIRS]
     ops += [
         MoveFd("image", "/lower-image"),
         MoveFd("usr", "/lower-usr"),

@@ -31,9 +31,9 @@ import time
 from pathlib import Path
 
 from . import syscalls as sc
+from .rootfs import LAYER_DIRS
 from .spec import ID_BLOCK
 
-LAYER_DIRS = ("root/upper", "root/work", "usr/upper", "usr/work")
 SPARES = ".spare"
 # .spare/mounted-<pid>-<size>-<token>.ext4: a spare that process <pid> has mounted ahead.
 MOUNTED = "mounted"
@@ -359,10 +359,9 @@ def _mount_ahead(image: Path) -> int:
     seen inside a sandbox)."""
     mount = _mount_detached(image)
     try:
-        for rel in LAYER_DIRS:
-            for path in (rel.split("/")[0], rel):
-                with contextlib.suppress(FileExistsError):  # a spare given back has them
-                    os.mkdir(path, 0o755, dir_fd=mount)
+        for rel in LAYER_DIRS:  # parents first
+            with contextlib.suppress(FileExistsError):  # a spare given back has them
+                os.mkdir(rel, 0o755, dir_fd=mount)
     except BaseException:
         os.close(mount)
         raise

@@ -76,6 +76,17 @@ def test_disk_fill_stops_at_the_quota(make_sandbox, sh):
     assert before - shutil.disk_usage("/").free < 32 * MiB
 
 
+def test_a_throwaway_layer_fills_up_at_the_quota(make_sandbox, sh):
+    # A sandbox with no learner writes to a tmpfs of the sandbox's size, not to the host.
+    sandbox = make_sandbox(disk_bytes=16 * MiB)
+    code, out = sh(sandbox, "dd if=/dev/zero of=/root/fill bs=1M count=64 2>&1; df -k /root")
+    assert "No space left on device" in out, out
+    # The writes stopped at its size: the quota, not the host's memory.
+    size_kib = int(out.split()[-5])
+    assert 15 * 1024 <= size_kib <= 16 * 1024, out
+    sh(sandbox, "rm -f /root/fill")
+
+
 def test_cpu_quota_throttles(make_sandbox):
     sandbox = make_sandbox(cpus=0.1)
     code, _ = sandbox.run(["/bin/sh", "-c", "timeout 1 sh -c 'while :; do :; done'"], timeout=30)
