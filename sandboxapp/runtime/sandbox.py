@@ -485,7 +485,6 @@ def sandbox_create(
             volume_path, volume_lock = volumes.volume_acquire(
                 config.state_dir, spec.volume, spec.limits.disk_bytes
             )
-        cgroup_backend().prepare_parent(config.cgroup_parent)
         layout = rootfs.Layout(volume_path is not None, spec.limits.disk_bytes)
         plan = child.ChildPlan(
             hostname=spec.effective_hostname,
@@ -565,6 +564,7 @@ def _start(
         )
         try:
             # While the init mounts its root: the cgroup it waits for.
+            cgroup.backend.prepare_parent(config.cgroup_parent)
             _cgroup_enter(cgroup, creator.cgroups, spec.limits, uid_base, init_pid)
         except (OSError, CgroupError) as exc:
             # Never let an init run outside its limits. If it had failed already, its
