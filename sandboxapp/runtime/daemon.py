@@ -44,6 +44,7 @@ from .probes import PROBES
 from .reconcile import reconcile
 from .sandbox import (
     USERS,
+    FirstProcess,
     RuntimeConfig,
     Sandbox,
     SandboxError,
@@ -434,7 +435,7 @@ class Daemon:
         return sandbox_create(
             replace(spec, limits=limits),
             self.config.runtime,
-            first=None if shell is None else (SHELL, shell),
+            first=None if shell is None else FirstProcess(SHELL, terminal=shell),
         )
 
     def _admit(self, learner: str) -> None:

@@ -240,6 +240,16 @@ class Sandbox:
 
 
 @dataclass(frozen=True)
+class FirstProcess:
+    """A sandbox's first process, asked for with it (`sandbox_create`): on a new terminal
+    of `terminal` (rows, cols), or with `stdio`."""
+
+    argv: list[str]
+    terminal: tuple[int, int] | None = None
+    stdio: tuple[int, int, int] | None = None
+
+
+@dataclass(frozen=True)
 class _SpawnOptions:
     """Sandbox.spawn's options, as its init's request is made from them."""
 
@@ -455,13 +465,13 @@ def sandbox_create(
     spec: SandboxSpec,
     config: RuntimeConfig | None = None,
     *,
-    first: tuple[list[str], tuple[int, int]] | None = None,
+    first: FirstProcess | None = None,
 ) -> Sandbox:
     """Build a sandbox from its spec and return it running (its init waiting).
 
-    `first` (argv, (rows, cols)): a process to start on a new terminal as soon as the
-    sandbox is up (a learner's shell), as `Sandbox.first`. Asked for before the init is
-    ready, it starts while we finish ours, rather than after a round trip.
+    `first`: a process to start as soon as the sandbox is up (a learner's shell, the
+    command of `sandbox run`), as `Sandbox.first`. Asked for before the init is ready, it
+    starts while we finish ours, rather than after a round trip.
     """
     config = config or RuntimeConfig()
     spec.validate()
@@ -503,7 +513,7 @@ def sandbox_create(
         raise
     if first is not None and sandbox.first is not None:
         try:
-            sandbox.first.started(first[0][0])
+            sandbox.first.started(first.argv[0])
         except BaseException:
             sandbox.destroy()
             raise
@@ -525,7 +535,7 @@ def _start(
     layers: dict[str, Path],
     cgroup: SandboxCgroup,
     volume_lock: int | None,
-    first: tuple[list[str], tuple[int, int]] | None,
+    first: FirstProcess | None,
 ) -> Sandbox:
     started = time.perf_counter()
     # Each sandbox's init is re-parented to us when its creator exits: we reap it.
@@ -583,7 +593,8 @@ def _start(
         _state_write(config, spec, uid_base, init_pid)
         if first is not None:
             # Read by the init once it is ready: the process starts while we finish here.
-            first_channel = _spawn_send(control, spec.name, first[0], _SpawnOptions(first[1]))
+            options = _SpawnOptions(first.terminal, first.stdio)
+            first_channel = _spawn_send(control, spec.name, first.argv, options)
         _expect(control, b"ready")
         zygote.zygote_refill(functools.partial(_spare_cgroups, config))
         # The creator exits once the init has its plan, before "ready": from here on

@@ -17,6 +17,7 @@ import pytest
 from sandboxapp.runtime import ids, volumes
 from sandboxapp.runtime.reconcile import reconcile
 from sandboxapp.runtime.sandbox import (
+    FirstProcess,
     HostFull,
     RuntimeConfig,
     Sandbox,
@@ -223,7 +224,7 @@ def test_a_sandbox_can_start_its_first_process_as_it_comes_up(config, make_sandb
     def first_started(name: str) -> Sandbox:
         spec = SandboxSpec(name=name)
         script = ["/bin/sh", "-c", "stty size; echo first $$; sleep 30"]
-        return sandbox_create(spec, config, first=(script, (30, 90)))
+        return sandbox_create(spec, config, first=FirstProcess(script, terminal=(30, 90)))
 
     with first_started("first-taken") as sandbox:
         first, sandbox.first = sandbox.first, None

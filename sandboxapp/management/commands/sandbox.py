@@ -21,6 +21,7 @@ from sandboxapp.runtime import console, volumes
 from sandboxapp.runtime.client import SandboxdError
 from sandboxapp.runtime.reconcile import kill_recorded, reconcile, reconcile_one
 from sandboxapp.runtime.sandbox import (
+    FirstProcess,
     RuntimeConfig,
     SandboxError,
     is_recorded_process,
@@ -145,21 +146,27 @@ class Command(BaseCommand):
         **_: object,
     ) -> int:
         name = name or f"{learner or 'run'}-{secrets.token_hex(3)}"
+        argv = command or ["/bin/bash", "--login"]
+        # Asked for with the sandbox: it starts the moment the sandbox is up.
+        if os.isatty(0):
+            size = os.get_terminal_size(0)
+            first = FirstProcess(argv, terminal=(size.lines, size.columns))
+        else:
+            first = FirstProcess(argv, stdio=(0, 1, 2))
         try:
             limits = Limits(parse_size(memory), pids, cpus, parse_size(disk))
             spec = SandboxSpec(name=name, learner=learner, limits=limits)
-            sandbox = sandbox_create(spec, config)
+            sandbox = sandbox_create(spec, config, first=first)
         except (SpecError, SandboxError, VolumeError, OSError) as exc:
             raise CommandError(str(exc)) from exc
         with sandbox:
             if json_status:
                 self.stderr.write(json.dumps(sandbox.status()))
-            argv = command or ["/bin/bash", "--login"]
-            if os.isatty(0):
-                size = os.get_terminal_size(0)
-                process = sandbox.spawn(argv, terminal=(size.lines, size.columns))
+            process, sandbox.first = sandbox.first, None
+            assert process is not None  # sandbox_create started it, or raised
+            if first.terminal is not None:
                 return console.relay(process)
-            return sandbox.spawn(argv, stdio=(0, 1, 2)).wait()
+            return process.wait()
 
     def _kill(self, config: RuntimeConfig, name: str) -> None:
         state = state_read(config, name)
