@@ -77,7 +77,6 @@ class ChildPlan:
     hostname: str
     root_ops: list[rootfs.Op]
     inner_ops: list[rootfs.Op]
-    hosts: str
     # What the detached mounts sent with the plan are, in order (rootfs.MoveFd keys).
     layers: tuple[str, ...] = ("image", "usr")
 
@@ -288,9 +287,6 @@ def _run_init(sock: socket.socket, handshake: _Handshake) -> None:
         socket.sethostname(plan.hostname)
         stage = "sysfs and cgroups"
         rootfs.apply(plan.inner_ops, {})
-        stage = "/etc"
-        _write_if_absent("/etc/hostname", plan.hostname + "\n")
-        _write_if_absent("/etc/hosts", plan.hosts)
         null = os.open("/dev/null", os.O_RDWR)
         for std in (0, 1, 2):
             os.dup2(null, std)
@@ -321,7 +317,7 @@ def _warm_up() -> None:
     the plan, half of one for the spawn); the pages were to be the init's anyway.
     """
     layout = rootfs.Layout(True, 0)
-    sample = ChildPlan("warm-up", rootfs.plan_root(layout), rootfs.plan_inner([]), "")
+    sample = ChildPlan("warm-up", rootfs.plan_root(layout, {}), rootfs.plan_inner([]))
     pickle.loads(pickle.dumps(sample))
     # A program that cannot exist (/dev/null is no directory): the whole spawn but the exec
     # itself, and nothing runs.
@@ -341,16 +337,6 @@ def _loopback_up() -> None:
         request = struct.pack("16sH14x", b"lo", 0)
         flags = struct.unpack("16sH14x", fcntl.ioctl(s, SIOCGIFFLAGS, request))[1]
         fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | IFF_UP))
-
-
-def _write_if_absent(path: str, text: str) -> None:
-    # Only on first start: afterwards the file is the learner's (they may edit it).
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    except FileExistsError:
-        return
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
 
 
 class _Init:

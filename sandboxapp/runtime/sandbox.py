@@ -498,9 +498,8 @@ def sandbox_create(
         layout = rootfs.Layout(volume_path is not None, spec.limits.disk_bytes)
         plan = child.ChildPlan(
             hostname=spec.effective_hostname,
-            root_ops=rootfs.plan_root(layout),
+            root_ops=rootfs.plan_root(layout, _etc_files(spec.effective_hostname)),
             inner_ops=rootfs.plan_inner(_cgroup_mounts(cgroup_backend())),
-            hosts=HOSTS.format(name=spec.effective_hostname),
             layers=("image", "usr", "volume") if volume_path else ("image", "usr"),
         )
         layers = {"image": image_path, "usr": usr_path}
@@ -518,6 +517,10 @@ def sandbox_create(
             sandbox.destroy()
             raise
     return sandbox
+
+
+def _etc_files(hostname: str) -> dict[str, str]:
+    return {"hostname": hostname + "\n", "hosts": HOSTS.format(name=hostname)}
 
 
 def _cgroup_mounts(backend: CgroupBackend) -> list[tuple[str, str, str | None]]:
@@ -568,10 +571,6 @@ def _start(
                 layer_fds[-1], userns_fd, sc.MOUNT_ATTR_NOSUID | sc.MOUNT_ATTR_NODEV
             )
         socket.send_fds(control, [child.PLAN + pickle.dumps(plan)], layer_fds)
-        # While the init mounts its root: the block is the sandbox's from here on.
-        ids.ids_reown(
-            config.state_dir, uid_base, ids.spare_owner(creator.spare), ids.borrower(spec.name)
-        )
         try:
             # While the init mounts its root: the cgroup it waits for.
             cgroup.backend.prepare_parent(config.cgroup_parent)
@@ -588,13 +587,17 @@ def _start(
         with contextlib.suppress(BrokenPipeError):
             # If the init failed already, its reason is waiting to be read below.
             os.write(creator.cgroup_ready, b"c")
-        # While the init sets itself up: from here a crash of ours leaves a sandbox
-        # that reconcile can tell from one still starting.
-        _state_write(config, spec, uid_base, init_pid)
         if first is not None:
             # Read by the init once it is ready: the process starts while we finish here.
             options = _SpawnOptions(first.terminal, first.stdio)
             first_channel = _spawn_send(control, spec.name, first.argv, options)
+        # The init never waits for this: the block is the sandbox's from here on.
+        ids.ids_reown(
+            config.state_dir, uid_base, ids.spare_owner(creator.spare), ids.borrower(spec.name)
+        )
+        # While the init sets itself up: from here a crash of ours leaves a sandbox
+        # that reconcile can tell from one still starting.
+        _state_write(config, spec, uid_base, init_pid)
         _expect(control, b"ready")
         zygote.zygote_refill(functools.partial(_spare_cgroups, config))
         # The creator exits once the init has its plan, before "ready": from here on

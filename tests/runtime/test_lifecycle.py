@@ -146,7 +146,7 @@ def test_sandbox_reports_a_failed_setup_clearly(config, monkeypatch):
 
     broken = rootfs.Mount("tmpfs", "/nonexistent/target", "tmpfs")
     original = rootfs.plan_root
-    monkeypatch.setattr(rootfs, "plan_root", lambda layout: [broken, *original(layout)])
+    monkeypatch.setattr(rootfs, "plan_root", lambda layout, etc: [broken, *original(layout, etc)])
     with pytest.raises(SandboxError, match="root filesystem.*nonexistent"):
         sandbox_create(SandboxSpec(name="broken"), config)
     assert not (config.state_dir / "sandboxes" / "broken").exists()

@@ -19,6 +19,7 @@ from sandboxapp.runtime.rootfs import (
     PivotRoot,
     ReadOnly,
     Symlink,
+    WriteFile,
     plan_inner,
     plan_root,
     plan_stage,
@@ -32,6 +33,7 @@ DISK = 512 * 1024**2
 
 THROWAWAY = Layout(False, DISK)
 PERSISTENT = Layout(True, DISK)
+ETC = {"hostname": "web\n", "hosts": "127.0.1.1\tweb\n"}
 BOTH = pytest.mark.parametrize("layout", [THROWAWAY, PERSISTENT], ids=["throwaway", "persistent"])
 
 
@@ -62,7 +64,7 @@ def under(path: str, top: str) -> bool:
 
 
 def test_throwaway_starts_with_a_tmpfs_for_the_writable_layer():
-    ops = plan_root(THROWAWAY)
+    ops = plan_root(THROWAWAY, ETC)
 
     first = ops[0]
     assert first == Mount(
@@ -75,7 +77,7 @@ def test_throwaway_starts_with_a_tmpfs_for_the_writable_layer():
 
 
 def test_throwaway_makes_its_layer_dirs_after_mounting_the_tmpfs():
-    ops = plan_root(THROWAWAY)
+    ops = plan_root(THROWAWAY, ETC)
 
     scratch = mount_at(ops, "/scratch")
     for i, op in enumerate(ops):
@@ -83,24 +85,61 @@ def test_throwaway_makes_its_layer_dirs_after_mounting_the_tmpfs():
             assert i > scratch, op
 
 
+def test_throwaway_gets_the_sandboxs_etc_files_on_its_layer_before_the_overlay():
+    ops = plan_root(THROWAWAY, ETC)
+
+    etc = ops.index(Mkdir("/scratch/root/upper/etc"))
+    written = [i for i, op in enumerate(ops) if isinstance(op, WriteFile)]
+    assert [ops[i] for i in written] == [
+        WriteFile("/scratch/root/upper/etc/hostname", "web\n"),
+        WriteFile("/scratch/root/upper/etc/hosts", "127.0.1.1\tweb\n"),
+    ]
+    assert mount_at(ops, "/scratch") < etc < min(written)
+    assert max(written) < mount_at(ops, ROOT, "overlay")
+
+
+def test_persistent_layout_writes_its_etc_files_through_the_overlay_after_the_pivot():
+    # On the learner's layer they are written once, and then theirs to edit: WriteFile
+    # leaves a file that exists alone.
+    ops = plan_root(PERSISTENT, ETC)
+
+    pivot = ops.index(PivotRoot(ROOT))
+    assert ops[pivot + 1 :] == [
+        WriteFile("/etc/hostname", "web\n"),
+        WriteFile("/etc/hosts", "127.0.1.1\tweb\n"),
+    ]
+    assert not [op for op in ops[:pivot] if isinstance(op, WriteFile)]
+
+
+def test_write_file_leaves_a_file_that_exists_alone(tmp_path):
+    path = tmp_path / "hosts"
+
+    rootfs.apply([WriteFile(str(path), "first\n")], {})
+    rootfs.apply([WriteFile(str(path), "second\n")], {})
+
+    assert path.read_text() == "first\n"
+    assert path.stat().st_mode & 0o777 == 0o644
+
+
 def test_persistent_layout_has_no_scratch_tmpfs():
-    ops = plan_root(PERSISTENT)
+    ops = plan_root(PERSISTENT, ETC)
 
     assert not [op for op in ops if "scratch" in path_of(op)]
     assert ops[0] == MoveFd("volume", "/volume")  # the learner's, idmapped
 
 
 @BOTH
-def test_plan_ends_with_pivot_root(layout):
-    ops = plan_root(layout)
+def test_plan_pivots_once_and_only_writes_files_after_it(layout):
+    ops = plan_root(layout, ETC)
 
-    assert ops[-1] == PivotRoot(ROOT)
-    assert [op for op in ops if isinstance(op, PivotRoot)] == [ops[-1]]
+    (pivot,) = [i for i, op in enumerate(ops) if isinstance(op, PivotRoot)]
+    assert ops[pivot] == PivotRoot(ROOT)
+    assert all(isinstance(op, WriteFile) for op in ops[pivot + 1 :])
 
 
 @BOTH
 def test_overlays_use_userxattr_and_nosuid_nodev(layout):
-    ops = plan_root(layout)
+    ops = plan_root(layout, ETC)
     overlays = [op for op in ops if isinstance(op, Mount) and op.fstype == "overlay"]
 
     assert [op.target for op in overlays] == [ROOT, f"{ROOT}/usr"]
@@ -111,7 +150,7 @@ def test_overlays_use_userxattr_and_nosuid_nodev(layout):
 
 @BOTH
 def test_overlays_stack_the_image_under_the_writable_layer(layout):
-    ops = plan_root(layout)
+    ops = plan_root(layout, ETC)
     w = layout.writable
 
     root_overlay = ops[mount_at(ops, ROOT, "overlay")]
@@ -134,7 +173,7 @@ def test_overlays_stack_the_image_under_the_writable_layer(layout):
 
 @BOTH
 def test_every_mount_in_the_root_comes_after_the_root_overlay(layout):
-    ops = plan_root(layout)
+    ops = plan_root(layout, ETC)
 
     overlay = mount_at(ops, ROOT, "overlay")
     for i, op in enumerate(ops[:-1]):
@@ -225,12 +264,12 @@ def test_the_stage_is_a_tmpfs_of_its_own_that_the_spare_pivots_into():
 
 @BOTH
 def test_the_staged_mounts_move_under_the_root_overlay_before_the_pivot(layout):
-    ops = plan_root(layout)
+    ops = plan_root(layout, ETC)
 
     moves = [op for op in ops if isinstance(op, Move)]
     assert moves == [Move(f"/{name}", f"{ROOT}/{name}") for name in rootfs.STAGED]
     first, last = ops.index(moves[0]), ops.index(moves[-1])
-    assert mount_at(ops, ROOT, "overlay") < first and last < len(ops) - 1
+    assert mount_at(ops, ROOT, "overlay") < first and last < ops.index(PivotRoot(ROOT))
     # Nothing else is mounted under the root at the take: it was all staged.
     assert not [op for op in ops if isinstance(op, MaskFile | MaskDir | ReadOnly | BindDevice)]
 
