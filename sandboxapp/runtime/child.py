@@ -45,6 +45,7 @@ import termios
 import time
 import traceback
 from dataclasses import dataclass
+from typing import NoReturn
 
 import setproctitle
 
@@ -81,7 +82,7 @@ class ChildPlan:
     layers: tuple[str, ...] = ("image", "usr")
 
 
-def _fail(sock: socket.socket, stage: str, exc: BaseException) -> None:
+def _fail(sock: socket.socket, stage: str, exc: BaseException) -> NoReturn:
     detail = f"{stage}: {exc}"
     try:
         sock.send(b"error " + detail.encode(errors="replace")[:4000])
@@ -244,7 +245,6 @@ def _host_pid(pidfd: int) -> int:
 def _run_init(sock: socket.socket, handshake: _Handshake) -> None:
     stage = "learner namespaces"
     try:
-        _warm_up()
         # The sandbox's root: the zygote mapped it to the spare's block of host ids.
         os.setresgid(0, 0, 0)
         os.setresuid(0, 0, 0)
@@ -261,6 +261,11 @@ def _run_init(sock: socket.socket, handshake: _Handshake) -> None:
         # inherits it. It survives the joining of the learner's user namespace, which
         # resets the bounding set: that is dropped at the take (harden_current_process).
         sc.seccomp_load_bpf(security.seccomp_program())
+        stage = "warm-up"
+        # Last, after the fork of the helper above: that fork shared every page of ours
+        # again, and each first write to one after it costs a fault.
+        _warm_up()
+        init = _Init(sock)
         stage = "plan"
         # The plan, pickled by the parent (host root, this same program), and the
         # idmapped layers. Only the parent holds the other end of this socket.
@@ -303,7 +308,7 @@ def _run_init(sock: socket.socket, handshake: _Handshake) -> None:
         sock.send(b"ready %.3f" % ((time.perf_counter() - started) * 1000))
     except BaseException as exc:  # noqa: BLE001
         _fail(sock, stage, exc)
-    _Init(sock).serve()
+    init.serve()
 
 
 def _warm_up() -> None:
@@ -349,11 +354,12 @@ class _Init:
     """
 
     def __init__(self, control: socket.socket) -> None:
+        """Made while the spare waits (half a millisecond here), so that the first process
+        asked for starts the moment the sandbox is ready. No child of ours ends before
+        then: the helper and the warm-up's process are reaped already."""
         self.control = control
         self.channels: dict[int, int] = {}
         self.popens: dict[int, subprocess.Popen[bytes]] = {}
-
-    def serve(self) -> None:
         gc.disable()
         # Every disposition back to the kernel's default, which the processes forked from
         # here inherit: ignored signals would stay ignored across their exec (Python
@@ -366,16 +372,19 @@ class _Init:
         signal.set_wakeup_fd(wake_w)
         # A handler (even one doing nothing) makes SIGCHLD write to the wakeup fd.
         signal.signal(signal.SIGCHLD, lambda *_: None)
-        poller = select.poll()
-        poller.register(self.control, select.POLLIN)
-        poller.register(wake_r, select.POLLIN)
+        self.wake = wake_r
+        self.poller = select.poll()
+        self.poller.register(self.control, select.POLLIN)
+        self.poller.register(wake_r, select.POLLIN)
+
+    def serve(self) -> None:
         self._reap()
         while True:
-            for fd, _ in poller.poll():
-                if fd == wake_r:
+            for fd, _ in self.poller.poll():
+                if fd == self.wake:
                     while True:
                         try:
-                            os.read(wake_r, 512)
+                            os.read(self.wake, 512)
                         except BlockingIOError:
                             break
                     self._reap()
