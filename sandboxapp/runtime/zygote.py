@@ -11,16 +11,17 @@ parent's memory, secrets included.
 It keeps one sandbox made ahead, a spare, as Android's zygote keeps unspecialised app
 processes. The parent asks for it ("spare NAME UID_BASE [CGROUPS]") with a block of host
 ids it has borrowed: its creator C unshares a user and a pid namespace, the zygote maps
-them to that block, and C forks the init, which makes everything a sandbox has whoever
-its learner is (child.py), then waits for its plan. A request ("fork") takes the spare;
-the parent asks for the next one once its sandbox is up. No fork, no unshare and no id
-map is then on the path of a learner waiting for their shell.
+them to that block and hands C over at once, and C forks the init, which makes
+everything a sandbox has whoever its learner is (child.py), then waits for its plan. The
+parent holds the spare until a sandbox takes it, and asks for the next one once that
+sandbox is up. No fork, no unshare, no id map and no round trip to the zygote is then on
+the path of a learner waiting for their shell.
 
 Its channel is a private SOCK_SEQPACKET pair inherited at start, never a named socket,
-so only the process that started it can ask it for anything. "fork" gets "none" while
-there is no spare ("error REASON" if the last could not be made), or "forked PID NAME"
-and three fds: a pidfd for C, the parent's end of the sandbox's control socket (C holds
-the other) and the write end of the cgroup-ready pipe.
+so only the process that started it can ask it for anything. "spare" gets "error REASON"
+or "forked PID" and three fds: a pidfd for C, the parent's end of the sandbox's control
+socket (C holds the other) and the write end of the cgroup-ready pipe. Closing that
+control socket ends the spare: its init exits, then C.
 
 The zygote is not a child subreaper: when C exits, the sandbox's init is re-parented to
 the process that started the zygote (sandbox.py makes it one), which reaps it, as if it
@@ -36,6 +37,7 @@ import errno
 import gc
 import itertools
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -77,27 +79,20 @@ class Creator:
     cgroups: list[Path] | None  # the cgroups C and the init were born in, if given some
 
 
-@dataclass(frozen=True)
-class _Asked:
-    uid_base: int
-    cgroups: list[Path] | None
-
-
 class Zygote:
     """The parent's handle: start on first use, restart if it died, one request at a time.
 
     It serves one state directory, where it borrows each spare's id block: a spare's
-    namespaces are mapped before anyone takes it."""
+    namespaces are mapped before anyone takes it. The spare it made last is held here,
+    so that a take asks the zygote for nothing."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._process: subprocess.Popen[bytes] | None = None
         self._channel: socket.socket | None = None
         self._state_dir: Path | None = None
-        # Spares asked for and not taken yet, by name: a spare's id block and cgroups are
-        # its sandbox's when it is taken, the others' then to release (never made, or
-        # their spare died).
-        self._asked: dict[str, _Asked] = {}
+        self._spare: Creator | None = None
+        self._failed = ""  # why the last spare could not be made
         self._owner: int | None = None
         self._seq = itertools.count(1)
         # One thread, made at the first refill: asks are sent in the order they were made.
@@ -116,40 +111,22 @@ class Zygote:
     def stop(self) -> None:
         with self._lock:
             self._stop()
-            self._forget_asked(wait=2)  # the spare's init ends a moment after the zygote
+            self._spare_drop(wait=2)  # the spare's init ends a moment after its socket
 
     def fork(self, state_dir: Path) -> Creator:
-        """Take the zygote's spare C (one is made now if there is none): its pid, a pidfd,
-        its control socket, the cgroup-ready pipe, its id block and its cgroups."""
+        """Take the spare C (one is made now if there is none, or it died): its pid, a
+        pidfd, its control socket, the cgroup-ready pipe, its id block and its cgroups."""
         with self._lock:
             for _attempt in (1, 2):
-                channel = self._ensure(state_dir)
-                reply, fds = self._request(channel, b"fork")
-                if reply == b"none" or reply.startswith(b"error "):
-                    # No spare (the last could not be made): one now, for this request.
-                    with contextlib.suppress(OSError):  # a dead zygote fails the request
+                self._ensure(state_dir)
+                if self._spare_alive() is None:
+                    with contextlib.suppress(OSError):  # a dead zygote fails the ask
                         self._ask(None)
-                    reply, fds = self._request(channel, b"fork")
-                if reply.startswith(b"forked ") and len(fds) == 3:
-                    pidfd, control, cgroup_ready = fds
-                    _, pid, name = reply.decode().split()
-                    taken = self._asked.pop(name)
-                    # The zygote has read every request before this one and holds no
-                    # spare now: the other spares asked for are nobody's.
-                    self._forget_asked()
-                    return Creator(
-                        int(pid),
-                        pidfd,
-                        socket.socket(fileno=control),
-                        cgroup_ready,
-                        name,
-                        taken.uid_base,
-                        taken.cgroups,
-                    )
-                for fd in fds:
-                    os.close(fd)
-                if reply.startswith(b"error "):
-                    raise ZygoteError(reply[6:].decode(errors="replace"))
+                spare, self._spare = self._spare_alive(), None
+                if spare is not None:
+                    return spare
+                if self._failed:
+                    raise ZygoteError(self._failed)
                 self._stop()  # it died: a fresh one gets the second attempt
         raise ZygoteError("the zygote that forks sandboxes keeps dying")
 
@@ -167,35 +144,68 @@ class Zygote:
 
     def _refill(self, cgroups_of: Callable[[str], list[Path] | None]) -> None:
         with self._lock:
-            if self._channel is not None:
+            if self._channel is not None and self._spare is None:
                 with contextlib.suppress(OSError, ids.IdsExhausted):
                     self._ask(cgroups_of)
 
-    def _request(self, channel: socket.socket, message: bytes) -> tuple[bytes, list[int]]:
-        try:
-            channel.send(message)
-            return sc.recv_fds(channel, 256, 3)
-        except OSError:
-            return b"", []
-
     def _ask(self, cgroups_of: Callable[[str], list[Path] | None] | None) -> None:
-        """Borrow an id block and send the request for a spare mapped to it."""
+        """Borrow an id block, have the zygote fork a spare mapped to it, and hold that
+        spare (or why it could not be made). The zygote answers once C is mapped, a
+        millisecond or two: the init goes on making itself ready on its own time."""
         assert self._channel is not None and self._state_dir is not None
         name = f"{SPARE_PREFIX}{os.getpid()}-{next(self._seq)}"
         base = ids.ids_borrow(self._state_dir, ids.spare_owner(name))
         cgroups = cgroups_of(name) if cgroups_of else None
-        self._asked[name] = _Asked(base, cgroups)
         message = b"spare %s %d" % (name.encode(), base)
         if cgroups:
             message += b" " + b" ".join(os.fsencode(path) for path in cgroups)
-        self._channel.send(message)
+        fds: list[int] = []
+        try:
+            self._channel.send(message)
+            reply, fds = sc.recv_fds(self._channel, 4096, 3)
+        except OSError:
+            reply = b""
+        if reply.startswith(b"forked ") and len(fds) == 3:
+            pidfd, control, cgroup_ready = fds
+            self._spare = Creator(
+                int(reply.split()[1]),
+                pidfd,
+                socket.socket(fileno=control),
+                cgroup_ready,
+                name,
+                base,
+                cgroups,
+            )
+            self._failed = ""
+            return
+        for fd in fds:
+            os.close(fd)
+        _cgroups_remove(cgroups or [])
+        ids.release_ids(self._state_dir, base, ids.spare_owner(name))
+        if not reply:
+            raise OSError("the zygote that forks sandboxes is gone")
+        self._failed = reply.removeprefix(b"error ").decode(errors="replace")
 
-    def _forget_asked(self, wait: float = 0) -> None:
-        _cgroups_remove([path for a in self._asked.values() for path in a.cgroups or []], wait)
-        if self._state_dir is not None:  # set before anything is asked for
-            for name, asked in self._asked.items():
-                ids.release_ids(self._state_dir, asked.uid_base, ids.spare_owner(name))
-        self._asked.clear()
+    def _spare_alive(self) -> Creator | None:
+        """The spare held, unless its creator has ended (killed, or its init failed):
+        that one is dropped."""
+        if self._spare is not None:
+            ended = select.poll()  # a pidfd is readable once its process has ended
+            ended.register(self._spare.pidfd, select.POLLIN)
+            if ended.poll(0):
+                self._spare_drop()
+        return self._spare
+
+    def _spare_drop(self, wait: float = 0) -> None:
+        spare, self._spare = self._spare, None
+        if spare is None:
+            return
+        spare.control.close()  # its init exits, then its creator
+        os.close(spare.pidfd)
+        os.close(spare.cgroup_ready)
+        _cgroups_remove(spare.cgroups or [], wait)
+        if self._state_dir is not None:
+            ids.release_ids(self._state_dir, spare.uid_base, ids.spare_owner(spare.spare))
 
     def _ensure(self, state_dir: Path) -> socket.socket:
         if (
@@ -206,7 +216,7 @@ class Zygote:
         ):
             return self._channel
         self._stop()
-        self._forget_asked(wait=2)
+        self._spare_drop(wait=2)
         self._state_dir = state_dir
         if self._owner is None:
             # A one-off sandbox (`manage.py sandbox run`) leaves no spare cgroup behind.
@@ -312,8 +322,8 @@ def spare_cgroups_remove(inner: list[Path]) -> None:
 
 
 def serve(fd: int) -> None:
-    """The zygote's side: fork a spare C when asked for one, hand it over at the next
-    "fork", until the parent closes the channel."""
+    """The zygote's side: fork a spare C when asked for one and hand it over at once,
+    until the parent closes the channel."""
     sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
     channel = socket.socket(fileno=fd)
     channel.settimeout(1.0)  # wake up now and then to reap
@@ -323,15 +333,9 @@ def serve(fd: int) -> None:
     # What is imported now is shared with every fork: keep the collector off those pages.
     gc.freeze()
     gc.disable()
-    spare: Spare | None = None
-    failed = b""  # why the last spare could not be made, for the "fork" that meets it
     channel.send(b"ready")
     while True:
-        ended = _reap_finished()
-        if spare is not None and spare[0] in ended:
-            for fd in spare[1]:
-                os.close(fd)  # killed while it waited: the next request gets a new one
-            spare = None
+        _reap_finished()
         try:
             message = channel.recv(4096)
         except TimeoutError:
@@ -339,37 +343,25 @@ def serve(fd: int) -> None:
         except OSError:
             message = b""
         if not message:
-            _spare_end(spare)
             os._exit(0)
-        if message.startswith(b"spare "):
-            _, name, base, *cgroups = message.split()
-            if spare is None:
-                try:
-                    spare = _spare(
-                        name.decode(), int(base), [Path(os.fsdecode(p)) for p in cgroups]
-                    )
-                except OSError as exc:  # out of pids or memory for now: say so at the fork
-                    failed = b"error " + str(exc).encode(errors="replace")[:4000]
+        if not message.startswith(b"spare "):
             continue
-        if spare is None:
-            # The parent asks for one (then again), or hears why the last one failed.
-            channel.send(failed or b"none")
-            failed = b""
+        _, name, base, *cgroups = message.split()
+        try:
+            pid, fds = _spare(name.decode(), int(base), [Path(os.fsdecode(p)) for p in cgroups])
+        except OSError as exc:  # out of pids or memory for now: the parent says so
+            channel.send(b"error " + str(exc).encode(errors="replace")[:4000])
             continue
         try:
-            pid, fds, name = spare
-            spare = None
-            socket.send_fds(channel, [b"forked %d %s" % (pid, name.encode())], fds)
+            socket.send_fds(channel, [b"forked %d" % pid], fds)
+        except OSError:
+            pass  # the parent is gone: so is the spare, its fds closed below
+        finally:
             for handed in fds:
                 os.close(handed)
-        except Exception as exc:  # noqa: BLE001 - a failed hand-over must not end the zygote
-            channel.send(b"error " + str(exc).encode(errors="replace")[:4000])
 
 
-Spare = tuple[int, list[int], str]  # C's pid, the fds for the parent, the spare's name
-
-
-def _spare(name: str, uid_base: int, cgroups: list[Path]) -> Spare:
+def _spare(name: str, uid_base: int, cgroups: list[Path]) -> tuple[int, list[int]]:
     """Fork C ahead of need, in `cgroups` if it can make them, and map its user namespace
     to the block at `uid_base` as soon as C has made it; return C's pid and the three fds
     for the parent."""
@@ -401,7 +393,7 @@ def _spare(name: str, uid_base: int, cgroups: list[Path]) -> Spare:
         for fd in (ready_r, unshared_r, unshared_w, mapped_r, mapped_w, *procs):
             if fd >= 0:
                 os.close(fd)
-    return pid, [pidfd, ours.detach(), ready_w], name
+    return pid, [pidfd, ours.detach(), ready_w]
 
 
 def _map(pid: int, uid_base: int) -> None:
@@ -429,24 +421,11 @@ def _cgroups_make(cgroups: list[Path]) -> list[int]:
     return procs
 
 
-def _spare_end(spare: Spare | None) -> None:
-    """End the spare before we do: its init sees its control socket close and exits,
-    then its creator. Whoever stops the zygote may then remove the cgroup it ran in."""
-    if spare is not None:
-        pid, fds, _ = spare
-        for fd in fds:
-            os.close(fd)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, 0)
-
-
-def _reap_finished() -> set[int]:
-    ended = set()
+def _reap_finished() -> None:
     while True:
         try:
             pid, _ = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
-            return ended
+            return
         if pid == 0:
-            return ended
-        ended.add(pid)
+            return
