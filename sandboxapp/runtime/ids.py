@@ -2,14 +2,20 @@
 
 Every sandbox borrows a block for its lifetime: a learner's persistent files keep the ids
 they have inside (volumes.py), so they need no block of their own. A block is claimed by
-creating its file with O_EXCL, so two processes can never hand out the same one.
+creating its claim, a symlink whose target names the owner: `symlink` fails if the name
+exists, so two processes can never hand out the same one, and a claim changes hands in
+one rename. (Replacing a regular file by a rename makes ext4 flush the new one first:
+0.26 ms here, on the path of every start, against 0.03 ms for a symlink, which has no
+data block. Claims made as files by earlier versions are still read.)
 """
 
 from __future__ import annotations
 
+import errno
 import itertools
 import os
 import secrets
+import threading
 import time
 from pathlib import Path
 
@@ -32,20 +38,28 @@ def _dir(state_dir: Path) -> Path:
 
 def ids_borrow(state_dir: Path, owner: str) -> int:
     """A block for `owner` (`borrower(sandbox)`, `spare_owner(spare)`). The search starts
-    at a random block: with a few hundred held out of 32,000, it opens one file, or two,
+    at a random block: with a few hundred held out of 32,000, it makes one claim, or two,
     whatever is held where."""
     directory = _dir(state_dir)
     blocks = range(FIRST_BLOCK, LAST_BLOCK + 1)
     start = secrets.randbelow(len(blocks))
     for block in itertools.chain(blocks[start:], blocks[:start]):
         try:
-            fd = os.open(directory / f"block-{block}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            os.symlink(owner, directory / f"block-{block}")
         except FileExistsError:
             continue
-        os.write(fd, owner.encode())
-        os.close(fd)
         return block * ID_BLOCK
     raise IdsExhausted("no free host id block is left")
+
+
+def _owner(claim: Path) -> str:
+    """Who holds a claim; FileNotFoundError if nobody does."""
+    try:
+        return os.readlink(claim)
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:
+            raise
+        return claim.read_text()  # a claim made as a file by an earlier version
 
 
 def release_ids(state_dir: Path, base: int, owner: str | None = None) -> None:
@@ -54,7 +68,7 @@ def release_ids(state_dir: Path, base: int, owner: str | None = None) -> None:
     path = _dir(state_dir) / f"block-{base // ID_BLOCK}"
     if owner is not None:
         try:
-            if path.read_text() != owner:
+            if _owner(path) != owner:
                 return
         except FileNotFoundError:
             return
@@ -63,17 +77,17 @@ def release_ids(state_dir: Path, base: int, owner: str | None = None) -> None:
 
 def ids_reown(state_dir: Path, base: int, owner: str, new_owner: str) -> None:
     """Hand `owner`'s block to `new_owner` (a spare's to the sandbox that took it). The
-    claim file is replaced in one rename: the block is never free meanwhile."""
+    claim is replaced in one rename: the block is never free meanwhile."""
     path = _dir(state_dir) / f"block-{base // ID_BLOCK}"
     try:
-        held = path.read_text() == owner
+        held = _owner(path) == owner
     except FileNotFoundError:
         held = False
     if not held:
         raise IdsExhausted(f"host id block {base} is no longer {owner}'s")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(new_owner)
-    tmp.rename(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
+    os.symlink(new_owner, tmp)
+    os.rename(tmp, path)
 
 
 def borrower(sandbox: str) -> str:
@@ -104,8 +118,8 @@ def borrowed_blocks(state_dir: Path, min_age: float = 0, kind: str = "sandbox") 
     now = time.time()
     for path in _dir(state_dir).glob("block-*"):
         try:
-            owner = path.read_text()
-            if now - path.stat().st_mtime < min_age:
+            owner = _owner(path)
+            if now - path.lstat().st_mtime < min_age:
                 continue
         except FileNotFoundError:
             continue

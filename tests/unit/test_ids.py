@@ -8,7 +8,16 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from sandboxapp.runtime import ids
-from sandboxapp.runtime.ids import FIRST_BLOCK, borrowed_blocks, borrower, ids_borrow, release_ids
+from sandboxapp.runtime.ids import (
+    FIRST_BLOCK,
+    IdsExhausted,
+    borrowed_blocks,
+    borrower,
+    ids_borrow,
+    ids_reown,
+    release_ids,
+    spare_owner,
+)
 from sandboxapp.runtime.spec import ID_BLOCK
 
 
@@ -81,11 +90,40 @@ def test_borrowed_blocks_lists_borrowed_ones_only(tmp_path):
     assert borrowed_blocks(tmp_path) == {"box-b": b}
 
 
+def test_a_claim_changes_hands_in_place_and_stays_a_symlink(tmp_path):
+    base = ids_borrow(tmp_path, spare_owner("s1"))
+    claim = tmp_path / "ids" / f"block-{base // ID_BLOCK}"
+
+    ids_reown(tmp_path, base, spare_owner("s1"), borrower("box"))
+
+    assert claim.is_symlink() and os.readlink(claim) == borrower("box")
+    assert borrowed_blocks(tmp_path) == {"box": base}
+    assert [p.name for p in (tmp_path / "ids").iterdir()] == [claim.name]  # no temporary left
+    with pytest.raises(IdsExhausted):  # the spare holds it no more
+        ids_reown(tmp_path, base, spare_owner("s1"), borrower("other"))
+
+
+def test_a_claim_made_as_a_file_by_an_earlier_version_is_still_honoured(tmp_path):
+    (tmp_path / "ids").mkdir()
+    claim = tmp_path / "ids" / f"block-{FIRST_BLOCK + 5}"
+    claim.write_text(borrower("old-box"))
+    base = (FIRST_BLOCK + 5) * ID_BLOCK
+
+    assert borrowed_blocks(tmp_path) == {"old-box": base}
+    release_ids(tmp_path, base, borrower("someone-else"))
+    assert claim.exists()
+    ids_reown(tmp_path, base, borrower("old-box"), borrower("new-box"))
+    assert borrowed_blocks(tmp_path) == {"new-box": base}
+    release_ids(tmp_path, base, borrower("new-box"))
+    assert not claim.exists() and not claim.is_symlink()
+
+
 def test_borrowed_blocks_can_skip_blocks_borrowed_just_now(tmp_path):
     old = ids_borrow(tmp_path, borrower("box-old"))
     new = ids_borrow(tmp_path, borrower("box-new"))
     an_hour_ago = time.time() - 3600
-    os.utime(tmp_path / "ids" / f"block-{old // ID_BLOCK}", (an_hour_ago, an_hour_ago))
+    claim = tmp_path / "ids" / f"block-{old // ID_BLOCK}"
+    os.utime(claim, (an_hour_ago, an_hour_ago), follow_symlinks=False)
 
     assert borrowed_blocks(tmp_path, min_age=60) == {"box-old": old}
     assert borrowed_blocks(tmp_path) == {"box-old": old, "box-new": new}
@@ -94,13 +132,13 @@ def test_borrowed_blocks_can_skip_blocks_borrowed_just_now(tmp_path):
 def test_borrowing_costs_a_probe_or_two_however_many_are_held(tmp_path, monkeypatch):
     held = [ids_borrow(tmp_path, borrower(f"box-{i}")) for i in range(300)]
     opened = []
-    real_open = os.open
+    real_symlink = os.symlink
 
-    def counting_open(path, *args, **kwargs):
+    def counting_symlink(target, path, *args, **kwargs):
         opened.append(path)
-        return real_open(path, *args, **kwargs)
+        return real_symlink(target, path, *args, **kwargs)
 
-    monkeypatch.setattr(os, "open", counting_open)
+    monkeypatch.setattr(os, "symlink", counting_symlink)
     probes = []
     for i in range(50):
         opened.clear()
