@@ -8,12 +8,14 @@ One flat, ordered pipeline, the parent side of each step being in sandbox.py. A 
     I (pid 1 of the sandbox)   the learner's user, net, uts, ipc namespaces, made by a
                                helper (I writes their id map), held as fds; `lo` up
                                mount namespace, staged /proc, /run, /tmp, /dev, pivot
-                               into the stage; then waits for its plan
-      -- taken --              the layers, the overlays, the staged mounts moved in,
-                               pivot_root; joins the learner's namespaces, makes their
-                               mount and cgroup namespaces
+                               into the stage; seccomp; a warm-up; the init's signals
+                               and poller; then waits for its plan
+      -- taken --              the layers, the overlays (a throwaway layer with its
+                               /etc files), the staged mounts moved in, pivot_root;
+                               joins the learner's namespaces, makes their mount and
+                               cgroup namespaces
                                hostname, sysfs, delegated cgroups
-                               capabilities, no_new_privs, seccomp (all inherited)
+                               capabilities, no_new_privs (inherited, as seccomp is)
                                then: init (reap orphans, start processes on request,
                                exit when the parent's end of the control socket closes)
     each process               started by I with Popen: a vfork as root; on a terminal,

@@ -183,7 +183,9 @@ class Zygote:
         _cgroups_remove(cgroups or [])
         ids.release_ids(self._state_dir, base, ids.spare_owner(name))
         if not reply:
-            raise OSError("the zygote that forks sandboxes is gone")
+            # Gone, or too slow: a late answer must never be read as the next one's.
+            self._stop()
+            raise OSError("the zygote that forks sandboxes did not answer")
         self._failed = reply.removeprefix(b"error ").decode(errors="replace")
 
     def _spare_alive(self) -> Creator | None:
@@ -193,7 +195,9 @@ class Zygote:
             ended = select.poll()  # a pidfd is readable once its process has ended
             ended.register(self._spare.pidfd, select.POLLIN)
             if ended.poll(0):
-                self._spare_drop()
+                # Rare: its init ends a moment after its socket closes, and then its
+                # cgroups can go, rather than be left to reconcile.
+                self._spare_drop(wait=1)
         return self._spare
 
     def _spare_drop(self, wait: float = 0) -> None:

@@ -155,6 +155,27 @@ def test_a_spare_killed_while_it_waits_is_replaced(make_sandbox, sh):
     assert zygote._ZYGOTE._process.pid == zygote_pid, "the same zygote, not a restart"
 
 
+def test_a_zygote_that_answers_late_is_restarted_not_misread(make_sandbox, config):
+    # Its late answer would be read as the next ask's: a spare mapped to one id block
+    # recorded with another, which two sandboxes could then share.
+    make_sandbox()
+    z = zygote._ZYGOTE
+    z._refiller.submit(lambda: None).result(10)
+    with z._lock:
+        z._spare_drop(wait=2)  # the next take must ask
+        z._channel.settimeout(0.2)
+        late = z._process
+        os.kill(late.pid, signal.SIGSTOP)
+        threading.Timer(0.5, os.kill, (late.pid, signal.SIGCONT)).start()
+        with pytest.raises(OSError):
+            z._ask(None)
+    assert late.poll() is not None and z._process is None
+    sandbox = make_sandbox()
+    uids = Path(f"/proc/{sandbox.init_pid}/status").read_text().split("Uid:")[1].split()[:4]
+    assert set(uids) == {str(sandbox.uid_base)}
+    assert ids.borrowed_blocks(config.state_dir)[sandbox.name] == sandbox.uid_base
+
+
 def test_the_zygote_and_its_spare_end_with_the_process_that_started_it(config):
     script = (
         f"import sys; sys.path.insert(0, {str(REPO)!r})\n"
