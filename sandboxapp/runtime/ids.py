@@ -15,7 +15,6 @@ import errno
 import itertools
 import os
 import secrets
-import threading
 import time
 from pathlib import Path
 
@@ -85,7 +84,8 @@ def ids_reown(state_dir: Path, base: int, owner: str, new_owner: str) -> None:
         held = False
     if not held:
         raise IdsExhausted(f"host id block {base} is no longer {owner}'s")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
+    # Random: symlink() fails on a name left by a process that died here.
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
     os.symlink(new_owner, tmp)
     os.rename(tmp, path)
 

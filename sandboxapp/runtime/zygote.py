@@ -9,7 +9,7 @@ needs), so forks from it cost a fraction, and a sandbox's init carries none of t
 parent's memory, secrets included.
 
 It keeps one sandbox made ahead, a spare, as Android's zygote keeps unspecialised app
-processes. The parent asks for it ("spare NAME UID_BASE [CGROUPS]") with a block of host
+processes. The parent asks for it ("spare UID_BASE [CGROUPS]") with a block of host
 ids it has borrowed: its creator C unshares a user and a pid namespace, the zygote maps
 them to that block and hands C over at once, and C forks the init, which makes
 everything a sandbox has whoever its learner is (child.py), then waits for its plan. The
@@ -122,7 +122,7 @@ class Zygote:
                 if self._spare_alive() is None:
                     with contextlib.suppress(OSError):  # a dead zygote fails the ask
                         self._ask(None)
-                spare, self._spare = self._spare_alive(), None
+                spare, self._spare = self._spare, None
                 if spare is not None:
                     return spare
                 if self._failed:
@@ -156,7 +156,7 @@ class Zygote:
         name = f"{SPARE_PREFIX}{os.getpid()}-{next(self._seq)}"
         base = ids.ids_borrow(self._state_dir, ids.spare_owner(name))
         cgroups = cgroups_of(name) if cgroups_of else None
-        message = b"spare %s %d" % (name.encode(), base)
+        message = b"spare %d" % base
         if cgroups:
             message += b" " + b" ".join(os.fsencode(path) for path in cgroups)
         fds: list[int] = []
@@ -211,14 +211,14 @@ class Zygote:
         if self._state_dir is not None:
             ids.release_ids(self._state_dir, spare.uid_base, ids.spare_owner(spare.spare))
 
-    def _ensure(self, state_dir: Path) -> socket.socket:
+    def _ensure(self, state_dir: Path) -> None:
         if (
             self._channel is not None
             and self._process
             and self._process.poll() is None
             and state_dir == self._state_dir
         ):
-            return self._channel
+            return
         self._stop()
         self._spare_drop(wait=2)
         self._state_dir = state_dir
@@ -255,7 +255,6 @@ class Zygote:
         except (OSError, ids.IdsExhausted) as exc:
             self._stop()
             raise ZygoteError(f"could not ask for a spare sandbox: {exc}") from exc
-        return ours
 
     def _stop(self) -> None:
         if self._channel is not None:
@@ -350,9 +349,9 @@ def serve(fd: int) -> None:
             os._exit(0)
         if not message.startswith(b"spare "):
             continue
-        _, name, base, *cgroups = message.split()
+        _, base, *cgroups = message.split()
         try:
-            pid, fds = _spare(name.decode(), int(base), [Path(os.fsdecode(p)) for p in cgroups])
+            pid, fds = _spare(int(base), [Path(os.fsdecode(p)) for p in cgroups])
         except OSError as exc:  # out of pids or memory for now: the parent says so
             channel.send(b"error " + str(exc).encode(errors="replace")[:4000])
             continue
@@ -365,7 +364,7 @@ def serve(fd: int) -> None:
                 os.close(handed)
 
 
-def _spare(name: str, uid_base: int, cgroups: list[Path]) -> tuple[int, list[int]]:
+def _spare(uid_base: int, cgroups: list[Path]) -> tuple[int, list[int]]:
     """Fork C ahead of need, in `cgroups` if it can make them, and map its user namespace
     to the block at `uid_base` as soon as C has made it; return C's pid and the three fds
     for the parent."""
