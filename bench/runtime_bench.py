@@ -7,11 +7,14 @@
 
 Each peer's figure is one full cycle (create, first exec, teardown), in milliseconds; ours
 is timed both to /bin/true's exit ("first exec", what a learner waits for) and to the end
-of the teardown (the like-for-like figure). Cycles are `pause_ms` apart for every runtime,
-as learners arrive: back to back, each of our creates would also wait for the spare the
-previous one asked for to finish joining its cgroups, which a learner arriving later never
-does (`--pause-ms 0` measures that). Idle memory is
-the host's used memory (MemTotal - MemAvailable) added per idle sandbox while N are up.
+of the teardown (the like-for-like figure). The runtimes take turns, a cycle each per round
+(the order rotated every round), so that noise from the host falls on all of them alike;
+our first exec is also divided by bwrap's cycle of the same round, and the quartiles of
+those ratios reported. Cycles are `pause_ms` apart, as learners arrive: back to back, each
+of our creates would also wait for the spare the previous one asked for to finish joining
+its cgroups, which a learner arriving later never does (`--pause-ms 0` measures that).
+Idle memory is the host's used memory (MemTotal - MemAvailable) added per idle sandbox
+while N are up.
 """
 
 from __future__ import annotations
@@ -81,15 +84,37 @@ class Timing:
         }
 
 
-def _time(runs: int, once: Callable[[int], None], pause_ms: float) -> Timing:
-    once(-1)  # warm caches (the image, the page cache, the seccomp filter)
-    samples = []
+def _time_side_by_side(
+    runs: int, cycles: dict[str, Callable[[int], None]], pause_ms: float
+) -> dict[str, Timing]:
+    """Each runtime's cycle in turn, round after round, the order rotated every round.
+    On a VM the host takes time back in stretches of seconds (steal): runtimes timed one
+    block after another got the noise of their own stretch, and their ratio moved by a
+    fifth from run to run. Side by side, a stretch falls on all of them alike."""
+    for once in cycles.values():
+        once(-1)  # warm caches (the image, the page cache, the seccomp filter)
+    samples: dict[str, list[float]] = {name: [] for name in cycles}
+    names = list(cycles)
     for i in range(runs):
-        time.sleep(pause_ms / 1000)
-        started = time.perf_counter()
-        once(i)
-        samples.append((time.perf_counter() - started) * 1000)
-    return Timing(samples)
+        shift = i % len(names)
+        for name in names[shift:] + names[:shift]:
+            time.sleep(pause_ms / 1000)
+            started = time.perf_counter()
+            cycles[name](i)
+            samples[name].append((time.perf_counter() - started) * 1000)
+    return {name: Timing(times) for name, times in samples.items()}
+
+
+def _steal_ms() -> float:
+    """Time the host has taken from this VM so far (0 on bare metal)."""
+    cpu = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    ticks = int(cpu[8]) if len(cpu) > 8 else 0
+    return ticks * 1000 / os.sysconf("SC_CLK_TCK")
+
+
+def _quartiles(values: list[float]) -> dict[str, float]:
+    low, middle, high = statistics.quantiles(values, n=4) if len(values) > 1 else values * 3
+    return {"p25": round(low, 3), "p50": round(middle, 3), "p75": round(high, 3)}
 
 
 def _contained_once(config: RuntimeConfig, first_exec: list[float]) -> Callable[[int], None]:
@@ -147,15 +172,29 @@ def run(
     config: RuntimeConfig, runs: int = 50, idle: int = 100, pause_ms: float = 50
 ) -> dict[str, object]:
     first_exec: list[float] = []
-    contained = _time(runs, _contained_once(config, first_exec), pause_ms).summary()
-    start = Timing(first_exec).summary()
-    contained.update(first_exec_p50_ms=start["p50_ms"], first_exec_p90_ms=start["p90_ms"])
-    results: dict[str, object] = {"contained": contained}
+    cycles = {"contained": _contained_once(config, first_exec)}
+    results: dict[str, object] = {}
     for name, argv in (("bwrap", BWRAP), ("unshare", UNSHARE)):
         if shutil.which(argv[0]):
-            results[name] = _time(runs, _command_once(argv), pause_ms).summary()
+            cycles[name] = _command_once(argv)
         else:
             results[name] = {"error": f"{argv[0]} is not installed"}
+    steal = _steal_ms()
+    timings = _time_side_by_side(runs, cycles, pause_ms)
+    results["host_steal_ms"] = round(_steal_ms() - steal, 1)
+    contained = timings["contained"].summary()
+    start = Timing(first_exec).summary()
+    contained.update(first_exec_p50_ms=start["p50_ms"], first_exec_p90_ms=start["p90_ms"])
+    results["contained"] = contained
+    for name, timing in timings.items():
+        if name != "contained":
+            results[name] = timing.summary()
+    if "bwrap" in timings:
+        # Round by round: our first exec against bwrap's cycle a moment before or after it.
+        paired = [
+            ours / peer for ours, peer in zip(first_exec, timings["bwrap"].samples, strict=True)
+        ]
+        results["first_exec_per_bwrap_cycle"] = _quartiles(paired)
     results["idle_memory_kib_per_sandbox"] = round(idle_memory_kib(config, idle), 1)
     results["idle_sandboxes"] = idle
     results["pause_ms"] = pause_ms
@@ -180,6 +219,13 @@ def table(results: dict[str, object]) -> str:
             f"{name:<10} {first[0]:>15} {first[1]:>6} {row['p50_ms']:>15} {row['p90_ms']:>6}"  # type: ignore[index]
             f" {ratio:>15.2f}x"
         )
+    if "first_exec_per_bwrap_cycle" in results:
+        paired = results["first_exec_per_bwrap_cycle"]
+        lines.append(
+            f"our first exec / bwrap's cycle, round by round: {paired['p50']:.2f}"  # type: ignore[index]
+            f" (middle half {paired['p25']:.2f}-{paired['p75']:.2f})"  # type: ignore[index]
+        )
+    lines.append(f"host steal during the cycles: {results['host_steal_ms']} ms")
     lines.append(
         f"idle memory: {results['idle_memory_kib_per_sandbox']} KiB per sandbox "
         f"({results['idle_sandboxes']} sandboxes up); cycles {results['pause_ms']:g} ms apart"

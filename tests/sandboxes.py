@@ -174,8 +174,10 @@ def config(guard: str) -> Iterator[RuntimeConfig]:
     try:
         yield session
     finally:
-        # Whatever a failed test left (a mounted layer, a cgroup) goes before its files.
+        # Whatever a failed test left (a mounted layer, a cgroup) goes before its files,
+        # then the runtime's tmpfs and any state directory a test made inside.
         reconcile(session)
+        _unmount_below(state)
         shutil.rmtree(state, ignore_errors=True)
 
 

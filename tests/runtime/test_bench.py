@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from sandboxapp.runtime.sandbox import rundir_of
+
 
 def test_bench_reports_every_runtime_side_by_side(config, manage):
     # Enough idle sandboxes that their memory stands out from the host's own noise.
@@ -16,10 +18,13 @@ def test_bench_reports_every_runtime_side_by_side(config, manage):
     ours = figures["contained"]
     assert 0 < ours["first_exec_p50_ms"] <= ours["first_exec_p90_ms"]
     assert ours["first_exec_p50_ms"] < ours["p50_ms"], "the first exec comes before teardown"
+    paired = figures["first_exec_per_bwrap_cycle"]
+    assert 0 < paired["p25"] <= paired["p50"] <= paired["p75"]
+    assert figures["host_steal_ms"] >= 0
     assert figures["idle_memory_kib_per_sandbox"] > 0 and figures["pause_ms"] == 10
     # Every sandbox the bench made is gone again.
-    assert not any((config.state_dir / "sandboxes").glob("bench-*"))
-    assert not any((config.state_dir / "sandboxes").glob("idle-*"))
+    assert not any(rundir_of(config, "").glob("bench-*"))
+    assert not any(rundir_of(config, "").glob("idle-*"))
 
 
 def test_sandboxd_bench_reports_ours_beside_a_local_pty(manage):

@@ -7,6 +7,7 @@ import select
 import time
 
 from sandboxapp.runtime.cgroups import SPARE_PREFIX
+from sandboxapp.runtime.sandbox import rundir_of
 from tests.sandboxes import spare_cgroup_dirs
 
 
@@ -19,7 +20,7 @@ def test_run_passes_output_and_exit_status_through(config, manage):
     result = manage("sandbox", "run", "--", "sh", "-c", "hostname; exit 3")
     assert result.returncode == 3, result.stderr
     assert result.stdout.startswith("run-")
-    assert not list((config.state_dir / "sandboxes").iterdir()), "destroyed after the run"
+    assert not list(rundir_of(config, "").iterdir()), "destroyed after the run"
     # Nor the cgroups of the spare its zygote kept ready for a next sandbox (cgroup v1).
     assert _others_spare_cgroups(config) == []
 
@@ -80,7 +81,7 @@ def test_list_shows_each_sandbox_its_learner_and_how_long_it_has_been_up(
     make_sandbox, manage, config
 ):
     sandbox = make_sandbox(learner="lister")
-    state = config.state_dir / "sandboxes" / sandbox.name / "state.json"
+    state = rundir_of(config, sandbox.name) / "state.json"
     # A field an older version wrote does not make the sandbox unknown.
     state.write_text(state.read_text().rstrip("}") + ', "startup_ms": 12.5}')
     listing = manage("sandbox", "list")

@@ -22,6 +22,7 @@ from sandboxapp.runtime.sandbox import (
     RuntimeConfig,
     Sandbox,
     SandboxError,
+    rundir_of,
     sandbox_create,
 )
 from sandboxapp.runtime.spec import SandboxSpec
@@ -41,7 +42,7 @@ def test_destroy_leaves_nothing_behind(make_sandbox, config, own_cgroup):
     pids = sandbox.cgroup.procs()
     assert len(pids) >= 3
     assert bool(sandbox.cgroup.child_cgroups()) == own_cgroup
-    rundir = config.state_dir / "sandboxes" / sandbox.name
+    rundir = rundir_of(config, sandbox.name)
     sandbox.destroy()
     for pid in pids:
         assert not Path(f"/proc/{pid}").exists() or _is_zombie_of_us(pid)
@@ -129,7 +130,7 @@ def test_creator_killed_leaves_nothing_after_reconcile(config, manage):
     report = reconcile(config)
     assert "crash-me" in report.removed_sandboxes
     assert "crasher" in report.unmounted_volumes
-    assert not (config.state_dir / "sandboxes" / "crash-me").exists()
+    assert not rundir_of(config, "crash-me").exists()
     assert str(config.state_dir / "volumes" / "crasher") not in _mounts()
     # The learner's files survived the crash.
     assert (config.state_dir / "volumes" / "crasher.ext4").exists()
@@ -149,7 +150,7 @@ def test_sandbox_reports_a_failed_setup_clearly(config, monkeypatch):
     monkeypatch.setattr(rootfs, "plan_root", lambda layout, etc: [broken, *original(layout, etc)])
     with pytest.raises(SandboxError, match="root filesystem.*nonexistent"):
         sandbox_create(SandboxSpec(name="broken"), config)
-    assert not (config.state_dir / "sandboxes" / "broken").exists()
+    assert not rundir_of(config, "broken").exists()
     assert "broken" not in ids.borrowed_blocks(config.state_dir)
 
 

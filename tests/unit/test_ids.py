@@ -1,4 +1,4 @@
-"""Host id blocks, claimed as files in a state directory of the test's own."""
+"""Host id blocks, claimed in a state directory of the test's own."""
 
 import os
 import threading
@@ -19,6 +19,13 @@ from sandboxapp.runtime.ids import (
     spare_owner,
 )
 from sandboxapp.runtime.spec import ID_BLOCK
+
+
+@pytest.fixture(autouse=True)
+def _claims_on_disk(monkeypatch):
+    # The claims as such: here straight in the test's directory, not on the runtime's
+    # tmpfs (tests/runtime/test_runstate.py), which only root could mount.
+    monkeypatch.setattr(ids, "run_dir", lambda state_dir: state_dir)
 
 
 def is_block(base: int) -> bool:
