@@ -133,10 +133,16 @@ class V1Backend(CgroupBackend):
 
     def apply_limits(self, outer: list[Path], limits: Limits) -> None:
         mem = self._find(outer, "memory")
-        _write(mem / "memory.limit_in_bytes", str(limits.memory_bytes))
         # memory+swap equal to memory: no escape into swap.
-        if (mem / "memory.memsw.limit_in_bytes").exists():
-            _write(mem / "memory.memsw.limit_in_bytes", str(limits.memory_bytes))
+        files = ["memory.limit_in_bytes", "memory.memsw.limit_in_bytes"]
+        if not (mem / files[1]).exists():
+            files.pop()
+        # memory+swap may never be below memory: lowered, memory goes first; raised (a
+        # spare's limits to a bigger sandbox's), memory+swap does.
+        if limits.memory_bytes > int((mem / files[0]).read_text()):
+            files.reverse()
+        for name in files:
+            _write(mem / name, str(limits.memory_bytes))
         _write(self._find(outer, "pids") / "pids.max", str(limits.pids))
         cpu = self._find(outer, "cpu")
         _write(cpu / "cpu.cfs_period_us", str(CPU_PERIOD_US))
@@ -366,17 +372,16 @@ class SandboxCgroup:
     def create(self, limits: Limits, owner_uid: int) -> None:
         for d in self.outer:
             d.mkdir()
-        self._limit_and_delegate(limits, owner_uid)
+        self.limit_and_delegate(limits, owner_uid)
 
-    def take_over(self, spare_outer: list[Path], limits: Limits, owner_uid: int) -> None:
-        """Become the cgroups a spare init was born in, renamed to ours (v1 only: cgroup2
-        refuses renames). Moving a process costs an RCU grace period (5-11 ms here, with
-        the cgroup mutex held); a rename costs none."""
+    def take_over(self, spare_outer: list[Path]) -> None:
+        """Become the cgroups a spare init was born in, limited and delegated already,
+        renamed to ours (v1 only: cgroup2 refuses renames). Moving a process costs an RCU
+        grace period (5-11 ms here, with the cgroup mutex held); a rename costs none."""
         for old, new in zip(spare_outer, self.outer, strict=True):
             os.rename(old, new)
-        self._limit_and_delegate(limits, owner_uid)
 
-    def _limit_and_delegate(self, limits: Limits, owner_uid: int) -> None:
+    def limit_and_delegate(self, limits: Limits, owner_uid: int) -> None:
         self.backend.apply_limits(self.outer, limits)
         for d in self.inner:
             d.mkdir(exist_ok=True)

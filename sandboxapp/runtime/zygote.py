@@ -44,17 +44,17 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import setproctitle
 
 from . import child, ids, security
 from . import syscalls as sc
 from .cgroups import SPARE_PREFIX
-from .spec import ID_BLOCK
+from .spec import ID_BLOCK, Limits
 
 TITLE = "zygote [contained]"
 _PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -77,6 +77,16 @@ class Creator:
     spare: str  # its name: its id block's owner is ids.spare_owner(spare)
     uid_base: int  # the host id block its namespaces are mapped to
     cgroups: list[Path] | None  # the cgroups C and the init were born in, if given some
+    prepared: Limits | None = None  # the limits those are under, if made ready for a take
+
+
+class SpareCgroups(Protocol):
+    """The parent's side of a spare's cgroups: where they are, and, once C is in them,
+    what is made of them before a take (`sandbox._SpareCgroups`)."""
+
+    def paths(self, spare: str) -> list[Path] | None: ...
+
+    def prepare(self, spare: str, uid_base: int, creator_pid: int) -> Limits | None: ...
 
 
 class Zygote:
@@ -130,32 +140,32 @@ class Zygote:
                 self._stop()  # it died: a fresh one gets the second attempt
         raise ZygoteError("the zygote that forks sandboxes keeps dying")
 
-    def refill(self, cgroups_of: Callable[[str], list[Path] | None]) -> None:
+    def refill(self, cgroups: SpareCgroups) -> None:
         """Ask for the next spare, once the sandbox that took the last one is up: forked
-        while it is set up, it would compete with it for the CPU. `cgroups_of` names the
+        while it is set up, it would compete with it for the CPU. `cgroups` names the
         spare's cgroups (one new one per hierarchy, their last name the spare's) for the
         zygote to make and the spare to be born in, so that no migration is left on the
-        path of the learner's start.
+        path of the learner's start, and makes them ready for a take once C is in them.
 
         The asking is done by a thread of ours, so that the sandbox is returned at once:
         borrowing an id block and naming the cgroups took 0.4-1.5 ms here, on the path of the
         learner's first command. A take that comes first waits for it (the lock)."""
-        self._refiller.submit(self._refill, cgroups_of)
+        self._refiller.submit(self._refill, cgroups)
 
-    def _refill(self, cgroups_of: Callable[[str], list[Path] | None]) -> None:
+    def _refill(self, cgroups: SpareCgroups) -> None:
         with self._lock:
             if self._channel is not None and self._spare is None:
                 with contextlib.suppress(OSError, ids.IdsExhausted):
-                    self._ask(cgroups_of)
+                    self._ask(cgroups)
 
-    def _ask(self, cgroups_of: Callable[[str], list[Path] | None] | None) -> None:
+    def _ask(self, spare_cgroups: SpareCgroups | None) -> None:
         """Borrow an id block, have the zygote fork a spare mapped to it, and hold that
         spare (or why it could not be made). The zygote answers once C is mapped, a
         millisecond or two: the init goes on making itself ready on its own time."""
         assert self._channel is not None and self._state_dir is not None
         name = f"{SPARE_PREFIX}{os.getpid()}-{next(self._seq)}"
         base = ids.ids_borrow(self._state_dir, ids.spare_owner(name))
-        cgroups = cgroups_of(name) if cgroups_of else None
+        cgroups = spare_cgroups.paths(name) if spare_cgroups else None
         message = b"spare %d" % base
         if cgroups:
             message += b" " + b" ".join(os.fsencode(path) for path in cgroups)
@@ -167,14 +177,19 @@ class Zygote:
             reply = b""
         if reply.startswith(b"forked ") and len(fds) == 3:
             pidfd, control, cgroup_ready = fds
+            pid = int(reply.split()[1])
+            prepared = None
+            if spare_cgroups is not None and cgroups:
+                prepared = spare_cgroups.prepare(name, base, pid)
             self._spare = Creator(
-                int(reply.split()[1]),
+                pid,
                 pidfd,
                 socket.socket(fileno=control),
                 cgroup_ready,
                 name,
                 base,
                 cgroups,
+                prepared,
             )
             self._failed = ""
             return
@@ -315,8 +330,8 @@ def zygote_fork(state_dir: Path) -> Creator:
     return _ZYGOTE.fork(state_dir)
 
 
-def zygote_refill(cgroups_of: Callable[[str], list[Path] | None]) -> None:
-    _ZYGOTE.refill(cgroups_of)
+def zygote_refill(cgroups: SpareCgroups) -> None:
+    _ZYGOTE.refill(cgroups)
 
 
 def spare_cgroups_remove(inner: list[Path]) -> None:

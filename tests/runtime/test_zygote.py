@@ -258,6 +258,65 @@ def test_on_cgroup_v1_a_spare_is_born_in_cgroups_its_sandbox_takes_over(make_san
     assert all(os.stat(d).st_uid == sandbox.uid_base for d in sandbox.cgroup.inner)
 
 
+def _held_spare() -> zygote.Creator:
+    deadline = time.monotonic() + 5
+    while (spare := zygote._ZYGOTE._spare) is None:
+        assert time.monotonic() < deadline, "no spare was made"
+        time.sleep(0.01)
+    return spare
+
+
+def _memory_limits(outer: Path) -> set[int]:
+    """memory and memory+swap limits of a v1 cgroup (one value if they agree)."""
+    names = ("memory.limit_in_bytes", "memory.memsw.limit_in_bytes")
+    return {int((outer / n).read_text()) for n in names if (outer / n).exists()}
+
+
+def test_on_cgroup_v1_a_spare_waits_delegated_and_limited_as_the_last_sandbox(make_sandbox, config):
+    # The cgroups' limits and delegation are set while the spare waits, off the take's path.
+    _v1_only()
+    small, big = 96 * 1024 * 1024, 160 * 1024 * 1024
+    make_sandbox(memory_bytes=small)
+    spare = _held_spare()
+    assert spare.prepared is not None and spare.prepared.memory_bytes == small
+    assert all(os.stat(inner).st_uid == spare.uid_base for inner in spare.cgroups)
+    (memory,) = [p.parent for p in spare.cgroups if (p.parent / "memory.limit_in_bytes").exists()]
+    assert _memory_limits(memory) == {small}
+
+    # A bigger sandbox takes it: memory+swap is raised before memory, or the kernel refuses.
+    bigger = make_sandbox(memory_bytes=big)
+    assert bigger.cgroup.limits()["memory_bytes"] == big
+    assert _memory_limits(memory.parent / bigger.spec.name) == {big}  # renamed: same hierarchy
+    assert bigger.cgroup.holds(bigger.init_pid)
+    # The next spare waits under the bigger limits; a smaller sandbox lowers them again.
+    assert _held_spare().prepared.memory_bytes == big
+    smaller = make_sandbox(memory_bytes=small)
+    assert smaller.cgroup.limits()["memory_bytes"] == small
+    assert all(os.stat(d).st_uid == smaller.uid_base for d in smaller.cgroup.inner)
+
+
+def test_a_spare_whose_cgroups_were_not_made_ready_is_moved_into_new_ones(
+    make_sandbox, config, monkeypatch
+):
+    # C not in its cgroups, or their limits refused: the take does it all, as before spares.
+    _v1_only()
+    from sandboxapp.runtime import sandbox as sandbox_module
+
+    monkeypatch.setattr(sandbox_module._SpareCgroups, "prepare", lambda *args: None)
+    zygote.zygote_stop()
+    make_sandbox()
+    spare = _held_spare()
+    assert spare.cgroups and spare.prepared is None
+
+    taker = make_sandbox(memory_bytes=112 * 1024 * 1024)
+
+    assert taker.init_pid in {int(p) for p in _procs(taker.cgroup.outer[0])}
+    assert taker.cgroup.holds(taker.init_pid)
+    assert taker.cgroup.limits()["memory_bytes"] == 112 * 1024 * 1024
+    assert all(os.stat(d).st_uid == taker.uid_base for d in taker.cgroup.inner)
+    assert not any(p.exists() for p in spare.cgroups), "the spare's own cgroups are removed"
+
+
 def test_a_stopped_zygote_leaves_no_spare_cgroup(make_sandbox, config):
     _v1_only()
     make_sandbox()
