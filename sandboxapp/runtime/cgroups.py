@@ -365,6 +365,7 @@ class SandboxCgroup:
 
     def __init__(self, backend: CgroupBackend, parent: str, name: str) -> None:
         self.backend = backend
+        self.parent = parent
         self.rel = f"{parent.strip('/')}/{name}".strip("/")
         self.outer = [h.mountpoint / self.rel for h in backend.hierarchies]
         self.inner = [d / INNER for d in self.outer]
