@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.host import steal_ms
 from sandboxapp.runtime.sandbox import FirstProcess, RuntimeConfig, Sandbox, sandbox_create
 from sandboxapp.runtime.spec import SandboxSpec
 
@@ -105,13 +106,6 @@ def _time_side_by_side(
     return {name: Timing(times) for name, times in samples.items()}
 
 
-def _steal_ms() -> float:
-    """Time the host has taken from this VM so far (0 on bare metal)."""
-    cpu = Path("/proc/stat").read_text().split("\n", 1)[0].split()
-    ticks = int(cpu[8]) if len(cpu) > 8 else 0
-    return ticks * 1000 / os.sysconf("SC_CLK_TCK")
-
-
 def _quartiles(values: list[float]) -> dict[str, float]:
     low, middle, high = statistics.quantiles(values, n=4) if len(values) > 1 else values * 3
     return {"p25": round(low, 3), "p50": round(middle, 3), "p75": round(high, 3)}
@@ -179,9 +173,9 @@ def run(
             cycles[name] = _command_once(argv)
         else:
             results[name] = {"error": f"{argv[0]} is not installed"}
-    steal = _steal_ms()
+    steal = steal_ms()
     timings = _time_side_by_side(runs, cycles, pause_ms)
-    results["host_steal_ms"] = round(_steal_ms() - steal, 1)
+    results["host_steal_ms"] = round(steal_ms() - steal, 1)
     contained = timings["contained"].summary()
     start = Timing(first_exec).summary()
     contained.update(first_exec_p50_ms=start["p50_ms"], first_exec_p90_ms=start["p90_ms"])

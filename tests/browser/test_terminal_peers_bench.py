@@ -14,12 +14,14 @@ pytestmark = pytest.mark.asyncio
 
 async def test_the_peer_bench_measures_our_terminal_and_a_click_in_chromium(live_site, site_daemon):
     args = argparse.Namespace(sessions=3, seconds=2, bulk_mb=2, repeat=1)
-    report = await terminal_peers.measure("contained", live_site, [site_daemon.process.pid], args)
+    servers = {"contained": (live_site, [site_daemon.process.pid])}
+    report = (await terminal_peers.measure(servers, args))["contained"]
     assert report["echo"]["samples"] > 10
     assert report["bulk_mb_s"] > 0
     assert report["ctrl_c_to_prompt"]["samples"] == 1
     assert report["server_mib"] > 0
     assert report["server_cpu_ms_per_key"] > 0  # sandboxd relays every key and its echo
+    assert report["host_steal_ms_during_echo"] >= 0
     clicks = await terminal_peers.browser_clicks(live_site, runs=1)
     assert clicks["new_guest"]["samples"] == clicks["lesson_link"]["samples"] == 1
     text = terminal_peers.table({"sessions": 3, "peers": {"contained": report}, "browser": clicks})
