@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.host import steal_ms
+from bench.host import steal_ms, turns
 from sandboxapp.runtime.sandbox import FirstProcess, RuntimeConfig, Sandbox, sandbox_create
 from sandboxapp.runtime.spec import SandboxSpec
 
@@ -95,14 +95,11 @@ def _time_side_by_side(
     for once in cycles.values():
         once(-1)  # warm caches (the image, the page cache, the seccomp filter)
     samples: dict[str, list[float]] = {name: [] for name in cycles}
-    names = list(cycles)
-    for i in range(runs):
-        shift = i % len(names)
-        for name in names[shift:] + names[:shift]:
-            time.sleep(pause_ms / 1000)
-            started = time.perf_counter()
-            cycles[name](i)
-            samples[name].append((time.perf_counter() - started) * 1000)
+    for i, name in turns(list(cycles), runs):
+        time.sleep(pause_ms / 1000)
+        started = time.perf_counter()
+        cycles[name](i)
+        samples[name].append((time.perf_counter() - started) * 1000)
     return {name: Timing(times) for name, times in samples.items()}
 
 

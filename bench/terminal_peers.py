@@ -46,7 +46,7 @@ import uvloop
 import websockets
 
 from bench.chromium import CHROMIUM, CHROMIUM_ARGS
-from bench.host import steal_ms
+from bench.host import steal_ms, turns
 from bench.learner import LiveLearner, TerminalClosed
 from bench.load import cpu_seconds, rss_mib
 from bench.sandboxd_bench import Shell, echo_latencies, percentile, summary
@@ -284,7 +284,7 @@ async def measure(servers: dict[str, tuple[str, list[int]]], args: argparse.Name
     keys: dict[str, list[float]] = {name: [] for name in names}
     cpu = dict.fromkeys(names, 0.0)
     stolen = dict.fromkeys(names, 0.0)
-    for name in _turns(names, ECHO_ROUNDS):
+    for _, name in turns(names, ECHO_ROUNDS):
         pids = servers[name][1]
         used, steal = cpu_seconds(pids), steal_ms()
         keys[name] += await echo(sessions[name], args.seconds / ECHO_ROUNDS)
@@ -298,10 +298,10 @@ async def measure(servers: dict[str, tuple[str, list[int]]], args: argparse.Name
         for session in sessions[name][1:]:
             await session.close()
     rates: dict[str, list[float]] = {name: [] for name in names}
-    for name in _turns(names, args.repeat):
+    for _, name in turns(names, args.repeat):
         rates[name].append(await bulk(sessions[name][0], args.bulk_mb))
     times: dict[str, list[float]] = {name: [] for name in names}
-    for name in _turns(names, args.repeat):
+    for _, name in turns(names, args.repeat):
         times[name].append(await interrupt(sessions[name][0]))
     for name in names:
         results[name]["bulk_mb_s"] = round(statistics.median(rates[name]), 1)
@@ -312,13 +312,6 @@ async def measure(servers: dict[str, tuple[str, list[int]]], args: argparse.Name
         }
         await sessions[name][0].close()
     return results
-
-
-def _turns(names: list[str], rounds: int) -> Iterator[str]:
-    """Every name once a round, the order rotated each round."""
-    for turn in range(rounds):
-        shift = turn % len(names)
-        yield from names[shift:] + names[:shift]
 
 
 # Timed by the page itself, from the click event's own time stamp to the first animation

@@ -721,7 +721,7 @@ def _expect_message(message: bytes, prefix: bytes) -> bytes:
 
 @functools.lru_cache(maxsize=1)
 def _own_start_time(me: int) -> int:
-    # Read once per process (a fork has another pid): /proc/PID/stat takes 0.14 ms here.
+    # Read once per process (a fork has another pid): it never changes.
     return process_start_time(me) or 0
 
 

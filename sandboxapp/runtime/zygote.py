@@ -195,8 +195,7 @@ class Zygote:
             return
         for fd in fds:
             os.close(fd)
-        _cgroups_remove(cgroups or [])
-        ids.release_ids(self._state_dir, base, ids.spare_owner(name))
+        self._give_back(name, base, cgroups)
         if not reply:
             # Gone, or too slow: a late answer must never be read as the next one's.
             self._stop()
@@ -222,9 +221,15 @@ class Zygote:
         spare.control.close()  # its init exits, then its creator
         os.close(spare.pidfd)
         os.close(spare.cgroup_ready)
-        _cgroups_remove(spare.cgroups or [], wait)
+        self._give_back(spare.spare, spare.uid_base, spare.cgroups, wait)
+
+    def _give_back(
+        self, spare: str, uid_base: int, cgroups: list[Path] | None, wait: float = 0
+    ) -> None:
+        """What a spare that no sandbox took held: its cgroups and its id block."""
+        _cgroups_remove(cgroups or [], wait)
         if self._state_dir is not None:
-            ids.release_ids(self._state_dir, spare.uid_base, ids.spare_owner(spare.spare))
+            ids.release_ids(self._state_dir, uid_base, ids.spare_owner(spare))
 
     def _ensure(self, state_dir: Path) -> None:
         if (
