@@ -612,7 +612,9 @@ def _start(
         # the init is our child, for destroy to reap.
         _readable(creator.pidfd, 10)
         if creator.cgroups and not took_over:
-            zygote.spare_cgroups_remove(creator.cgroups)  # C was still in them until now
+            # C was in them until now, and counts until the zygote has reaped it, a moment
+            # after it ended: a few milliseconds, not the whole wait.
+            zygote.spare_cgroups_remove(creator.cgroups, wait=1)
         cgroup.settle(init_pid, uid_base)
     except BaseException:
         with contextlib.suppress(ProcessLookupError):

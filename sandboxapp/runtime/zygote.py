@@ -339,9 +339,9 @@ def zygote_refill(cgroups: SpareCgroups) -> None:
     _ZYGOTE.refill(cgroups)
 
 
-def spare_cgroups_remove(inner: list[Path]) -> None:
+def spare_cgroups_remove(inner: list[Path], wait: float = 0) -> None:
     """Remove a spare's cgroups its init has left (moved into a sandbox's elsewhere)."""
-    _cgroups_remove(inner)
+    _cgroups_remove(inner, wait)
 
 
 def serve(fd: int) -> None:
@@ -349,8 +349,17 @@ def serve(fd: int) -> None:
     until the parent closes the channel."""
     sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
     channel = socket.socket(fileno=fd)
-    channel.settimeout(1.0)  # wake up now and then to reap
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C is for the parent to handle
+    # Each C is reaped as soon as it ends: until then it still counts as in its cgroups,
+    # which a take that could not rename them removes once C has gone. (Reaped only when
+    # the next message came, or a second later, C kept them for that long.) The signal
+    # only wakes the loop below, which reaps: never in the middle of forking a spare.
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    ready = select.poll()
+    ready.register(channel, select.POLLIN)
+    ready.register(wake_r, select.POLLIN)
     setproctitle.setproctitle(TITLE)
     security.seccomp_program()  # compiled once, here, for every spare
     # What is imported now is shared with every fork: keep the collector off those pages.
@@ -358,11 +367,15 @@ def serve(fd: int) -> None:
     gc.disable()
     channel.send(b"ready")
     while True:
-        _reap_finished()
+        events = dict(ready.poll())
+        if wake_r in events:
+            with contextlib.suppress(BlockingIOError):
+                os.read(wake_r, 4096)
+            _reap_finished()
+        if channel.fileno() not in events:
+            continue
         try:
             message = channel.recv(4096)
-        except TimeoutError:
-            continue
         except OSError:
             message = b""
         if not message:
@@ -396,7 +409,9 @@ def _spare(uid_base: int, cgroups: list[Path]) -> tuple[int, list[int]]:
     try:
         pid = sc.fork_single_threaded()
         if pid == 0:
+            signal.set_wakeup_fd(-1)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             os.close(unshared_r)
             os.close(mapped_w)
             child.run_c(theirs, ready_r, procs, child.OuterMap(unshared_w, mapped_r))
