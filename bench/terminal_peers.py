@@ -9,6 +9,8 @@ client is the same Python `websockets` client in one event loop, so what differs
   from sending a key to seeing it echoed, p50 / p99.
 * bulk: one session prints `--bulk-mb` MB of text to a client that does not draw (it
   acknowledges output as it arrives): MB/s received.
+  Beside them, in the same rounds, the same command's PTY read directly by the bench
+  (`bare_pty`): the most a terminal hands any server here, and each server's share of it.
 * Ctrl-C: one session runs `yes` for 2 s while the client draws 5 MB/s and acknowledges what
   it drew, as xterm.js's write callback does; then Ctrl-C, and the time until the prompt is
   drawn.
@@ -62,6 +64,8 @@ PROMPT = b"# "
 SIZE = (24, 80)
 DRAW_RATE = 5e6  # bytes a second: a browser drawing a flood
 PEER_NAMES = ("contained", "terminado", "wetty")
+# Takes its turns at bulk output beside the peers: the same command, its PTY read directly.
+BARE_PTY = "bare pty"
 ECHO_ROUNDS = 4  # each peer types for a quarter of --seconds at a time
 LESSON = "pid-namespaces"
 
@@ -252,6 +256,29 @@ async def bulk(session: Session, megabytes: int) -> float:
     return received / took / 1e6
 
 
+def bare_pty(megabytes: int) -> float:
+    """MB/s of the bulk command's output to a reader of its PTY's master, in this process,
+    reading as fast as it can: what a terminal hands anyone who relays it, on this host.
+
+    The PTY itself is the bulk figure's ceiling: its master hands over at most 4 KiB a
+    read, and each refill waits for a kernel worker to move the next 4 KiB across."""
+    command = f"yes $(printf %079d 0) | head -c {megabytes}M"
+    master, slave = os.openpty()
+    try:
+        began = time.perf_counter()
+        shell = subprocess.Popen(["sh", "-c", command], stdout=slave, start_new_session=True)
+        os.close(slave)
+        received = 0
+        with contextlib.suppress(OSError):  # EIO: the writer is gone and all is read
+            while chunk := os.read(master, 65536):
+                received += len(chunk)
+        took = time.perf_counter() - began
+        shell.wait()
+    finally:
+        os.close(master)
+    return received / took / 1e6
+
+
 async def interrupt(session: Session, flood_seconds: float = 2) -> float:
     """Ctrl-C during `yes`, drawn at DRAW_RATE: ms until the prompt is drawn."""
     shell = session.shell
@@ -297,14 +324,20 @@ async def measure(servers: dict[str, tuple[str, list[int]]], args: argparse.Name
         results[name]["host_steal_ms_during_echo"] = round(stolen[name], 1)
         for session in sessions[name][1:]:
             await session.close()
-    rates: dict[str, list[float]] = {name: [] for name in names}
-    for _, name in turns(names, args.repeat):
-        rates[name].append(await bulk(sessions[name][0], args.bulk_mb))
+    rates: dict[str, list[float]] = {name: [] for name in [*names, BARE_PTY]}
+    for _, name in turns([*names, BARE_PTY], args.repeat):
+        if name == BARE_PTY:
+            rates[name].append(await asyncio.to_thread(bare_pty, args.bulk_mb))
+        else:
+            rates[name].append(await bulk(sessions[name][0], args.bulk_mb))
+    ceiling = statistics.median(rates[BARE_PTY])
     times: dict[str, list[float]] = {name: [] for name in names}
     for _, name in turns(names, args.repeat):
         times[name].append(await interrupt(sessions[name][0]))
     for name in names:
         results[name]["bulk_mb_s"] = round(statistics.median(rates[name]), 1)
+        results[name]["bare_pty_mb_s"] = round(ceiling, 1)
+        results[name]["bulk_of_bare_pty"] = round(statistics.median(rates[name]) / ceiling, 2)
         results[name]["ctrl_c_to_prompt"] = {
             "p50_ms": round(statistics.median(times[name]), 1),
             "max_ms": round(max(times[name]), 1),
@@ -464,6 +497,7 @@ def table(report: dict) -> str:
         ("bulk MB/s, client not drawing", lambda r: r["bulk_mb_s"]),
         ("Ctrl-C to prompt p50 ms (5 MB/s drawn)", lambda r: r["ctrl_c_to_prompt"]["p50_ms"]),
         ("Ctrl-C to prompt max ms", lambda r: r["ctrl_c_to_prompt"]["max_ms"]),
+        ("bulk / a bare PTY reader's, same rounds", lambda r: r["bulk_of_bare_pty"]),
         ("server memory MiB, sessions open", lambda r: r["server_mib"]),
         ("server CPU ms per keystroke echoed", lambda r: r["server_cpu_ms_per_key"]),
         ("host steal ms during its typing", lambda r: r["host_steal_ms_during_echo"]),

@@ -18,6 +18,11 @@ async def test_the_peer_bench_measures_our_terminal_and_a_click_in_chromium(live
     report = (await terminal_peers.measure(servers, args))["contained"]
     assert report["echo"]["samples"] > 10
     assert report["bulk_mb_s"] > 0
+    # The bare PTY took its turn: the ceiling is a rate, and our share of it follows.
+    assert report["bare_pty_mb_s"] > 0
+    assert report["bulk_of_bare_pty"] == pytest.approx(
+        report["bulk_mb_s"] / report["bare_pty_mb_s"], abs=0.02
+    )
     assert report["ctrl_c_to_prompt"]["samples"] == 1
     assert report["server_mib"] > 0
     assert report["server_cpu_ms_per_key"] > 0  # sandboxd relays every key and its echo
@@ -25,4 +30,4 @@ async def test_the_peer_bench_measures_our_terminal_and_a_click_in_chromium(live
     clicks = await terminal_peers.browser_clicks(live_site, runs=1)
     assert clicks["new_guest"]["samples"] == clicks["lesson_link"]["samples"] == 1
     text = terminal_peers.table({"sessions": 3, "peers": {"contained": report}, "browser": clicks})
-    assert "bulk MB/s" in text and "click to prompt" in text
+    assert "bulk MB/s" in text and "bare PTY" in text and "click to prompt" in text
