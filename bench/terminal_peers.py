@@ -70,6 +70,12 @@ ECHO_ROUNDS = 4  # each peer types for a quarter of --seconds at a time
 LESSON = "pid-namespaces"
 
 
+def bulk_command(megabytes: int) -> str:
+    """Lines of 80 in large writes (`yes`, `head`): a program writing line by line to a
+    terminal, as `fold` or `cat` of a text file, is slower than any of the servers."""
+    return f"yes $(printf %079d 0) | head -c {megabytes}M"
+
+
 class Session(ABC):
     """One terminal over a websocket. A pump reads its output, "draws" it (at `draw_rate`
     bytes a second, or at once) into `shell`, then acknowledges it as drawn."""
@@ -243,10 +249,8 @@ async def bulk(session: Session, megabytes: int) -> float:
     """MB/s of output to a client that acknowledges as it receives."""
     shell = session.shell
     since = len(shell.seen)
-    # Lines of 80 in large writes (`yes`, `head`): a program writing line by line to a
-    # terminal, as `fold` or `cat` of a text file, is slower than any of the servers. The
-    # marker is computed by the shell, so the echoed command line does not match it.
-    command = f"yes $(printf %079d 0) | head -c {megabytes}M; echo BULK$((6*7))\r"
+    # The marker is computed by the shell, so the echoed command line does not match it.
+    command = f"{bulk_command(megabytes)}; echo BULK$((6*7))\r"
     began = time.perf_counter()
     await shell.send(command.encode())
     await shell.wait_for(b"BULK42", since, timeout=300)
@@ -262,11 +266,11 @@ def bare_pty(megabytes: int) -> float:
 
     The PTY itself is the bulk figure's ceiling: its master hands over at most 4 KiB a
     read, and each refill waits for a kernel worker to move the next 4 KiB across."""
-    command = f"yes $(printf %079d 0) | head -c {megabytes}M"
     master, slave = os.openpty()
     try:
         began = time.perf_counter()
-        shell = subprocess.Popen(["sh", "-c", command], stdout=slave, start_new_session=True)
+        argv = ["sh", "-c", bulk_command(megabytes)]
+        shell = subprocess.Popen(argv, stdout=slave, start_new_session=True)
         os.close(slave)
         received = 0
         with contextlib.suppress(OSError):  # EIO: the writer is gone and all is read
@@ -335,9 +339,10 @@ async def measure(servers: dict[str, tuple[str, list[int]]], args: argparse.Name
     for _, name in turns(names, args.repeat):
         times[name].append(await interrupt(sessions[name][0]))
     for name in names:
-        results[name]["bulk_mb_s"] = round(statistics.median(rates[name]), 1)
+        rate = statistics.median(rates[name])
+        results[name]["bulk_mb_s"] = round(rate, 1)
         results[name]["bare_pty_mb_s"] = round(ceiling, 1)
-        results[name]["bulk_of_bare_pty"] = round(statistics.median(rates[name]) / ceiling, 2)
+        results[name]["bulk_of_bare_pty"] = round(rate / ceiling, 2)
         results[name]["ctrl_c_to_prompt"] = {
             "p50_ms": round(statistics.median(times[name]), 1),
             "max_ms": round(max(times[name]), 1),

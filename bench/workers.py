@@ -29,7 +29,6 @@ from pathlib import Path
 
 from sandboxapp.daphne_on_uvloop import daphne_argv
 from sandboxapp.runtime import runstate
-from sandboxapp.runtime import syscalls as sc
 
 REPO = Path(__file__).resolve().parent.parent
 SITE_CONF = REPO / "deploy" / "nginx" / "contained.conf"
@@ -140,16 +139,8 @@ def sandboxd_running(env: dict[str, str], workdir: Path) -> Iterator[subprocess.
     finally:
         sandboxd.terminate()
         sandboxd.wait(60)
-        runtime_tmpfs_release(env)
-
-
-def runtime_tmpfs_release(env: dict[str, str]) -> None:
-    """Unmount the runtime's tmpfs (sandboxapp/runtime/runstate.py) in a bench's own state
-    directory: sandboxd leaves it for the next daemon, and a bench's directory has none,
-    so removing it would leave the tmpfs mounted (and the directory) for good."""
-    state = env.get("CONTAINED_STATE_DIR")
-    if state and os.path.ismount(run := Path(state) / runstate.RUN):
-        sc.umount2(str(run), sc.MNT_DETACH)
+        if state := env.get("CONTAINED_STATE_DIR"):
+            runstate.run_dir_unmount(Path(state))
 
 
 def manage(env: dict[str, str], *args: str) -> str:

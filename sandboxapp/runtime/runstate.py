@@ -46,6 +46,16 @@ def run_dir(state_dir: Path) -> Path:
     return path
 
 
+def run_dir_unmount(state_dir: Path) -> None:
+    """Unmount `state_dir`/run, if it is mounted. sandboxd leaves it for the next daemon;
+    whoever removes a state directory of its own (a bench's) unmounts it first."""
+    path = state_dir / RUN
+    with _lock:
+        _ready.discard(state_dir)
+        if os.path.ismount(path):
+            sc.umount2(str(path), sc.MNT_DETACH)
+
+
 def _ensure(state_dir: Path, path: Path) -> None:
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     # Another process (sandboxd, `sandbox run`) may be at the same point: one mounts.

@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 from sandboxapp.runtime import ids
-from sandboxapp.runtime.runstate import RUN, run_dir
+from sandboxapp.runtime import syscalls as sc
+from sandboxapp.runtime.runstate import RUN, run_dir, run_dir_unmount
 from sandboxapp.runtime.sandbox import sandbox_names, state_read
 
 REPO = Path(__file__).resolve().parents[2]
@@ -75,3 +76,16 @@ def test_what_an_earlier_version_left_on_the_disk_is_moved_in(config):
     assert ids.borrowed_blocks(state, min_age=AN_HOUR_AGO / 2) == {"old-link": 40 * 65536}
     assert sandbox_names(type(config)(state_dir=state)) == ["old-link"]
     assert state_read(type(config)(state_dir=state), "old-link").uid_base == 40 * 65536
+
+
+def test_a_state_directory_of_its_own_is_unmounted_before_it_goes(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    run = run_dir(state)  # mounted as sandboxd mounts it
+    assert os.path.ismount(run)
+    try:
+        run_dir_unmount(state)
+        assert not os.path.ismount(run)
+    finally:
+        if os.path.ismount(run):
+            sc.umount2(str(run), sc.MNT_DETACH)  # the unmount failed: leave no mount
