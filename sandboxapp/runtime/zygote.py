@@ -36,6 +36,7 @@ import contextlib
 import errno
 import gc
 import itertools
+import logging
 import os
 import select
 import signal
@@ -55,6 +56,8 @@ from . import child, ids, security
 from . import syscalls as sc
 from .cgroups import SPARE_PREFIX
 from .spec import ID_BLOCK, Limits
+
+log = logging.getLogger("contained.sandboxd")
 
 TITLE = "zygote [contained]"
 _PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -292,14 +295,29 @@ class Zygote:
 def _cgroups_remove(inner: list[Path], wait: float = 0) -> None:
     """Remove spare cgroups (each an inner one and its parent). One still in use is left
     at once, or after `wait` seconds, in its last half second with its processes killed.
-    Never fails: what is left, reconcile removes once this process is gone."""
+    Never fails: what is left is logged with who holds it, and reconcile removes it once
+    this process is gone."""
     deadline = time.monotonic() + wait
     for path in inner:
         for level in (path, path.parent):
-            while not _rmdir(level) and time.monotonic() < deadline:
-                if deadline - time.monotonic() < 0.5:
-                    _kill_all(path)
-                time.sleep(0.01)
+            if not _rmdir_until(level, path, deadline):
+                log.warning(
+                    "spare cgroup %s is still in use after %.1f s (%s): left for reconcile",
+                    level,
+                    wait,
+                    _held_by(level),
+                )
+                break  # its parent cannot go either
+
+
+def _rmdir_until(level: Path, inner: Path, deadline: float) -> bool:
+    while not _rmdir(level):
+        if time.monotonic() >= deadline:
+            return False
+        if deadline - time.monotonic() < 0.5:
+            _kill_all(inner)
+        time.sleep(0.01)
+    return True
 
 
 def _rmdir(cgroup: Path) -> bool:
@@ -309,6 +327,20 @@ def _rmdir(cgroup: Path) -> bool:
     except OSError as exc:
         return exc.errno not in (errno.EBUSY, errno.ENOTEMPTY)
     return True
+
+
+def _held_by(cgroup: Path) -> str:
+    """Who is still in a cgroup, and what each is doing, for the log."""
+    held = []
+    for procs in cgroup.glob("**/cgroup.procs"):
+        with contextlib.suppress(OSError):
+            for pid in procs.read_text().split():
+                with contextlib.suppress(OSError):
+                    stat = Path(f"/proc/{pid}/stat").read_text()
+                    state = stat[stat.rindex(")") + 2]  # the name may hold spaces
+                    wchan = Path(f"/proc/{pid}/wchan").read_text()
+                    held.append(f"{pid} {state} in {wchan or '-'}")
+    return ", ".join(held) or "no process: a child cgroup, or one still exiting"
 
 
 def _kill_all(cgroup: Path) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from sandboxapp.runtime import ids, zygote
-from sandboxapp.runtime.cgroups import INNER
+from sandboxapp.runtime.cgroups import INNER, SPARE_PREFIX
 from sandboxapp.runtime.security import KEPT_MASK
 from tests.sandboxes import spare_cgroup_dirs
 
@@ -320,12 +320,30 @@ def test_a_spare_whose_cgroups_were_not_made_ready_is_moved_into_new_ones(
 def test_a_stopped_zygote_leaves_no_spare_cgroup(make_sandbox, config):
     _v1_only()
     make_sandbox()
-    deadline = time.monotonic() + 5
-    while not spare_cgroup_dirs(config):
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    spare = _held_spare()  # asked for once the sandbox was up, in cgroups of its own
+    assert spare.cgroups and all(p.exists() for p in spare.cgroups)
     zygote.zygote_stop()
-    assert spare_cgroup_dirs(config) == []
+    left = [p for inner in spare.cgroups for p in (inner, inner.parent) if p.exists()]
+    assert left == [], {p: (p / "cgroup.procs").read_text() for p in left}
+
+
+def test_a_spare_cgroup_still_in_use_is_left_and_logged_with_who_holds_it(guard, caplog):
+    _v1_only()
+    spare = Path("/sys/fs/cgroup/pids") / guard / f"{SPARE_PREFIX}held"
+    inner = spare / INNER
+    inner.mkdir(parents=True)
+    holder = subprocess.Popen(["sleep", "60"])
+    try:
+        (inner / "cgroup.procs").write_text(str(holder.pid))
+        zygote.spare_cgroups_remove([inner], wait=0)
+        assert inner.exists() and spare.exists(), "a cgroup in use cannot be removed"
+        assert f"{inner} is still in use" in caplog.text
+        assert f"{holder.pid} S in " in caplog.text
+    finally:
+        holder.kill()
+        holder.wait()
+    zygote.spare_cgroups_remove([inner], wait=1)  # once it has gone, it goes
+    assert not spare.exists()
 
 
 def test_reconcile_removes_the_spares_of_a_process_that_is_gone(config):
