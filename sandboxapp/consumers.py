@@ -198,6 +198,8 @@ class TerminalConsumer(AsyncWebsocketConsumer):
                 offset=_int(query.get("offset"), 0, 0, 2**62),
                 rows=_int(query.get("rows"), 24, 1, 1000),
                 cols=_int(query.get("cols"), 80, 1, 1000),
+                # The writer's keystrokes go straight to its PTY (sandboxd-protocol.md).
+                pty=target.role == "writer",
             )
         except Refused as refusal:
             code = REFUSAL_CLOSE.get(refusal.code, CLOSE_REFUSED)

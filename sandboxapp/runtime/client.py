@@ -8,15 +8,25 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import wire
+from .ptyinput import PtyInput
+from .syscalls import recv_fds
 
 DEFAULT_TIMEOUT = 10.0
 # Creating a sandbox can wait behind others being created: attach allows longer.
 ATTACH_TIMEOUT = 30.0
+# A writer that types on the PTY itself tells sandboxd so at most this often (its pacer
+# counts a typist for 2 s, its idle reaper for minutes), and at once for a control key:
+# Enter, or a Ctrl-C whose prompt must come through a flood without waiting.
+TYPED_EVERY = 0.5
+# Events after which a writer has no business typing on the PTY any more.
+PTY_ENDS = {"exit", "stopped", "detached"}
 
 
 class SandboxdError(Exception):
@@ -108,9 +118,11 @@ class SandboxdClient:
         offset: int = 0,
         rows: int = 24,
         cols: int = 80,
+        pty: bool = False,
         **params: object,
     ) -> Terminal:
-        reader, writer = await _open(self.path, self.timeout)
+        """Attach to the learner's terminal. With `pty`, a writer is handed the PTY's master
+        with the reply and types on it directly (see Terminal.send_input)."""
         request = {
             "op": "attach",
             "learner": learner,
@@ -119,26 +131,90 @@ class SandboxdClient:
             "offset": offset,
             "rows": rows,
             "cols": cols,
+            "pty": pty,
             **params,
         }
+        loop = asyncio.get_running_loop()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        fds: list[int] = []
         try:
-            writer.write(wire.encode_json(request))
-            info = await _read_reply(reader, ATTACH_TIMEOUT, "attach")
+            try:
+                await asyncio.wait_for(loop.sock_connect(sock, str(self.path)), self.timeout)
+            except (OSError, TimeoutError) as exc:
+                raise Unavailable(f"cannot reach sandboxd at {self.path}: {exc}") from exc
+            # Read by hand, not by a StreamReader: the PTY's fd rides on the reply.
+            try:
+                async with asyncio.timeout(ATTACH_TIMEOUT):
+                    await loop.sock_sendall(sock, wire.encode_json(request))
+                    header = await _recv_with_fds(sock, wire.HEADER.size, fds)
+                    length, kind = wire.HEADER.unpack(header)
+                    if kind != wire.JSON or length > wire.MAX_REPLY:
+                        raise SandboxdError("sandboxd answered attach with a bad frame")
+                    body = await _recv_with_fds(sock, length, fds)
+            except TimeoutError:
+                raise Unavailable(f"sandboxd did not answer attach in {ATTACH_TIMEOUT} s") from None
+            except OSError as exc:
+                raise SandboxdError(f"sandboxd broke off attach: {exc}") from exc
+            try:
+                info = _reply(wire.Frame(kind, body).json())
+            except wire.ProtocolError as exc:
+                raise SandboxdError(f"sandboxd answered attach with a bad frame: {exc}") from exc
+            reader, writer = await asyncio.open_unix_connection(sock=sock)
         except BaseException:
-            writer.close()
+            sock.close()
+            for fd in fds:
+                os.close(fd)
             raise
-        return Terminal(reader, writer, info)
+        for extra in fds[1:]:
+            os.close(extra)
+        return Terminal(reader, writer, info, fds[0] if fds else None)
+
+
+async def _recv_with_fds(sock: socket.socket, size: int, fds: list[int]) -> bytes:
+    """Exactly `size` bytes from a non-blocking socket, adding any fds that came with them
+    to `fds` (close-on-exec: a web worker starts no programs, but it holds them anyway)."""
+    loop = asyncio.get_running_loop()
+    data = bytearray()
+    while len(data) < size:
+        ready = loop.create_future()
+        loop.add_reader(sock.fileno(), ready.set_result, None)
+        try:
+            await ready
+        finally:
+            loop.remove_reader(sock.fileno())
+        try:
+            chunk, received = recv_fds(sock, size - len(data), 1)
+        except BlockingIOError:
+            continue
+        fds += received
+        if not chunk:
+            raise ConnectionError("sandboxd closed the connection")
+        data += chunk
+    return bytes(data)
 
 
 class Terminal:
-    """An attached terminal. `info` is the attach reply: session id, offset, reset, sandbox."""
+    """An attached terminal. `info` is the attach reply: session id, offset, reset, sandbox.
+    `pty`, if sandboxd handed it over, is the terminal's PTY master: input is written to it
+    here, and sandboxd is only told that the writer typed."""
 
     def __init__(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, info: dict
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        info: dict,
+        pty: int | None = None,
     ) -> None:
         self.reader = reader
         self.writer = writer
         self.info = info
+        self._pty = PtyInput(pty) if pty is not None else None
+        self._told = float("-inf")  # when sandboxd was last told that the writer typed
+
+    @property
+    def types_on_pty(self) -> bool:
+        return self._pty is not None
 
     @property
     def session(self) -> str:
@@ -156,7 +232,17 @@ class Terminal:
             raise SandboxdError(f"the terminal connection closed: {exc}") from exc
 
     async def send_input(self, data: bytes) -> None:
-        """Send input, however large; waits while sandboxd applies backpressure."""
+        """Send input, however large; waits while the program (or sandboxd) has not read
+        enough of what came before."""
+        if self._pty is not None:
+            now = time.monotonic()
+            if now >= self._told + TYPED_EVERY or min(data, default=0x20) < 0x20:
+                # Before the keystroke: a Ctrl-C's prompt must find the flood unpaced.
+                self._told = now
+                await self._send(wire.encode(wire.TYPED, b""))
+            self._pty.write(data)
+            await self._pty.room.wait()
+            return
         view = memoryview(data)
         for start in range(0, len(view), wire.MAX_FRAME):
             await self._send(wire.encode(wire.INPUT, bytes(view[start : start + wire.MAX_FRAME])))
@@ -178,9 +264,19 @@ class Terminal:
         if frame.kind == wire.OUTPUT:
             (offset,) = wire.OFFSET.unpack_from(frame.payload)
             return Output(offset, frame.payload[wire.OFFSET.size :])
-        return Event(frame.json())
+        event = Event(frame.json())
+        if event.name in PTY_ENDS:
+            self._pty_close()  # replaced by a newer writer, or the terminal is gone
+        return event
+
+    def _pty_close(self) -> None:
+        if self._pty is not None:
+            self._pty.close()
+            os.close(self._pty.fd)
+            self._pty = None
 
     async def close(self) -> None:
+        self._pty_close()
         self.writer.close()
         try:
             await self.writer.wait_closed()

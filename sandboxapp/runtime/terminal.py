@@ -27,12 +27,11 @@ from pathlib import Path
 from . import wire
 from .child import set_winsize
 from .pacing import Pacer
+from .ptyinput import PtyInput
 
 log = logging.getLogger("contained.sandboxd")
 
 READ_CHUNK = 64 * 1024
-# Input waiting for the program to read it; past this the client's socket is not read.
-INPUT_HIGH = 256 * 1024
 # Resizes closer together than this are merged (dragging a window sends dozens).
 RESIZE_INTERVAL = 0.05
 # Output goes straight to a client's socket while less than this waits in it.
@@ -154,9 +153,7 @@ class TerminalSession:
         self._pacer = pacer or Pacer(0)
         self._allowance = self._pacer.allowance(self._loop.time())
         self._paced: asyncio.TimerHandle | None = None
-        self.input = bytearray()
-        self.input_room = asyncio.Event()
-        self.input_room.set()
+        self.input = PtyInput(master)
         self.recorder = recorder
         self._on_end = on_end
         self._size: tuple[int, int] | None = None
@@ -330,38 +327,21 @@ class TerminalSession:
 
     # -- input -------------------------------------------------------------------------
 
-    def write(self, data: bytes) -> None:
-        """Queue input for the program; the caller waits on `input_room` before more."""
-        if self.ended:
-            return
+    def typed(self) -> None:
+        """The writer typed: input sent here, or written to the PTY by a web worker that
+        holds it, which says so (at most every TYPED_EVERY seconds, and at once for a
+        control key). For the pacer, and a Ctrl-C's prompt comes through a flood at once."""
         replying = self._pacer.typed(self, self._allowance, self._loop.time())
         if replying and self._paced is not None:
             self._paced.cancel()
             self._pace_over()
-        was_empty = not self.input
-        self.input += data
-        if was_empty:
-            self._flush_input()
-        if len(self.input) > INPUT_HIGH:
-            self.input_room.clear()
 
-    def _flush_input(self) -> None:
-        try:
-            written = os.write(self.master, self.input)
-        except BlockingIOError:
-            written = 0
-        except OSError:
-            self.input.clear()
+    def write(self, data: bytes) -> None:
+        """Queue input for the program; the caller waits on `input.room` before more."""
+        if self.ended:
             return
-        del self.input[:written]
-        if self.input:
-            self._loop.add_writer(self.master, self._writable)
-        if len(self.input) <= INPUT_HIGH:
-            self.input_room.set()
-
-    def _writable(self) -> None:
-        self._loop.remove_writer(self.master)
-        self._flush_input()
+        self.typed()
+        self.input.write(data)
 
     def resize(self, rows: int, cols: int) -> None:
         self._size = (max(1, min(rows, 1000)), max(1, min(cols, 1000)))
@@ -392,13 +372,10 @@ class TerminalSession:
         self._pacer.gone(self)
         if self._paced is not None:
             self._paced.cancel()
-        with contextlib.suppress(Exception):
-            self._loop.remove_writer(self.master)
+        self.input.close()
         if self._resize_pending is not None:
             self._resize_pending.cancel()
         os.close(self.master)
-        self.input.clear()
-        self.input_room.set()
         if self.recorder is not None:
             self.recorder.close()
         for client in self.clients:

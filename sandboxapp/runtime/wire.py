@@ -20,7 +20,8 @@ OUTPUT = 2  # daemon -> client: u64 offset of the first byte, then terminal outp
 INPUT = 3  # client -> daemon: bytes for the terminal (the writer only)
 ACK = 4  # client -> daemon: u64 offset up to which output has been drawn
 RESIZE = 5  # client -> daemon: u16 rows, u16 cols (the writer only)
-KINDS = {JSON, OUTPUT, INPUT, ACK, RESIZE}
+TYPED = 6  # client -> daemon, empty: the writer typed on the PTY it was handed
+KINDS = {JSON, OUTPUT, INPUT, ACK, RESIZE, TYPED}
 
 # A paste larger than this is split by the client into several INPUT frames.
 MAX_FRAME = 1024 * 1024

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import secrets
 import signal
 
 import pytest
 
-from sandboxapp.runtime.client import Refused
+from sandboxapp.runtime.client import Refused, SandboxdError
 from sandboxapp.runtime.pacing import BURST
 from sandboxapp.runtime.terminal import FlowLimits
 
@@ -40,12 +41,20 @@ async def test_two_learners_never_see_each_others_terminal(start_sandboxd, scree
     await b.close()
 
 
-async def test_a_viewer_sees_the_learner_but_cannot_type(start_sandboxd, screen):
+# Each writer either sends its keystrokes to sandboxd, or, as the web tier does, is handed
+# the PTY's master and types on it (sandboxd-protocol.md, "pty").
+typing_ways = pytest.mark.parametrize("pty", [False, True], ids=["frames", "pty"])
+
+
+@typing_ways
+async def test_a_viewer_sees_the_learner_but_cannot_type(start_sandboxd, screen, pty):
     daemon = start_sandboxd()
     name = learner()
-    writer = screen(await daemon.client.attach(name))
+    writer = screen(await daemon.client.attach(name, pty=pty))
+    assert writer.terminal.types_on_pty == pty
     await writer.expect(b"# ")
-    viewer = screen(await daemon.client.attach(name, role="viewer"))
+    viewer = screen(await daemon.client.attach(name, role="viewer", pty=pty))
+    assert not viewer.terminal.types_on_pty, "a viewer is never handed the PTY"
     await viewer.type("touch /tmp/viewer-was-here\r")
     await viewer.terminal.resize(5, 5)
     refusal = await viewer.event("error")
@@ -60,15 +69,21 @@ async def test_a_viewer_sees_the_learner_but_cannot_type(start_sandboxd, screen)
     await writer.close()
 
 
-async def test_a_second_writer_replaces_the_first(start_sandboxd, screen):
+@typing_ways
+async def test_a_second_writer_replaces_the_first(start_sandboxd, screen, pty):
     daemon = start_sandboxd()
     name = learner()
-    first = screen(await daemon.client.attach(name))
-    second = screen(await daemon.client.attach(name))
+    first = screen(await daemon.client.attach(name, pty=pty))
+    second = screen(await daemon.client.attach(name, pty=pty))
     detached = await first.event("detached")
     assert detached["reason"] == "replaced"
+    # Replaced, it types no more: not through sandboxd, and not on a PTY it was handed.
+    assert not first.terminal.types_on_pty
+    with contextlib.suppress(SandboxdError):
+        await first.type("touch /tmp/replaced-was-here\r")
     await second.type("echo still-$((5+5))\r")
     await second.expect(b"still-10")
+    assert (await daemon.client.exec(name, ["test", "-e", "/tmp/replaced-was-here"]))[0] == 1
     await second.close()
 
 
@@ -169,9 +184,10 @@ async def test_a_stalled_viewer_never_slows_the_learner(start_sandboxd, screen):
     await writer.close()
 
 
-async def test_a_10mb_paste_arrives_whole_and_others_keep_working(start_sandboxd, screen):
+@typing_ways
+async def test_a_10mb_paste_arrives_whole_and_others_keep_working(start_sandboxd, screen, pty):
     daemon = start_sandboxd()
-    paster = screen(await daemon.client.attach(learner()))
+    paster = screen(await daemon.client.attach(learner(), pty=pty))
     other = screen(await daemon.client.attach(learner()))
     await paster.expect(b"# ")
     await paster.type("stty -echo; cat > /tmp/paste; stty echo; wc -c < /tmp/paste\r")
@@ -221,13 +237,15 @@ async def test_a_writer_acking_every_ack_every_bytes_keeps_a_flood_flowing(start
     await s.close()
 
 
-async def test_a_flood_is_paced_while_another_learner_types(start_sandboxd, screen):
+@typing_ways
+async def test_a_flood_is_paced_while_another_learner_types(start_sandboxd, screen, pty):
+    # Typed on the PTY, the keystrokes reach sandboxd's pacer only as TYPED notices.
     rate = 32 * 1024
     daemon = start_sandboxd(
         flow=FlowLimits(ring=64 * 1024, high=16 * 1024, low=4 * 1024, flood_rate=rate)
     )
-    flood = screen(await daemon.client.attach(learner()))
-    typist = screen(await daemon.client.attach(learner()))
+    flood = screen(await daemon.client.attach(learner(), pty=pty))
+    typist = screen(await daemon.client.attach(learner(), pty=pty))
     await flood.expect(b"# ")
     await typist.expect(b"# ")
 
