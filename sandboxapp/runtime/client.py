@@ -26,7 +26,7 @@ ATTACH_TIMEOUT = 30.0
 # Enter, or a Ctrl-C whose prompt must come through a flood without waiting.
 TYPED_EVERY = 0.5
 # Events after which a writer has no business typing on the PTY any more.
-PTY_ENDS = {"exit", "stopped", "detached"}
+PTY_ENDS = {"exit", "stopped", "detached", "error"}
 
 
 class SandboxdError(Exception):
