@@ -209,7 +209,10 @@ class Terminal:
         self.reader = reader
         self.writer = writer
         self.info = info
-        self._pty = PtyInput(pty) if pty is not None else None
+        self._pty = None
+        if pty is not None:
+            os.set_blocking(pty, False)  # sandboxd's is already: never block our loop
+            self._pty = PtyInput(pty)
         self._told = float("-inf")  # when sandboxd was last told that the writer typed
 
     @property
@@ -234,14 +237,15 @@ class Terminal:
     async def send_input(self, data: bytes) -> None:
         """Send input, however large; waits while the program (or sandboxd) has not read
         enough of what came before."""
-        if self._pty is not None:
+        pty = self._pty  # it may be closed (a "detached") while we wait below
+        if pty is not None:
             now = time.monotonic()
             if now >= self._told + TYPED_EVERY or min(data, default=0x20) < 0x20:
                 # Before the keystroke: a Ctrl-C's prompt must find the flood unpaced.
                 self._told = now
                 await self._send(wire.encode(wire.TYPED, b""))
-            self._pty.write(data)
-            await self._pty.room.wait()
+            pty.write(data)
+            await pty.room.wait()
             return
         view = memoryview(data)
         for start in range(0, len(view), wire.MAX_FRAME):
