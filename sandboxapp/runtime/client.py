@@ -22,9 +22,9 @@ DEFAULT_TIMEOUT = 10.0
 # Creating a sandbox can wait behind others being created: attach allows longer.
 ATTACH_TIMEOUT = 30.0
 # A writer that types on the PTY itself tells sandboxd so at most this often (its pacer
-# counts a typist for 2 s, its idle reaper for minutes), and at once for a control key:
-# Enter, or a Ctrl-C whose prompt must come through a flood without waiting.
-TYPED_EVERY = 0.5
+# counts a typist for 2 s, its idle reaper for minutes), and at once, before the key, for a
+# control key: Enter, or a Ctrl-C whose prompt must come through a flood without waiting.
+TYPED_EVERY = 1.0
 # Events after which a writer has no business typing on the PTY any more.
 PTY_ENDS = {"exit", "stopped", "detached", "error"}
 
@@ -240,11 +240,17 @@ class Terminal:
         pty = self._pty  # it may be closed (a "detached") while we wait below
         if pty is not None:
             now = time.monotonic()
-            if now >= self._told + TYPED_EVERY or min(data, default=0x20) < 0x20:
-                # Before the keystroke: a Ctrl-C's prompt must find the flood unpaced.
+            control = min(data, default=0x20) < 0x20
+            due = control or now >= self._told + TYPED_EVERY
+            if due:
                 self._told = now
+            if control:
+                # Before the key: a Ctrl-C's prompt must find its flood unpaced.
                 await self._send(wire.encode(wire.TYPED, b""))
             pty.write(data)
+            if due and not control:
+                # After it: only the pacer's count of typists needs it, not the echo.
+                await self._send(wire.encode(wire.TYPED, b""))
             await pty.room.wait()
             return
         view = memoryview(data)

@@ -251,8 +251,15 @@ async def test_a_flood_is_paced_while_another_learner_types(start_sandboxd, scre
 
     async def keep_typing() -> None:
         for i in range(1000):
-            await typist.type(f"echo typed-{i}-$(({i}+1))\r")
-            await typist.expect(f"typed-{i}-{i + 1}".encode())
+            if pty:
+                # Letters alone, no Enter: only the writer's TYPED frames, sent once a
+                # second after a key, tell the pacer that someone types.
+                since = typist.end
+                await typist.type("x")
+                await typist.expect(b"x", since=since)
+            else:
+                await typist.type(f"echo typed-{i}-$(({i}+1))\r")
+                await typist.expect(f"typed-{i}-{i + 1}".encode())
             await asyncio.sleep(0.3)
 
     typing = asyncio.create_task(keep_typing())
