@@ -166,9 +166,10 @@ class SandboxdClient:
             for fd in fds:
                 os.close(fd)
             raise
-        for extra in fds[1:]:
+        handed = fds.pop(0) if fds and pty else None
+        for extra in fds:
             os.close(extra)
-        return Terminal(reader, writer, info, fds[0] if fds else None)
+        return Terminal(reader, writer, info, handed)
 
 
 async def _recv_with_fds(sock: socket.socket, size: int, fds: list[int]) -> bytes:

@@ -884,9 +884,11 @@ def _send_with_fd(writer: asyncio.StreamWriter, data: bytes, fd: int) -> None:
     The transport's own socket object cannot sendmsg under uvloop: a duplicate of its fd
     shares the connection."""
     sent = 0
-    with socket.socket(fileno=os.dup(writer.get_extra_info("socket").fileno())) as sock:
-        with contextlib.suppress(BlockingIOError):
-            sent = socket.send_fds(sock, [data], [fd])
+    transport = writer.get_extra_info("socket")  # None once the client has gone
+    if transport is not None:
+        with socket.socket(fileno=os.dup(transport.fileno())) as sock:
+            with contextlib.suppress(BlockingIOError):
+                sent = socket.send_fds(sock, [data], [fd])
     if sent < len(data):
         writer.write(data[sent:])
 

@@ -331,6 +331,8 @@ class TerminalSession:
         """The writer typed: input sent here, or written to the PTY by a web worker that
         holds it, which says so (at most every TYPED_EVERY seconds, and at once for a
         control key). For the pacer, and a Ctrl-C's prompt comes through a flood at once."""
+        if self.ended:
+            return  # gone from the pacer already: a late notice must not count it again
         replying = self._pacer.typed(self, self._allowance, self._loop.time())
         if replying and self._paced is not None:
             self._paced.cancel()
