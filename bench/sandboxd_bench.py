@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 
+from bench.workers import process_stop
 from sandboxapp.runtime.client import Output, SandboxdClient
 from sandboxapp.runtime.daemon import DaemonConfig, daemon_spawn
 
@@ -223,8 +224,7 @@ def run(config: DaemonConfig, *, runs: int, terminals: int, seconds: float) -> d
         client = SandboxdClient(config.socket_path, timeout=60)
         return asyncio.run(measure(client, runs, terminals, seconds))
     finally:
-        daemon.terminate()
-        daemon.wait(60)
+        process_stop(daemon, 60)
         shutil.rmtree(socket_dir, ignore_errors=True)
 
 

@@ -52,7 +52,14 @@ from bench.host import steal_ms, turns
 from bench.learner import LiveLearner, TerminalClosed
 from bench.load import cpu_seconds, rss_mib
 from bench.sandboxd_bench import Shell, echo_latencies, percentile, summary
-from bench.workers import free_port, sandboxd_running, site_prepare, start_daphne, wait_listening
+from bench.workers import (
+    free_port,
+    process_stop,
+    sandboxd_running,
+    site_prepare,
+    start_daphne,
+    wait_listening,
+)
 from sandboxapp.runtime.image import image_ensure
 
 if TYPE_CHECKING:
@@ -437,8 +444,7 @@ def contained_serving(workdir: Path, sessions: int) -> Iterator[tuple[str, list[
         try:
             yield f"http://127.0.0.1:{port}", [sandboxd.pid, daphne.pid]
         finally:
-            daphne.terminate()
-            daphne.wait(30)
+            process_stop(daphne)
 
 
 def shell_command(workdir: Path) -> list[str]:
@@ -458,8 +464,7 @@ def peer_serving(name: str, argv: list[str], workdir: Path) -> Iterator[tuple[st
         wait_listening(port, process, log)
         yield f"ws://127.0.0.1:{port}", [process.pid]
     finally:
-        process.terminate()
-        process.wait(30)
+        process_stop(process)
 
 
 def serving(name: str, workdir: Path, sessions: int) -> contextlib.AbstractContextManager:
