@@ -22,8 +22,8 @@ DEFAULT_TIMEOUT = 10.0
 # Creating a sandbox can wait behind others being created: attach allows longer.
 ATTACH_TIMEOUT = 30.0
 # A writer that types on the PTY itself tells sandboxd so at most this often (its pacer
-# counts a typist for 2 s, its idle reaper for minutes), and at once, before the key, for a
-# control key: Enter, or a Ctrl-C whose prompt must come through a flood without waiting.
+# counts a typist for 2 s), and at once, before the key, for a control key: Enter, or a
+# Ctrl-C whose prompt must come through a flood without waiting.
 TYPED_EVERY = 1.0
 # Events after which a writer has no business typing on the PTY any more.
 PTY_ENDS = {"exit", "stopped", "detached", "error"}
