@@ -71,6 +71,7 @@ PROMPT = b"# "
 SIZE = (24, 80)
 DRAW_RATE = 5e6  # bytes a second: a browser drawing a flood
 PEER_NAMES = ("contained", "terminado", "wetty")
+AGAINST = "contained@"  # and a git revision: ours as of then (--against)
 # Takes its turns at bulk output beside the peers: the same command, its PTY read directly.
 BARE_PTY = "bare pty"
 ECHO_ROUNDS = 4  # each peer types for a quarter of --seconds at a time
@@ -239,7 +240,7 @@ async def open_sessions(kind: str, url: str, count: int) -> list[Session]:
 
     async def one() -> Session:
         async with gate:
-            session = SESSIONS[kind](url)
+            session = SESSIONS[kind.split("@")[0]](url)
             await session.open()
             await session.shell.wait_for(PROMPT, timeout=60)
             return session
@@ -423,13 +424,17 @@ async def browser_clicks(url: str, runs: int) -> dict:
 
 
 @contextlib.contextmanager
-def contained_serving(workdir: Path, sessions: int) -> Iterator[tuple[str, list[int]]]:
-    """Our site as `make run` has it (SQLite, one Daphne worker) with a sandboxd of its own."""
+def contained_serving(
+    workdir: Path, sessions: int, repo: Path = REPO, cgroup_parent: str = "contained-bench"
+) -> Iterator[tuple[str, list[int]]]:
+    """Our site as `make run` has it (SQLite, one Daphne worker) with a sandboxd of its own,
+    from the checkout at `repo`."""
     env = {
         **os.environ,
         "CONTAINED_DATA_DIR": str(workdir / "data"),
         "CONTAINED_STATE_DIR": str(workdir / "state"),
-        "CONTAINED_CGROUP_PARENT": "contained-bench",
+        # Each sandboxd of the run its own: one reconciles away what it finds in its parent.
+        "CONTAINED_CGROUP_PARENT": cgroup_parent,
         # A directory of its own: sandboxd makes its socket's directory private.
         "SANDBOXD_SOCKET": str(workdir / "run" / "sandboxd.sock"),
         "CONTAINED_MAX_SANDBOXES": str(sessions + 50),
@@ -437,10 +442,10 @@ def contained_serving(workdir: Path, sessions: int) -> Iterator[tuple[str, list[
         "CONTAINED_HTTPS": "0",
         "CONTAINED_LOG_LEVEL": "WARNING",
     }
-    site_prepare(env)
+    site_prepare(env, repo)
     port = free_port()
-    with sandboxd_running(env, workdir) as sandboxd:
-        daphne = start_daphne(env, port, workdir / "daphne.log")
+    with sandboxd_running(env, workdir, repo) as sandboxd:
+        daphne = start_daphne(env, port, workdir / "daphne.log", repo)
         try:
             yield f"http://127.0.0.1:{port}", [sandboxd.pid, daphne.pid]
         finally:
@@ -467,9 +472,30 @@ def peer_serving(name: str, argv: list[str], workdir: Path) -> Iterator[tuple[st
         process_stop(process)
 
 
+@contextlib.contextmanager
+def contained_at_serving(
+    revision: str, workdir: Path, sessions: int
+) -> Iterator[tuple[str, list[int]]]:
+    """Ours as of `revision`, from a worktree of this checkout, beside ours as it is: the
+    paired way to measure a change (bench/README.md, "Keystrokes straight to the PTY")."""
+    tree = workdir / "tree"
+    git = ["git", "-C", str(REPO)]
+    subprocess.run([*git, "worktree", "add", "--detach", str(tree), revision], check=True)
+    try:
+        site = workdir / "site"
+        site.mkdir()
+        with contained_serving(site, sessions, tree, "contained-bench-against") as served:
+            yield served
+    finally:
+        subprocess.run([*git, "worktree", "remove", "--force", str(tree)], check=False)
+
+
 def serving(name: str, workdir: Path, sessions: int) -> contextlib.AbstractContextManager:
     if name == "contained":
         return contained_serving(workdir, sessions)
+    if name.startswith(AGAINST):
+        (workdir / "against").mkdir()
+        return contained_at_serving(name.removeprefix(AGAINST), workdir / "against", sessions)
     shell = shell_command(workdir)
     if name == "terminado":
         python = PEERS / ".venv" / "bin" / "python"
@@ -512,15 +538,16 @@ def table(report: dict) -> str:
         ("server CPU ms per keystroke echoed", lambda r: r["server_cpu_ms_per_key"]),
         ("host steal ms during its typing", lambda r: r["host_steal_ms_during_echo"]),
     ]
-    lines = [f"{'':<42}" + "".join(f"{name:>12}" for name in peers)]
+    width = max(12, *(len(name) + 2 for name in peers))
+    lines = [f"{'':<42}" + "".join(f"{name:>{width}}" for name in peers)]
     for title, value in rows:
-        lines.append(f"{title:<42}" + "".join(f"{value(r):>12}" for r in peers.values()))
+        lines.append(f"{title:<42}" + "".join(f"{value(r):>{width}}" for r in peers.values()))
     if "contained" in peers and len(peers) > 1:
         lines.append("ratios, peer / contained (above 1: contained is better, but bulk: below):")
         for title, value in rows[:5]:
             ours = value(peers["contained"]) or float("nan")
             ratios = [f"{value(r) / ours:.2f}" for r in peers.values()]
-            lines.append(f"  {title:<40}" + "".join(f"{x:>12}" for x in ratios))
+            lines.append(f"  {title:<40}" + "".join(f"{x:>{width}}" for x in ratios))
     for figure, f in report.get("browser", {}).items():
         lines.append(
             f"browser click to prompt, {figure.replace('_', ' ')}: p50 {f['p50_ms']:.0f} ms,"
@@ -541,10 +568,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--peers", type=lambda v: v.split(","), default=list(PEER_NAMES), help="comma-separated"
     )
+    parser.add_argument(
+        "--against",
+        metavar="REVISION",
+        help="also serve ours as of this git revision, as the peer contained@REVISION, in turns"
+        " with the rest: a change measured side by side with what it changes",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     if unknown := set(args.peers) - set(PEER_NAMES):
         parser.error(f"unknown peers {sorted(unknown)}; known: {', '.join(PEER_NAMES)}")
+    if args.against:
+        args.peers.append(AGAINST + args.against)
     workdir = Path(tempfile.mkdtemp(prefix="contained-peers-"))
     workdir.chmod(0o711)  # each sandbox's own root walks through it to its image and files
     try:
@@ -554,7 +589,7 @@ def main(argv: list[str] | None = None) -> None:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             report = runner.run(run(args, workdir))
     except BaseException:
-        for log in sorted(workdir.glob("*.log")):  # what the servers said, before it goes
+        for log in sorted(workdir.glob("**/*.log")):  # what the servers said, before it goes
             print(f"--- {log.name}:\n{log.read_text()[-3000:]}", file=sys.stderr)
         raise
     finally:

@@ -84,10 +84,11 @@ def nginx_config(workdir: Path, listen: int, workers: list[int]) -> Path:
     return main
 
 
-def start_daphne(env: dict[str, str], port: int, log: Path) -> subprocess.Popen:
+def start_daphne(env: dict[str, str], port: int, log: Path, repo: Path = REPO) -> subprocess.Popen:
+    """Daphne serving the checkout at `repo` (another revision's, for a paired comparison)."""
     argv = daphne_argv("127.0.0.1", port)
     with log.open("a") as out:
-        process = subprocess.Popen(argv, cwd=REPO, env=env, stdout=out, stderr=out)
+        process = subprocess.Popen(argv, cwd=repo, env=env, stdout=out, stderr=out)
     wait_listening(port, process, log)
     return process
 
@@ -132,13 +133,15 @@ def process_stop(process: subprocess.Popen, timeout: float = 30) -> None:
 
 
 @contextlib.contextmanager
-def sandboxd_running(env: dict[str, str], workdir: Path) -> Iterator[subprocess.Popen]:
-    """`manage.py sandboxd` with `env`, its log in `workdir`, until its socket answers;
-    stopped (and its sandboxes ended) on the way out."""
+def sandboxd_running(
+    env: dict[str, str], workdir: Path, repo: Path = REPO
+) -> Iterator[subprocess.Popen]:
+    """`manage.py sandboxd` of the checkout at `repo` with `env`, its log in `workdir`, until
+    its socket answers; stopped (and its sandboxes ended) on the way out."""
     log = workdir / "sandboxd.log"
     with log.open("w") as out:
         sandboxd = subprocess.Popen(
-            [sys.executable, "manage.py", "sandboxd"], cwd=REPO, env=env, stdout=out, stderr=out
+            [sys.executable, "manage.py", "sandboxd"], cwd=repo, env=env, stdout=out, stderr=out
         )
     try:
         while not Path(env["SANDBOXD_SOCKET"]).exists():
@@ -152,11 +155,11 @@ def sandboxd_running(env: dict[str, str], workdir: Path) -> Iterator[subprocess.
             runstate.run_dir_unmount(Path(state))
 
 
-def manage(env: dict[str, str], *args: str) -> str:
+def manage(env: dict[str, str], *args: str, repo: Path = REPO) -> str:
     """`manage.py ARGS` with `env`; its output, or CalledProcessError with its stderr."""
     done = subprocess.run(
         [sys.executable, "manage.py", *args],
-        cwd=REPO,
+        cwd=repo,
         env=env,
         capture_output=True,
         text=True,
@@ -166,11 +169,11 @@ def manage(env: dict[str, str], *args: str) -> str:
     return done.stdout
 
 
-def site_prepare(env: dict[str, str]) -> None:
+def site_prepare(env: dict[str, str], repo: Path = REPO) -> None:
     """What a site needs before its workers start, as `make run` and the image do."""
-    manage(env, "migrate", "--noinput", "-v", "0")
-    manage(env, "lessons", "load")
-    manage(env, "collectstatic", "--noinput", "-v", "0")  # production: hashed names
+    manage(env, "migrate", "--noinput", "-v", "0", repo=repo)
+    manage(env, "lessons", "load", repo=repo)
+    manage(env, "collectstatic", "--noinput", "-v", "0", repo=repo)  # production: hashed
 
 
 def main(argv: list[str] | None = None) -> None:
