@@ -68,11 +68,28 @@ def _reply(message: dict) -> dict:
     return message
 
 
-async def _open(path: Path, timeout: float) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+async def _connect(path: Path, timeout: float) -> socket.socket:
+    """A non-blocking connection to sandboxd, or Unavailable."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.setblocking(False)
     try:
-        return await asyncio.wait_for(asyncio.open_unix_connection(str(path)), timeout)
+        await asyncio.wait_for(asyncio.get_running_loop().sock_connect(sock, str(path)), timeout)
     except (OSError, TimeoutError) as exc:
+        sock.close()
         raise Unavailable(f"cannot reach sandboxd at {path}: {exc}") from exc
+    return sock
+
+
+async def _open(path: Path, timeout: float) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.open_unix_connection(sock=await _connect(path, timeout))
+
+
+def _reply_length(header: bytes) -> int:
+    """The length of the reply a frame header announces: a JSON frame within MAX_REPLY."""
+    length, kind = wire.HEADER.unpack(header)
+    if kind != wire.JSON or length > wire.MAX_REPLY:
+        raise SandboxdError("sandboxd answered with a bad frame")
+    return int(length)
 
 
 async def _read_reply(reader: asyncio.StreamReader, timeout: float, what: str) -> dict:
@@ -134,30 +151,21 @@ class SandboxdClient:
             "pty": pty,
             **params,
         }
-        loop = asyncio.get_running_loop()
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.setblocking(False)
+        sock = await _connect(self.path, self.timeout)
         fds: list[int] = []
         try:
-            try:
-                await asyncio.wait_for(loop.sock_connect(sock, str(self.path)), self.timeout)
-            except (OSError, TimeoutError) as exc:
-                raise Unavailable(f"cannot reach sandboxd at {self.path}: {exc}") from exc
             # Read by hand, not by a StreamReader: the PTY's fd rides on the reply.
             try:
                 async with asyncio.timeout(ATTACH_TIMEOUT):
-                    await loop.sock_sendall(sock, wire.encode_json(request))
-                    header = await _recv_with_fds(sock, wire.HEADER.size, fds)
-                    length, kind = wire.HEADER.unpack(header)
-                    if kind != wire.JSON or length > wire.MAX_REPLY:
-                        raise SandboxdError("sandboxd answered attach with a bad frame")
+                    await asyncio.get_running_loop().sock_sendall(sock, wire.encode_json(request))
+                    length = _reply_length(await _recv_with_fds(sock, wire.HEADER.size, fds))
                     body = await _recv_with_fds(sock, length, fds)
             except TimeoutError:
                 raise Unavailable(f"sandboxd did not answer attach in {ATTACH_TIMEOUT} s") from None
             except OSError as exc:
                 raise SandboxdError(f"sandboxd broke off attach: {exc}") from exc
             try:
-                info = _reply(wire.Frame(kind, body).json())
+                info = _reply(wire.Frame(wire.JSON, body).json())
             except wire.ProtocolError as exc:
                 raise SandboxdError(f"sandboxd answered attach with a bad frame: {exc}") from exc
             reader, writer = await asyncio.open_unix_connection(sock=sock)
@@ -240,23 +248,22 @@ class Terminal:
         enough of what came before."""
         pty = self._pty  # it may be closed (a "detached") while we wait below
         if pty is not None:
-            now = time.monotonic()
-            control = min(data, default=0x20) < 0x20
-            due = control or now >= self._told + TYPED_EVERY
-            if due:
-                self._told = now
-            if control:
+            if min(data, default=0x20) < 0x20:
                 # Before the key: a Ctrl-C's prompt must find its flood unpaced.
-                await self._send(wire.encode(wire.TYPED, b""))
+                await self._tell_typed()
             pty.write(data)
-            if due and not control:
+            if time.monotonic() >= self._told + TYPED_EVERY:
                 # After it: only the pacer's count of typists needs it, not the echo.
-                await self._send(wire.encode(wire.TYPED, b""))
+                await self._tell_typed()
             await pty.room.wait()
             return
         view = memoryview(data)
         for start in range(0, len(view), wire.MAX_FRAME):
             await self._send(wire.encode(wire.INPUT, bytes(view[start : start + wire.MAX_FRAME])))
+
+    async def _tell_typed(self) -> None:
+        self._told = time.monotonic()
+        await self._send(wire.encode(wire.TYPED, b""))
 
     async def resize(self, rows: int, cols: int) -> None:
         await self._send(wire.encode(wire.RESIZE, wire.SIZE.pack(rows, cols)))
@@ -305,11 +312,8 @@ def call_sync(path: str | Path, op: str, reply_timeout: float = 2.0, **params: o
                 sock.sendall(wire.encode_json({"op": op, **params}))
             except (BrokenPipeError, ConnectionResetError):
                 pass  # refused before our request was read: the reply says why
-            header = _recv_exactly(sock, wire.HEADER.size)
-            length, kind = wire.HEADER.unpack(header)
-            if kind != wire.JSON or length > wire.MAX_REPLY:
-                raise SandboxdError("sandboxd answered with a bad frame")
-            return _reply(wire.Frame(kind, _recv_exactly(sock, length)).json())
+            length = _reply_length(_recv_exactly(sock, wire.HEADER.size))
+            return _reply(wire.Frame(wire.JSON, _recv_exactly(sock, length)).json())
         except (OSError, wire.ProtocolError) as exc:
             raise Unavailable(f"cannot reach sandboxd at {path}: {exc}") from exc
 

@@ -339,9 +339,8 @@ class TerminalSession:
             self._pace_over()
 
     def write(self, data: bytes) -> None:
-        """Queue input for the program; the caller waits on `input.room` before more."""
-        if self.ended:
-            return
+        """Queue input for the program; the caller waits on `input.room` before more. Once
+        the session has ended both do nothing (`input` is closed with it)."""
         self.typed()
         self.input.write(data)
 
