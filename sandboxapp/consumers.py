@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import parse_qs
 
@@ -48,6 +49,10 @@ from sandboxapp.terminal_protocol import (
 )
 
 log = logging.getLogger(__name__)
+
+OUTPUT_OP = bytes([OP_OUTPUT])
+# Where ServerSendInScope keeps the server's own `send`.
+SERVER_SEND = "contained.server_send"
 
 # Refusals by sandboxd that the learner can act on get their own close code.
 REFUSAL_CLOSE = {"rate_limited": CLOSE_RATE_LIMITED}
@@ -121,6 +126,25 @@ async def close_refused(consumer: AsyncWebsocketConsumer, code: int) -> None:
     await consumer.close(code)
 
 
+class ServerSendInScope:
+    """ASGI middleware, outside the auth stack: keeps the server's own `send` in the scope.
+
+    Channels' session middleware wraps `send` to save sessions on HTTP responses; for a
+    websocket it only passes each message on, after reading the session's state through
+    Django's lazy objects. On a terminal's output, which is most of what Daphne sends, that
+    was an eighth of the relay's time (bench/README.md). The terminal sends through this
+    one instead; sessions are read at connect and never saved by a websocket.
+    """
+
+    def __init__(self, inner: Callable) -> None:
+        self.inner = inner
+
+    async def __call__(
+        self, scope: dict, receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> None:
+        await self.inner({**scope, SERVER_SEND: send}, receive, send)
+
+
 class TerminalConsumer(AsyncWebsocketConsumer):
     """The learner's own terminal. Subclasses attach someone else to another target."""
 
@@ -141,7 +165,7 @@ class TerminalConsumer(AsyncWebsocketConsumer):
         # one source in turn (bench/README.md has what that saved). `base_send` is what
         # Channels' `send` uses.
         self.scope = scope
-        self.base_send = send
+        self.base_send = scope.get(SERVER_SEND, send)
         try:
             while True:
                 await self.dispatch(await receive())
@@ -237,11 +261,12 @@ class TerminalConsumer(AsyncWebsocketConsumer):
         await self.close(close_code)
 
     async def _relay_output(self, terminal: Terminal) -> None:
+        send = self.base_send
         try:
             while (item := await terminal.receive()) is not None:
                 if isinstance(item, Output):
-                    header = bytes([OP_OUTPUT]) + OFFSET.pack(item.offset)
-                    await self.send(bytes_data=header + item.data)
+                    # sandboxd's output payload is the browser's frame after its opcode.
+                    await send({"type": "websocket.send", "bytes": OUTPUT_OP + item.payload})
                 else:
                     await self.send(text_data=json.dumps({"type": "event", **item.message}))
         except SandboxdError as exc:

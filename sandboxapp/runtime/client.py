@@ -39,12 +39,23 @@ class Unavailable(SandboxdError):
 
 @dataclass(frozen=True)
 class Output:
-    offset: int
-    data: bytes
+    """Terminal output, as sandboxd's OUTPUT frame carries it: the u64 offset of its first
+    byte, then the bytes. Kept whole, so a relay can pass it on without taking it apart
+    (the terminal websocket's output frame is the same after its opcode)."""
+
+    payload: bytes
+
+    @property
+    def offset(self) -> int:
+        return int(wire.OFFSET.unpack_from(self.payload)[0])
+
+    @property
+    def data(self) -> bytes:
+        return self.payload[wire.OFFSET.size :]
 
     @property
     def end(self) -> int:
-        return self.offset + len(self.data)
+        return self.offset + len(self.payload) - wire.OFFSET.size
 
 
 @dataclass(frozen=True)
@@ -280,8 +291,9 @@ class Terminal:
         if frame is None:
             return None
         if frame.kind == wire.OUTPUT:
-            (offset,) = wire.OFFSET.unpack_from(frame.payload)
-            return Output(offset, frame.payload[wire.OFFSET.size :])
+            if len(frame.payload) < wire.OFFSET.size:
+                raise SandboxdError("an OUTPUT frame without its offset")
+            return Output(frame.payload)
         event = Event(frame.json())
         if event.name in PTY_ENDS:
             self._pty_close()  # replaced by a newer writer, or the terminal is gone

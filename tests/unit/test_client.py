@@ -1,4 +1,4 @@
-"""The web tier's client for a terminal in sandboxd, against a socket that goes away."""
+"""The web tier's client for a terminal in sandboxd, against sockets that misbehave."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import logging
 
 import pytest
 
-from sandboxapp.runtime.client import SandboxdError, Terminal
+from sandboxapp.runtime import wire
+from sandboxapp.runtime.client import Output, SandboxdError, Terminal
 
 pytestmark = pytest.mark.asyncio
 
@@ -30,3 +31,32 @@ async def test_typing_into_a_terminal_whose_daemon_went_away_fails_once_and_quie
     assert "socket.send() raised exception" not in caplog.text
     writer.close()
     server.close()
+
+
+async def _terminal_fed(tmp_path, *frames: bytes) -> Terminal:
+    """A terminal whose daemon sends `frames` and then keeps the connection open."""
+
+    async def serve(reader, writer):
+        writer.write(b"".join(frames))
+        await reader.read()
+
+    path = str(tmp_path / "sandboxd.sock")
+    await asyncio.start_unix_server(serve, path=path)
+    return Terminal(*await asyncio.open_unix_connection(path), {"session": "s"})
+
+
+async def test_output_is_read_whole_with_its_offset(tmp_path):
+    terminal = await _terminal_fed(tmp_path, wire.encode_output(2**40, b"echo"))
+    item = await terminal.receive()
+    assert isinstance(item, Output)
+    assert (item.offset, item.data, item.end) == (2**40, b"echo", 2**40 + 4)
+    # What the consumer relays: the payload is the browser's frame after its opcode.
+    assert item.payload == wire.OFFSET.pack(2**40) + b"echo"
+    await terminal.close()
+
+
+async def test_an_output_frame_too_short_for_its_offset_is_an_error(tmp_path):
+    terminal = await _terminal_fed(tmp_path, wire.encode(wire.OUTPUT, b"\x00\x01"))
+    with pytest.raises(SandboxdError, match="offset"):
+        await terminal.receive()
+    await terminal.close()

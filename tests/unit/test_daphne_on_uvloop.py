@@ -1,11 +1,19 @@
 """Daphne's reactor runs on uvloop when started through sandboxapp.daphne_on_uvloop."""
 
 import contextlib
+import os
 import socket
 import subprocess
 import sys
 
-from sandboxapp.daphne_on_uvloop import writes_at_once
+import pytest
+
+from sandboxapp.daphne_on_uvloop import (
+    SMALL_FRAME,
+    SmallFrameMasker,
+    small_frames_unmasked_in_python,
+    writes_at_once,
+)
 
 
 def _in_a_fresh_python(probe: str) -> list[str]:
@@ -107,3 +115,36 @@ def test_daphne_sends_a_frame_at_once_and_keeps_the_order_when_the_socket_is_ful
         got += _received(peer)
     got += _received(peer)
     assert got == big + b"after"
+
+
+def _native_masker(mask: bytes, length: int):
+    from autobahn.websocket.xormasker import create_xor_masker
+
+    return create_xor_masker(mask, length)
+
+
+@pytest.mark.parametrize("length", [0, 1, 2, 3, 4, 5, 7, 8, 63, SMALL_FRAME - 1])
+def test_a_small_frame_unmasks_as_autobahns_masker_does_however_it_arrives(length):
+    mask, payload = os.urandom(4), os.urandom(length)
+    for cut in sorted({0, 1, length // 3, length - 1, length}):
+        cut = max(0, min(cut, length))
+        ours, native = SmallFrameMasker(mask), _native_masker(mask, length)
+        # A frame may reach the parser in pieces; each piece continues the mask's phase.
+        got = ours.process(payload[:cut]) + ours.process(payload[cut:])
+        assert got == native.process(payload[:cut]) + native.process(payload[cut:])
+        assert ours.pointer() == length
+    ours.reset()
+    assert ours.pointer() == 0 and ours.process(got) == payload  # XOR twice: the payload
+
+
+def test_autobahn_parses_small_frames_with_ours_and_large_ones_with_its_own(monkeypatch):
+    from autobahn.websocket import protocol
+
+    monkeypatch.setattr(protocol, "create_xor_masker", protocol.create_xor_masker)
+    small_frames_unmasked_in_python()
+    mask = os.urandom(4)
+    assert isinstance(protocol.create_xor_masker(mask, 1), SmallFrameMasker)
+    large = protocol.create_xor_masker(mask, SMALL_FRAME)
+    assert not isinstance(large, SmallFrameMasker)
+    payload = os.urandom(SMALL_FRAME)
+    assert large.process(payload) == _native_masker(mask, SMALL_FRAME).process(payload)

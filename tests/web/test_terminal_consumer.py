@@ -67,6 +67,28 @@ async def test_keystrokes_and_acks_touch_no_database(sandboxd, monkeypatch):
     await browser.ws.disconnect()
 
 
+async def test_output_is_sent_past_the_session_middleware(sandboxd, monkeypatch):
+    # Channels' session wrapper only passes a websocket's messages on, reading the session's
+    # state through lazy objects for each: an eighth of the output relay's time.
+    from channels.sessions import InstanceSessionWrapper
+
+    wrapped = []
+    passed_on = InstanceSessionWrapper.send
+
+    async def send(wrapper, message: dict):
+        wrapped.append(message["type"])
+        return await passed_on(wrapper, message)
+
+    monkeypatch.setattr(InstanceSessionWrapper, "send", send)
+    learner, cookie = await guest("ada")
+    browser = Browser(cookie)
+    await browser.connect()
+    await browser.type("echo past-$((40+2))\r")
+    await browser.expect(b"past-42")
+    assert "websocket.send" not in wrapped
+    await browser.ws.disconnect()
+
+
 async def test_a_learner_reaches_only_their_own_sandbox(sandboxd):
     ada, ada_cookie = await guest("ada")
     bob, bob_cookie = await guest("bob")
