@@ -18,6 +18,7 @@ from sandboxapp.routing import websocket_urlpatterns  # noqa: E402
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
+        # Terminals send past anything inside ServerSendInScope that wraps `send`.
         "websocket": ServerSendInScope(
             AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
         ),

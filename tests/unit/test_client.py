@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -33,30 +35,36 @@ async def test_typing_into_a_terminal_whose_daemon_went_away_fails_once_and_quie
     server.close()
 
 
-async def _terminal_fed(tmp_path, *frames: bytes) -> Terminal:
-    """A terminal whose daemon sends `frames` and then keeps the connection open."""
+@contextlib.asynccontextmanager
+async def _terminal_fed(tmp_path, *frames: bytes) -> AsyncIterator[Terminal]:
+    """A terminal whose daemon sends `frames`, then waits for the client to hang up."""
 
     async def serve(reader, writer):
         writer.write(b"".join(frames))
         await reader.read()
+        writer.close()
 
     path = str(tmp_path / "sandboxd.sock")
-    await asyncio.start_unix_server(serve, path=path)
-    return Terminal(*await asyncio.open_unix_connection(path), {"session": "s"})
+    server = await asyncio.start_unix_server(serve, path=path)
+    terminal = Terminal(*await asyncio.open_unix_connection(path), {"session": "s"})
+    try:
+        yield terminal
+    finally:
+        await terminal.close()
+        server.close()
+        await server.wait_closed()
 
 
 async def test_output_is_read_whole_with_its_offset(tmp_path):
-    terminal = await _terminal_fed(tmp_path, wire.encode_output(2**40, b"echo"))
-    item = await terminal.receive()
+    async with _terminal_fed(tmp_path, wire.encode_output(2**40, b"echo")) as terminal:
+        item = await terminal.receive()
     assert isinstance(item, Output)
     assert (item.offset, item.data, item.end) == (2**40, b"echo", 2**40 + 4)
     # What the consumer relays: the payload is the browser's frame after its opcode.
     assert item.payload == wire.OFFSET.pack(2**40) + b"echo"
-    await terminal.close()
 
 
 async def test_an_output_frame_too_short_for_its_offset_is_an_error(tmp_path):
-    terminal = await _terminal_fed(tmp_path, wire.encode(wire.OUTPUT, b"\x00\x01"))
-    with pytest.raises(SandboxdError, match="offset"):
-        await terminal.receive()
-    await terminal.close()
+    async with _terminal_fed(tmp_path, wire.encode(wire.OUTPUT, b"\x00\x01")) as terminal:
+        with pytest.raises(SandboxdError, match="offset"):
+            await terminal.receive()

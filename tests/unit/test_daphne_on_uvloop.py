@@ -137,7 +137,7 @@ def test_a_small_frame_unmasks_as_autobahns_masker_does_however_it_arrives(lengt
     assert ours.pointer() == 0 and ours.process(got) == payload  # XOR twice: the payload
 
 
-def test_autobahn_parses_small_frames_with_ours_and_large_ones_with_its_own(monkeypatch):
+def test_autobahn_is_given_our_masker_for_small_frames_and_keeps_its_own_for_large(monkeypatch):
     from autobahn.websocket import protocol
 
     monkeypatch.setattr(protocol, "create_xor_masker", protocol.create_xor_masker)
