@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sandboxapp.daphne_on_uvloop import daphne_argv
-from sandboxapp.runtime import runstate
+from sandboxapp.runtime import ids, runstate
 
 REPO = Path(__file__).resolve().parent.parent
 SITE_CONF = REPO / "deploy" / "nginx" / "contained.conf"
@@ -152,6 +152,7 @@ def sandboxd_running(
     finally:
         process_stop(sandboxd, 60)  # it ends its sandboxes first
         if state := env.get("CONTAINED_STATE_DIR"):
+            ids.host_claims_release(Path(state))
             runstate.run_dir_unmount(Path(state))
 
 

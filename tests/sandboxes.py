@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from sandboxapp.runtime import ids
 from sandboxapp.runtime import syscalls as sc
 from sandboxapp.runtime.cgroups import SPARE_PREFIX, SandboxCgroup, detect
 from sandboxapp.runtime.client import (
@@ -105,6 +106,7 @@ def leftovers_remove() -> list[int]:
         # Whatever reconcile left in the guard (a cgroup with no state), then the guard.
         guard.destroy()
         if config.state_dir.is_dir():
+            ids.host_claims_release(config.state_dir)
             _unmount_below(config.state_dir)
             shutil.rmtree(config.state_dir)
     return dead
@@ -174,9 +176,12 @@ def config(guard: str) -> Iterator[RuntimeConfig]:
     try:
         yield session
     finally:
+        # The spare gives its id block back (here and on the host) while the state is here.
+        zygote_stop()
         # Whatever a failed test left (a mounted layer, a cgroup) goes before its files,
         # then the runtime's tmpfs and any state directory a test made inside.
         reconcile(session)
+        ids.host_claims_release(state)  # a sandbox's block reconcile spares (too young)
         _unmount_below(state)
         shutil.rmtree(state, ignore_errors=True)
 

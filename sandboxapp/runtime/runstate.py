@@ -36,7 +36,7 @@ _lock = threading.Lock()
 def run_dir(state_dir: Path) -> Path:
     """`state_dir`/run, a tmpfs, mounted (and what earlier versions left moved in) if it
     is not yet."""
-    path = state_dir / RUN
+    path = run_path(state_dir)
     if state_dir in _ready:
         return path
     with _lock:
@@ -46,10 +46,15 @@ def run_dir(state_dir: Path) -> Path:
     return path
 
 
+def run_path(state_dir: Path) -> Path:
+    """Where `state_dir`'s run directory is, mounted or not (another process's)."""
+    return state_dir / RUN
+
+
 def run_dir_unmount(state_dir: Path) -> None:
     """Unmount `state_dir`/run, if it is mounted. sandboxd leaves it for the next daemon;
     whoever removes a state directory of its own (a bench's) unmounts it first."""
-    path = state_dir / RUN
+    path = run_path(state_dir)
     with _lock:
         _ready.discard(state_dir)
         if os.path.ismount(path):

@@ -43,11 +43,15 @@ def test_destroy_leaves_nothing_behind(make_sandbox, config, own_cgroup):
     assert len(pids) >= 3
     assert bool(sandbox.cgroup.child_cgroups()) == own_cgroup
     rundir = rundir_of(config, sandbox.name)
+    # Its block is claimed for the whole host too, in this state directory's name.
+    host_claim = ids.host_dir() / f"block-{sandbox.uid_base // 65536}"
+    assert os.readlink(host_claim) == os.path.abspath(config.state_dir)
     sandbox.destroy()
     for pid in pids:
         assert not Path(f"/proc/{pid}").exists() or _is_zombie_of_us(pid)
     assert not sandbox.cgroup.exists()
     assert not rundir.exists()
+    assert not os.path.lexists(host_claim)
     assert str(config.state_dir / "volumes" / "leaver") not in _mounts()
 
 
