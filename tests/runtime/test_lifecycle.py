@@ -25,7 +25,7 @@ from sandboxapp.runtime.sandbox import (
     rundir_of,
     sandbox_create,
 )
-from sandboxapp.runtime.spec import SandboxSpec
+from sandboxapp.runtime.spec import ID_BLOCK, SandboxSpec
 
 
 def _mounts() -> str:
@@ -44,8 +44,8 @@ def test_destroy_leaves_nothing_behind(make_sandbox, config, own_cgroup):
     assert bool(sandbox.cgroup.child_cgroups()) == own_cgroup
     rundir = rundir_of(config, sandbox.name)
     # Its block is claimed for the whole host too, in this state directory's name.
-    host_claim = ids.host_dir() / f"block-{sandbox.uid_base // 65536}"
-    assert os.readlink(host_claim) == os.path.abspath(config.state_dir)
+    host_claim = ids.host_dir() / f"block-{sandbox.uid_base // ID_BLOCK}"
+    assert os.readlink(host_claim) == os.path.realpath(config.state_dir)
     sandbox.destroy()
     for pid in pids:
         assert not Path(f"/proc/{pid}").exists() or _is_zombie_of_us(pid)

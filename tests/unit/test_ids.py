@@ -242,7 +242,7 @@ def test_concurrent_borrows_from_two_state_directories_never_share_a_block(tmp_p
 
 
 def host_claim(block: int) -> Path:
-    return Path(os.environ[ids.HOST_CLAIMS_ENV]) / f"block-{block}"
+    return ids.host_dir() / f"block-{block}"
 
 
 @pytest.mark.parametrize("left_by", ["removed since", "its sandbox died"])
@@ -340,8 +340,7 @@ def test_a_state_directory_removed_gives_back_its_host_claims_only(tmp_path, mon
 
     ids.host_claims_release(bench)  # its sandboxes are gone, and it is about to be
 
-    host = Path(os.environ[ids.HOST_CLAIMS_ENV])
-    assert [p.name for p in host.glob("block-*")] == [f"block-{kept // ID_BLOCK}"]
+    assert [p.name for p in ids.host_dir().glob("block-*")] == [f"block-{kept // ID_BLOCK}"]
 
 
 def test_a_claim_made_while_its_name_is_looked_at_is_not_overwritten(tmp_path, monkeypatch):
